@@ -1,0 +1,1 @@
+"""shardstream: a torch IterableDataset fed by the shardstream loader service."""

@@ -1,0 +1,1 @@
+"""Generated gRPC code for shardstream.v1 (``make proto``); do not edit."""

@@ -1,0 +1,133 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class LastBatchPolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LAST_BATCH_POLICY_UNSPECIFIED: _ClassVar[LastBatchPolicy]
+    LAST_BATCH_POLICY_DROP: _ClassVar[LastBatchPolicy]
+    LAST_BATCH_POLICY_PAD: _ClassVar[LastBatchPolicy]
+LAST_BATCH_POLICY_UNSPECIFIED: LastBatchPolicy
+LAST_BATCH_POLICY_DROP: LastBatchPolicy
+LAST_BATCH_POLICY_PAD: LastBatchPolicy
+
+class JobSpec(_message.Message):
+    __slots__ = ("dataset", "seed", "epoch", "world_size", "batch_size", "window", "last_batch", "resume_token")
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    WORLD_SIZE_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    LAST_BATCH_FIELD_NUMBER: _ClassVar[int]
+    RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    dataset: str
+    seed: int
+    epoch: int
+    world_size: int
+    batch_size: int
+    window: int
+    last_batch: LastBatchPolicy
+    resume_token: str
+    def __init__(self, dataset: _Optional[str] = ..., seed: _Optional[int] = ..., epoch: _Optional[int] = ..., world_size: _Optional[int] = ..., batch_size: _Optional[int] = ..., window: _Optional[int] = ..., last_batch: _Optional[_Union[LastBatchPolicy, str]] = ..., resume_token: _Optional[str] = ...) -> None: ...
+
+class GetDatasetRequest(_message.Message):
+    __slots__ = ("dataset",)
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    dataset: str
+    def __init__(self, dataset: _Optional[str] = ...) -> None: ...
+
+class GetDatasetResponse(_message.Message):
+    __slots__ = ("name", "fingerprint", "shards", "samples", "bytes")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    SHARDS_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    fingerprint: str
+    shards: int
+    samples: int
+    bytes: int
+    def __init__(self, name: _Optional[str] = ..., fingerprint: _Optional[str] = ..., shards: _Optional[int] = ..., samples: _Optional[int] = ..., bytes: _Optional[int] = ...) -> None: ...
+
+class PlanEpochRequest(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: JobSpec
+    def __init__(self, job: _Optional[_Union[JobSpec, _Mapping]] = ...) -> None: ...
+
+class PlanEpochResponse(_message.Message):
+    __slots__ = ("dataset_fingerprint", "steps", "samples", "dropped", "padded", "resume_token", "loader_addresses")
+    DATASET_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    PADDED_FIELD_NUMBER: _ClassVar[int]
+    RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    LOADER_ADDRESSES_FIELD_NUMBER: _ClassVar[int]
+    dataset_fingerprint: str
+    steps: int
+    samples: int
+    dropped: int
+    padded: int
+    resume_token: str
+    loader_addresses: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, dataset_fingerprint: _Optional[str] = ..., steps: _Optional[int] = ..., samples: _Optional[int] = ..., dropped: _Optional[int] = ..., padded: _Optional[int] = ..., resume_token: _Optional[str] = ..., loader_addresses: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class StreamBatchesRequest(_message.Message):
+    __slots__ = ("job", "rank", "from_step", "max_steps")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    FROM_STEP_FIELD_NUMBER: _ClassVar[int]
+    MAX_STEPS_FIELD_NUMBER: _ClassVar[int]
+    job: JobSpec
+    rank: int
+    from_step: int
+    max_steps: int
+    def __init__(self, job: _Optional[_Union[JobSpec, _Mapping]] = ..., rank: _Optional[int] = ..., from_step: _Optional[int] = ..., max_steps: _Optional[int] = ...) -> None: ...
+
+class StreamBatchesResponse(_message.Message):
+    __slots__ = ("batch",)
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    batch: Batch
+    def __init__(self, batch: _Optional[_Union[Batch, _Mapping]] = ...) -> None: ...
+
+class Batch(_message.Message):
+    __slots__ = ("rank", "epoch", "step", "samples", "resume_token")
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    rank: int
+    epoch: int
+    step: int
+    samples: _containers.RepeatedCompositeFieldContainer[Sample]
+    resume_token: str
+    def __init__(self, rank: _Optional[int] = ..., epoch: _Optional[int] = ..., step: _Optional[int] = ..., samples: _Optional[_Iterable[_Union[Sample, _Mapping]]] = ..., resume_token: _Optional[str] = ...) -> None: ...
+
+class Sample(_message.Message):
+    __slots__ = ("shard", "index", "key", "fields")
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    FIELDS_FIELD_NUMBER: _ClassVar[int]
+    shard: int
+    index: int
+    key: str
+    fields: _containers.RepeatedCompositeFieldContainer[Field]
+    def __init__(self, shard: _Optional[int] = ..., index: _Optional[int] = ..., key: _Optional[str] = ..., fields: _Optional[_Iterable[_Union[Field, _Mapping]]] = ...) -> None: ...
+
+class Field(_message.Message):
+    __slots__ = ("name", "data")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    data: bytes
+    def __init__(self, name: _Optional[str] = ..., data: _Optional[bytes] = ...) -> None: ...
