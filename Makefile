@@ -1,0 +1,158 @@
+# shardstream — the one entry point. CI runs `make test` (through .ci/run).
+#
+#   make demo        build, make a sample dataset, serve it, train 2 ranks × 2 epochs
+#   make test        every test: proto lint + drift, Go vet/fmt, go test -race, pytest
+#   make bench-read  read path vs plain ranged GETs on a real MinIO
+#   make bench-plan  planner benchmarks (10M shards)
+#   make proto       regenerate Go and Python code from proto/
+#
+# Every tool is pinned and installed into .tools/bin (Go) or .venv (Python)
+# by the targets below; the Go build cache and pip cache make re-runs fast.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+ROOT      := $(CURDIR)
+TOOLS     := $(ROOT)/.tools/bin
+VENV      := $(ROOT)/.venv
+PY        := $(VENV)/bin/python
+BIN       := $(ROOT)/bin/shardstream
+GO        ?= go
+
+# Pinned tool versions.
+MINIO_VERSION              := v0.0.0-20260212201848-7aac2a2c5b7c
+BUF_VERSION                := v1.75.0
+PROTOC_GEN_GO_VERSION      := v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
+PYTHON                     ?= python3
+
+export PATH := $(TOOLS):$(PATH)
+export SHARDSTREAM_MINIO := $(TOOLS)/minio
+export SHARDSTREAM_BIN := $(BIN)
+
+GO_SOURCES := $(shell find . -name '*.go' -not -path './.venv/*' -not -path './.tools/*' 2>/dev/null) go.mod go.sum
+
+.PHONY: help
+help:
+	@sed -n '2,9p' Makefile | sed 's/^# \{0,1\}//'
+
+# ---- tools -----------------------------------------------------------------
+
+$(TOOLS)/minio:
+	@echo "installing minio $(MINIO_VERSION) (a few minutes the first time)"
+	GOBIN=$(TOOLS) $(GO) install github.com/minio/minio@$(MINIO_VERSION)
+
+$(TOOLS)/buf:
+	GOBIN=$(TOOLS) $(GO) install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
+
+$(TOOLS)/protoc-gen-go:
+	GOBIN=$(TOOLS) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+
+$(TOOLS)/protoc-gen-go-grpc:
+	GOBIN=$(TOOLS) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+
+.PHONY: tools
+tools: $(TOOLS)/minio $(TOOLS)/buf $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc
+
+# The Python environment: pinned requirements, then the client in editable
+# mode. The stamp is rebuilt when the requirements change.
+$(VENV)/.stamp: clients/python/requirements-dev.txt clients/python/pyproject.toml
+	@echo "setting up $(VENV) (torch is large: a few minutes the first time)"
+	@start=$$(date +%s); \
+	  $(PYTHON) -m venv $(VENV); \
+	  $(VENV)/bin/pip install -q --upgrade pip==25.3; \
+	  $(VENV)/bin/pip install -q -r clients/python/requirements-dev.txt; \
+	  $(VENV)/bin/pip install -q --no-deps -e clients/python; \
+	  echo "python environment ready in $$(( $$(date +%s) - start ))s"
+	@touch $@
+
+.PHONY: venv
+venv: $(VENV)/.stamp
+
+# ---- build -----------------------------------------------------------------
+
+$(BIN): $(GO_SOURCES)
+	@mkdir -p $(dir $@)
+	$(GO) build -o $@ ./cmd/shardstream
+
+.PHONY: build
+build: $(BIN)
+
+# ---- proto -----------------------------------------------------------------
+
+PROTO_FILES := $(shell find proto -name '*.proto')
+
+.PHONY: proto
+proto: $(TOOLS)/buf $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc venv
+	buf generate
+	$(PY) -m grpc_tools.protoc -I proto --python_out=clients/python --pyi_out=clients/python \
+	  --grpc_python_out=clients/python $(PROTO_FILES)
+
+# Generated code must match the proto: regenerate into a scratch copy and
+# compare with the checked-in files.
+.PHONY: check-proto
+check-proto: $(TOOLS)/buf $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc venv
+	buf lint
+	@tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
+	  buf generate -o $$tmp; \
+	  mkdir -p $$tmp/py; \
+	  $(PY) -m grpc_tools.protoc -I proto --python_out=$$tmp/py --pyi_out=$$tmp/py \
+	    --grpc_python_out=$$tmp/py $(PROTO_FILES); \
+	  status=0; \
+	  for f in $$(cd $$tmp && find proto -name '*.go'); do \
+	    diff -u $$f $$tmp/$$f || status=1; done; \
+	  for f in $$(cd $$tmp/py && find . -name '*_pb2*'); do \
+	    diff -u clients/python/$$f $$tmp/py/$$f || status=1; done; \
+	  if [ $$status -ne 0 ]; then echo "generated code drifted from proto/: run 'make proto'"; exit 1; fi; \
+	  echo "generated code matches proto/"
+
+# ---- lint ------------------------------------------------------------------
+
+.PHONY: lint
+lint: venv
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	cd clients/python && $(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+	cd clients/python && $(VENV)/bin/mypy
+
+# ---- tests -----------------------------------------------------------------
+
+.PHONY: test
+test: tools venv build check-proto lint go-test py-test
+	@echo "make test: all suites passed"
+
+.PHONY: go-test
+go-test: tools build
+	$(GO) test -race -timeout 20m ./...
+
+.PHONY: py-test
+py-test: tools venv build
+	cd clients/python && $(VENV)/bin/pytest -q tests
+
+# Short fuzz runs of every fuzz target (the committed corpora run in go-test).
+FUZZ_TIME ?= 15s
+.PHONY: fuzz
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+	  for t in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "fuzz $$pkg $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZ_TIME) $$pkg; \
+	  done; done
+
+# ---- demo and benchmarks ---------------------------------------------------
+
+.PHONY: demo
+demo: venv build
+	PYTHON=$(PY) ./scripts/demo.sh
+
+.PHONY: bench-read
+bench-read: tools build
+	$(BIN) bench-read --minio $(TOOLS)/minio
+
+.PHONY: bench-plan
+bench-plan:
+	$(GO) test -run '^$$' -bench . -benchmem ./sampler/ ./shuffle/
+
+.PHONY: clean
+clean:
+	rm -rf bin
