@@ -1,0 +1,160 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shardstream/shardstream/manifest"
+	"github.com/shardstream/shardstream/worker"
+)
+
+// ChunkReader is what the loader needs from the read path: one decoded
+// chunk of one shard. *worker.Reader implements it; it must be safe for
+// concurrent use.
+type ChunkReader interface {
+	Chunk(ctx context.Context, shard, chunk int) (*worker.Chunk, error)
+}
+
+// Dataset is one served dataset.
+type Dataset struct {
+	// Name is how JobSpec.dataset names it; a server with one dataset also
+	// answers to the empty name.
+	Name string
+	// Manifest is the dataset's index; it must not change while served.
+	Manifest *manifest.Manifest
+	// Chunks reads the dataset's shards.
+	Chunks ChunkReader
+}
+
+// Config configures a Server. Zero values mean the documented defaults.
+type Config struct {
+	// Datasets served; at least one, names unique.
+	Datasets []Dataset
+
+	// LoaderAddrs are the loader addresses PlanEpoch hands out, assigned
+	// to ranks round-robin. Empty: every rank streams from this server
+	// (the embedded default).
+	LoaderAddrs []string
+
+	// DefaultWindow is the shuffle window, in shards, for a JobSpec whose
+	// window is 0. Default 4: samples of 4 shards mix, while a loader only
+	// needs the chunks of about that many shards at a time.
+	DefaultWindow int
+
+	// ReadaheadSteps is how many steps past the one being sent a stream
+	// fetches ahead. Default 8: enough to hide a few slow GETs, while a
+	// stream holds at most ReadaheadSteps+2 steps of chunks.
+	ReadaheadSteps int
+
+	// FetchConcurrency bounds the chunk reads in flight per stream.
+	// Default 16; the read path bounds its own GETs on top of this.
+	FetchConcurrency int
+
+	// MaxStreams bounds the StreamBatches calls served at once; more are
+	// refused with ResourceExhausted. Default 256. Memory is about
+	// MaxStreams × (ReadaheadSteps+2) × batch bytes plus the reader caches.
+	MaxStreams int
+
+	// PlanCacheSize is how many epoch plans the loader keeps (an LRU keyed
+	// by JobSpec): computing one costs O(shards). Default 64.
+	PlanCacheSize int
+
+	// MaxSendMsgSize is the largest message, in bytes, the server sends:
+	// one batch must fit. Default 256 MiB. Clients must raise their
+	// maximum receive size (gRPC's default is 4 MiB) to match.
+	MaxSendMsgSize int
+
+	// MaxWorldSize and MaxBatchSize bound a JobSpec. Defaults 1<<16 ranks
+	// and 1<<20 samples.
+	MaxWorldSize int
+	MaxBatchSize int
+
+	// ShutdownTimeout is how long Serve waits for streams to finish after
+	// its context is cancelled before it stops them by force. Default 20s,
+	// inside Kubernetes' default 30s termination grace period.
+	ShutdownTimeout time.Duration
+
+	// Logger receives request logs and errors. Default: discard.
+	Logger *slog.Logger
+
+	// Registry receives the metrics and is served at /metrics. Default: a
+	// new registry.
+	Registry *prometheus.Registry
+}
+
+// Defaults, as documented on Config.
+const (
+	DefaultWindow           = 4
+	DefaultReadaheadSteps   = 8
+	DefaultFetchConcurrency = 16
+	DefaultMaxStreams       = 256
+	DefaultPlanCacheSize    = 64
+	DefaultMaxSendMsgSize   = 256 << 20
+	DefaultMaxWorldSize     = 1 << 16
+	DefaultMaxBatchSize     = 1 << 20
+	DefaultShutdownTimeout  = 20 * time.Second
+)
+
+// validate rejects bad combinations and fills defaults.
+func (c *Config) validate() error {
+	if len(c.Datasets) == 0 {
+		return errors.New("service config: no dataset")
+	}
+	seen := make(map[string]bool, len(c.Datasets))
+	for i, d := range c.Datasets {
+		switch {
+		case d.Manifest == nil:
+			return fmt.Errorf("service config: dataset %d (%q) has no manifest", i, d.Name)
+		case d.Chunks == nil:
+			return fmt.Errorf("service config: dataset %d (%q) has no chunk reader", i, d.Name)
+		case seen[d.Name]:
+			return fmt.Errorf("service config: dataset name %q given twice", d.Name)
+		}
+		seen[d.Name] = true
+	}
+	for i, a := range c.LoaderAddrs {
+		if a == "" {
+			return fmt.Errorf("service config: loader address %d is empty", i)
+		}
+	}
+	type intField struct {
+		name string
+		p    *int
+		def  int
+	}
+	for _, f := range []intField{
+		{"DefaultWindow", &c.DefaultWindow, DefaultWindow},
+		{"ReadaheadSteps", &c.ReadaheadSteps, DefaultReadaheadSteps},
+		{"FetchConcurrency", &c.FetchConcurrency, DefaultFetchConcurrency},
+		{"MaxStreams", &c.MaxStreams, DefaultMaxStreams},
+		{"PlanCacheSize", &c.PlanCacheSize, DefaultPlanCacheSize},
+		{"MaxSendMsgSize", &c.MaxSendMsgSize, DefaultMaxSendMsgSize},
+		{"MaxWorldSize", &c.MaxWorldSize, DefaultMaxWorldSize},
+		{"MaxBatchSize", &c.MaxBatchSize, DefaultMaxBatchSize},
+	} {
+		if *f.p < 0 {
+			return fmt.Errorf("service config: %s is %d, must be >= 0", f.name, *f.p)
+		}
+		if *f.p == 0 {
+			*f.p = f.def
+		}
+	}
+	if c.ShutdownTimeout < 0 {
+		return fmt.Errorf("service config: ShutdownTimeout is %v, must be >= 0", c.ShutdownTimeout)
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Registry == nil {
+		c.Registry = prometheus.NewRegistry()
+	}
+	return nil
+}

@@ -1,0 +1,53 @@
+// Package service is shardstream's gRPC servers: the coordinator, which
+// describes the served datasets and plans epochs, and the loader, which
+// streams one rank's batches from any step of an epoch. Both are stateless
+// about jobs: a request carries the whole JobSpec, so a restarted
+// coordinator or any loader answers exactly as the one before it did.
+//
+// A Server assembles both services on one gRPC server with health checking
+// (grpc.health.v1), reflection, keepalive enforcement, slog request logging,
+// panic recovery and Prometheus metrics:
+//
+//	srv, err := service.New(service.Config{
+//		Datasets: []service.Dataset{{Name: "default", Manifest: r.Manifest(), Chunks: r}},
+//		Logger:   log,
+//	})
+//	...
+//	err = srv.Serve(ctx, lis, metricsLis) // until ctx is cancelled, then a graceful stop
+//
+// # Loader pipeline
+//
+// StreamBatches reads ahead: up to Config.ReadaheadSteps steps past the one
+// being sent have their chunks fetched, at most Config.FetchConcurrency
+// chunk reads at a time per stream. Batches are assembled and sent in step
+// order. A client that reads slowly blocks Send, which stops the read-ahead
+// once its bounded queue is full, so a stream's memory is bounded by about
+// (ReadaheadSteps+2) steps of chunks whatever the dataset size.
+//
+// # Errors
+//
+// Errors become gRPC status codes only here, at the boundary:
+//
+//	InvalidArgument     bad JobSpec (world_size, batch_size, rank, steps), malformed resume token
+//	FailedPrecondition  resume token of another dataset or job (the message names the field);
+//	                    a shard that changed under the manifest
+//	NotFound            unknown dataset; a shard object that is missing
+//	OutOfRange          from_step past the end of the epoch
+//	DataLoss            a corrupt shard or chunk (the message names shard path and offset)
+//	Unavailable         storage unavailable after the read path's retries
+//	ResourceExhausted   more than Config.MaxStreams streams open
+//	Canceled, DeadlineExceeded  the client's context
+//
+// # Metrics
+//
+//	shardstream_loader_streams_open              gauge    streams being served
+//	shardstream_loader_streams_total{code}       counter  streams ended, by gRPC status code
+//	shardstream_loader_batches_sent_total        counter  batches sent
+//	shardstream_loader_samples_sent_total        counter  samples sent
+//	shardstream_loader_bytes_sent_total          counter  encoded batch bytes sent
+//	shardstream_loader_step_wait_seconds         histogram time a stream waited for a step's chunks (read-ahead underrun)
+//	shardstream_loader_step_send_seconds         histogram time Send blocked (client backpressure)
+//	shardstream_loader_chunk_fetch_seconds       histogram time to get one decoded chunk from the read path
+//	shardstream_coordinator_plans_total{code}    counter  PlanEpoch calls, by gRPC status code
+//	shardstream_plan_cache_misses_total          counter  plans computed (not found in the plan cache)
+package service

@@ -1,0 +1,167 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/shardstream/shardstream/proto/shardstream/v1"
+)
+
+// Server is the coordinator and the loader on one gRPC server, with health,
+// reflection and metrics.
+type Server struct {
+	cfg    Config
+	log    *slog.Logger
+	grpc   *grpc.Server
+	health *health.Server
+}
+
+// New builds a Server from cfg; it serves nothing until Serve.
+func New(cfg Config) (*Server, error) {
+	return newServer(cfg, samplerPlanner)
+}
+
+func newServer(cfg Config, pl planner) (*Server, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	m, err := newMetrics(cfg.Registry)
+	if err != nil {
+		return nil, fmt.Errorf("service metrics: %w", err)
+	}
+	log := cfg.Logger
+	c := &core{
+		cfg:     &cfg,
+		catalog: newCatalog(cfg.Datasets),
+		planner: pl,
+		plans:   newPlanCache(pl, cfg.PlanCacheSize, m.planCacheMiss.Inc),
+		metrics: m,
+	}
+
+	logger := logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
+		log.Log(ctx, slog.Level(lvl), msg, fields...)
+	})
+	logOpts := []logging.Option{logging.WithLogOnEvents(logging.FinishCall)}
+	recoverOpts := []recovery.Option{recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
+		log.ErrorContext(ctx, "panic in handler", "panic", p, "stack", string(debug.Stack()))
+		return status.Errorf(codes.Internal, "internal error: %v", p)
+	})}
+
+	gs := grpc.NewServer(
+		// Recovery runs innermost so the logging interceptor sees the
+		// Internal status a panic turns into.
+		grpc.ChainUnaryInterceptor(logging.UnaryServerInterceptor(logger, logOpts...), recovery.UnaryServerInterceptor(recoverOpts...)),
+		grpc.ChainStreamInterceptor(logging.StreamServerInterceptor(logger, logOpts...), recovery.StreamServerInterceptor(recoverOpts...)),
+		// One batch is one message: allow large ones. Clients must raise
+		// their receive limit (default 4 MiB) to the same size.
+		grpc.MaxSendMsgSize(cfg.MaxSendMsgSize),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+			// Clients may ping at most every 10s; faster pingers get
+			// GOAWAY(too_many_pings). Clients should ping every 30s or more.
+			MinTime: 10 * time.Second,
+			// Trainers keep channels open between epochs and may ping them
+			// to notice a dead loader before they need it.
+			PermitWithoutStream: true,
+		}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			// Ping a connection idle for 30s, and close it when the ping
+			// is not answered in 10s: a trainer host that vanished must
+			// not hold a MaxStreams slot and its read-ahead for long.
+			Time:    30 * time.Second,
+			Timeout: 10 * time.Second,
+			// MaxConnectionIdle and MaxConnectionAge stay infinite: a
+			// stream lasts a whole epoch, hours, and must not be cut.
+		}),
+	)
+	pb.RegisterCoordinatorServiceServer(gs, &coordinator{core: c})
+	pb.RegisterLoaderServiceServer(gs, &loader{core: c, streams: make(chan struct{}, cfg.MaxStreams)})
+	hs := health.NewServer()
+	for _, name := range []string{"", pb.CoordinatorService_ServiceDesc.ServiceName, pb.LoaderService_ServiceDesc.ServiceName} {
+		hs.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
+	}
+	healthpb.RegisterHealthServer(gs, hs)
+	reflection.Register(gs)
+	return &Server{cfg: cfg, log: log, grpc: gs, health: hs}, nil
+}
+
+// Serve serves gRPC on lis, and /metrics over HTTP on metricsLis when it is
+// not nil, until ctx is cancelled or serving fails. It then reports
+// NOT_SERVING on the health service, lets open streams finish for up to
+// Config.ShutdownTimeout, and stops the rest by force. It closes both
+// listeners and returns once every goroutine it started has ended; nil
+// after a stop caused by ctx.
+func (s *Server) Serve(ctx context.Context, lis, metricsLis net.Listener) error {
+	var wg sync.WaitGroup
+	errc := make(chan error, 2)
+
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := s.grpc.Serve(lis); err != nil {
+			errc <- fmt.Errorf("serve gRPC on %s: %w", lis.Addr(), err)
+		}
+	}()
+	var hs *http.Server
+	if metricsLis != nil {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{}))
+		hs = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := hs.Serve(metricsLis); !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("serve metrics on %s: %w", metricsLis.Addr(), err)
+			}
+		}()
+	}
+
+	var err error
+	select {
+	case <-ctx.Done():
+		s.log.Info("stopping: waiting for open streams", "timeout", s.cfg.ShutdownTimeout)
+	case err = <-errc:
+		s.log.Error("stopping", "err", err)
+	}
+	s.health.Shutdown() // NOT_SERVING: load balancers stop sending new streams
+	stopped := make(chan struct{})
+	go func() { // ends when GracefulStop returns, which Stop below forces
+		s.grpc.GracefulStop()
+		close(stopped)
+	}()
+	timer := time.NewTimer(s.cfg.ShutdownTimeout)
+	select {
+	case <-stopped:
+		timer.Stop()
+	case <-timer.C:
+		s.log.Warn("shutdown timeout: stopping open streams by force", "timeout", s.cfg.ShutdownTimeout)
+		s.grpc.Stop()
+		<-stopped
+	}
+	if hs != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if e := hs.Shutdown(sctx); e != nil {
+			hs.Close()
+		}
+		cancel()
+	}
+	wg.Wait()
+	return err
+}

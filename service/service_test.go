@@ -1,0 +1,528 @@
+package service
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/shardstream/shardstream/proto/shardstream/v1"
+	"github.com/shardstream/shardstream/sampler"
+	"github.com/shardstream/shardstream/worker/store"
+)
+
+func testConfig(r *fakeReader) Config {
+	return Config{Datasets: []Dataset{{Name: "default", Manifest: r.m, Chunks: r}}}
+}
+
+func TestConfigValidate(t *testing.T) {
+	r := &fakeReader{m: testManifest(2, 10, 5)}
+	ds := Dataset{Name: "a", Manifest: r.m, Chunks: r}
+	tests := []struct {
+		name string
+		cfg  Config
+		want string // substring of the error; "" for none
+	}{
+		{"ok", Config{Datasets: []Dataset{ds}}, ""},
+		{"no dataset", Config{}, "no dataset"},
+		{"no manifest", Config{Datasets: []Dataset{{Name: "a", Chunks: r}}}, "no manifest"},
+		{"no reader", Config{Datasets: []Dataset{{Name: "a", Manifest: r.m}}}, "no chunk reader"},
+		{"duplicate", Config{Datasets: []Dataset{ds, ds}}, `"a" given twice`},
+		{"empty loader addr", Config{Datasets: []Dataset{ds}, LoaderAddrs: []string{"x:1", ""}}, "loader address 1"},
+		{"negative readahead", Config{Datasets: []Dataset{ds}, ReadaheadSteps: -1}, "ReadaheadSteps"},
+		{"negative timeout", Config{Datasets: []Dataset{ds}, ShutdownTimeout: -1}, "ShutdownTimeout"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := tt.cfg
+			err := cfg.validate()
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("validate() = %v, want nil", err)
+				}
+				if cfg.ReadaheadSteps != DefaultReadaheadSteps || cfg.MaxStreams != DefaultMaxStreams || cfg.DefaultWindow != DefaultWindow ||
+					cfg.ShutdownTimeout != DefaultShutdownTimeout || cfg.Logger == nil || cfg.Registry == nil {
+					t.Errorf("validate() left defaults unset: %+v", cfg)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("validate() = %v, want an error containing %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestGetDatasetAndPlanEpoch(t *testing.T) {
+	checkLeaks(t)
+	r := &fakeReader{m: testManifest(3, 10, 4)}
+	cfg := testConfig(r)
+	cfg.LoaderAddrs = []string{"a:1", "b:2"}
+	ts := startServer(t, cfg, fakePlanner)
+	ctx := testCtx(t)
+
+	for _, name := range []string{"", "default"} {
+		got, err := ts.coord.GetDataset(ctx, &pb.GetDatasetRequest{Dataset: name})
+		if err != nil {
+			t.Fatalf("GetDataset(%q): %v", name, err)
+		}
+		want := &pb.GetDatasetResponse{Name: "default", Fingerprint: r.m.Fingerprint(), Shards: 3, Samples: 30, Bytes: uint64(r.m.TotalBytes())}
+		if got.String() != want.String() {
+			t.Errorf("GetDataset(%q) = %v, want %v", name, got, want)
+		}
+	}
+	if _, err := ts.coord.GetDataset(ctx, &pb.GetDatasetRequest{Dataset: "other"}); status.Code(err) != codes.NotFound {
+		t.Errorf("GetDataset(other) = %v, want NotFound", err)
+	}
+
+	resp, err := ts.coord.PlanEpoch(ctx, &pb.PlanEpochRequest{Job: &pb.JobSpec{WorldSize: 3, BatchSize: 4, Seed: 7}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 30 samples, 3 ranks of 4: 2 steps, 24 samples, 6 dropped.
+	if resp.Steps != 2 || resp.Samples != 24 || resp.Dropped != 6 || resp.DatasetFingerprint != r.m.Fingerprint() {
+		t.Errorf("PlanEpoch = %v, want 2 steps, 24 samples, 6 dropped", resp)
+	}
+	if diff := cmp.Diff([]string{"a:1", "b:2", "a:1"}, resp.LoaderAddresses); diff != "" {
+		t.Errorf("loader addresses (-want +got):\n%s", diff)
+	}
+	wantTok := fmt.Sprintf("fake:%s:7:0:%d:%d:0", r.m.Fingerprint(), DefaultWindow, sampler.DropLast)
+	if resp.ResumeToken != wantTok {
+		t.Errorf("token = %q, want %q (defaults: window %d, policy drop)", resp.ResumeToken, wantTok, DefaultWindow)
+	}
+}
+
+func TestPlanEpochOwnAddress(t *testing.T) {
+	checkLeaks(t)
+	r := &fakeReader{m: testManifest(1, 10, 10)}
+	ts := startServer(t, testConfig(r), fakePlanner)
+	resp, err := ts.coord.PlanEpoch(testCtx(t), &pb.PlanEpochRequest{Job: &pb.JobSpec{WorldSize: 2, BatchSize: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"", ""}, resp.LoaderAddresses); diff != "" {
+		t.Errorf("loader addresses without LoaderAddrs (-want +got):\n%s", diff)
+	}
+}
+
+func TestValidationCodes(t *testing.T) {
+	checkLeaks(t)
+	r := &fakeReader{m: testManifest(2, 10, 5)}
+	ts := startServer(t, testConfig(r), fakePlanner)
+	fp := r.m.Fingerprint()
+	good := func() *pb.JobSpec { return &pb.JobSpec{WorldSize: 2, BatchSize: 2, Seed: 1} }
+	tok := func(fp string, seed, epoch uint64, window int, policy sampler.Policy) string {
+		return fmt.Sprintf("fake:%s:%d:%d:%d:%d:1", fp, seed, epoch, window, policy)
+	}
+	tests := []struct {
+		name   string
+		modify func(*pb.StreamBatchesRequest)
+		code   codes.Code
+		want   string // substring of the message
+	}{
+		{"no job", func(r *pb.StreamBatchesRequest) { r.Job = nil }, codes.InvalidArgument, "job"},
+		{"world 0", func(r *pb.StreamBatchesRequest) { r.Job.WorldSize = 0 }, codes.InvalidArgument, "world_size"},
+		{"world huge", func(r *pb.StreamBatchesRequest) { r.Job.WorldSize = 1 << 20 }, codes.InvalidArgument, "world_size"},
+		{"batch 0", func(r *pb.StreamBatchesRequest) { r.Job.BatchSize = 0 }, codes.InvalidArgument, "batch_size"},
+		{"batch huge", func(r *pb.StreamBatchesRequest) { r.Job.BatchSize = 1 << 30 }, codes.InvalidArgument, "batch_size"},
+		{"bad policy", func(r *pb.StreamBatchesRequest) { r.Job.LastBatch = 9 }, codes.InvalidArgument, "last_batch"},
+		{"unknown dataset", func(r *pb.StreamBatchesRequest) { r.Job.Dataset = "nope" }, codes.NotFound, `"nope"`},
+		{"malformed token", func(r *pb.StreamBatchesRequest) { r.Job.ResumeToken = "garbage" }, codes.InvalidArgument, "resume_token"},
+		{"token of other dataset", func(r *pb.StreamBatchesRequest) {
+			r.Job.ResumeToken = tok("0123456789abcdef", 1, 0, DefaultWindow, sampler.DropLast)
+		}, codes.FailedPrecondition, "fingerprint"},
+		{"token of other seed", func(r *pb.StreamBatchesRequest) {
+			r.Job.ResumeToken = tok(fp, 2, 0, DefaultWindow, sampler.DropLast)
+		}, codes.FailedPrecondition, "job.seed"},
+		{"token of other epoch", func(r *pb.StreamBatchesRequest) {
+			r.Job.ResumeToken = tok(fp, 1, 3, DefaultWindow, sampler.DropLast)
+		}, codes.FailedPrecondition, "job.epoch"},
+		{"token of other window", func(r *pb.StreamBatchesRequest) {
+			r.Job.ResumeToken = tok(fp, 1, 0, 9, sampler.DropLast)
+		}, codes.FailedPrecondition, "job.window"},
+		{"token of other policy", func(r *pb.StreamBatchesRequest) {
+			r.Job.ResumeToken = tok(fp, 1, 0, DefaultWindow, sampler.Pad)
+		}, codes.FailedPrecondition, "job.last_batch"},
+		{"rank", func(r *pb.StreamBatchesRequest) { r.Rank = 2 }, codes.InvalidArgument, "rank"},
+		{"negative from", func(r *pb.StreamBatchesRequest) { r.FromStep = -1 }, codes.InvalidArgument, "from_step"},
+		{"from past end", func(r *pb.StreamBatchesRequest) { r.FromStep = 6 }, codes.OutOfRange, "from_step"},
+		{"negative max", func(r *pb.StreamBatchesRequest) { r.MaxSteps = -1 }, codes.InvalidArgument, "max_steps"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := testCtx(t)
+			req := &pb.StreamBatchesRequest{Job: good()}
+			tt.modify(req)
+			st, err := ts.loader.StreamBatches(ctx, req)
+			if err == nil {
+				_, err = collect(st, -1)
+			}
+			if status.Code(err) != tt.code || !strings.Contains(status.Convert(err).Message(), tt.want) {
+				t.Errorf("StreamBatches = %v, want %v naming %q", err, tt.code, tt.want)
+			}
+			// PlanEpoch validates the same JobSpec the same way.
+			if tt.name == "rank" || strings.Contains(tt.name, "from") || strings.Contains(tt.name, "max") {
+				return
+			}
+			_, err = ts.coord.PlanEpoch(ctx, &pb.PlanEpochRequest{Job: req.Job})
+			if status.Code(err) != tt.code || !strings.Contains(status.Convert(err).Message(), tt.want) {
+				t.Errorf("PlanEpoch = %v, want %v naming %q", err, tt.code, tt.want)
+			}
+		})
+	}
+}
+
+// streamRank reads rank's whole stream.
+func streamRank(t *testing.T, ctx context.Context, c pb.LoaderServiceClient, job *pb.JobSpec, rank uint32, from int64) []*pb.Batch {
+	t.Helper()
+	st, err := c.StreamBatches(ctx, &pb.StreamBatchesRequest{Job: job, Rank: rank, FromStep: from})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := collect(st, -1)
+	if err != nil {
+		t.Fatalf("rank %d from %d: %v", rank, from, err)
+	}
+	return b
+}
+
+func TestStreamEveryRank(t *testing.T) {
+	checkLeaks(t)
+	r := &fakeReader{m: testManifest(5, 37, 8), fieldSize: 100}
+	cfg := testConfig(r)
+	cfg.ReadaheadSteps = 3
+	cfg.FetchConcurrency = 2
+	ts := startServer(t, cfg, fakePlanner)
+	ctx := testCtx(t)
+	job := &pb.JobSpec{WorldSize: 3, BatchSize: 4, Epoch: 2}
+	plan, err := ts.coord.PlanEpoch(ctx, &pb.PlanEpochRequest{Job: job})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[sampler.SampleID]int{}
+	for rank := range uint32(3) {
+		batches := streamRank(t, ctx, ts.loader, job, rank, 0)
+		if int64(len(batches)) != plan.Steps {
+			t.Fatalf("rank %d: %d batches, want %d", rank, len(batches), plan.Steps)
+		}
+		for i, b := range batches {
+			if b.Rank != rank || b.Epoch != 2 || b.Step != int64(i) || len(b.Samples) != 4 {
+				t.Fatalf("rank %d batch %d: rank %d epoch %d step %d with %d samples", rank, i, b.Rank, b.Epoch, b.Step, len(b.Samples))
+			}
+			if want := fmt.Sprintf("fake:%s:0:2:%d:%d:%d", r.m.Fingerprint(), DefaultWindow, sampler.DropLast, i+1); b.ResumeToken != want {
+				t.Errorf("batch %d token %q, want %q", i, b.ResumeToken, want)
+			}
+			for _, s := range b.Samples {
+				key := sampleKey(int64(s.Shard), int64(s.Index))
+				if s.Key != key || len(s.Fields) != 2 || string(s.Fields[0].Data) != key || len(s.Fields[1].Data) != 100 {
+					t.Fatalf("sample %d/%d: key %q fields %v, want key %q", s.Shard, s.Index, s.Key, s.Fields[0], key)
+				}
+				seen[sampler.SampleID{Shard: int64(s.Shard), Index: int64(s.Index)}]++
+			}
+		}
+	}
+	if int64(len(seen)) != plan.Samples || plan.Samples+plan.Dropped != 5*37 {
+		t.Errorf("%d distinct samples delivered, plan says %d (+%d dropped of %d)", len(seen), plan.Samples, plan.Dropped, 5*37)
+	}
+	for id, n := range seen {
+		if n != 1 {
+			t.Errorf("sample %v delivered %d times", id, n)
+		}
+	}
+}
+
+func TestReconnectFromStep(t *testing.T) {
+	checkLeaks(t)
+	r := &fakeReader{m: testManifest(4, 50, 7)}
+	ts := startServer(t, testConfig(r), fakePlanner)
+	ctx := testCtx(t)
+	job := &pb.JobSpec{WorldSize: 2, BatchSize: 5, Seed: 3}
+	full := streamRank(t, ctx, ts.loader, job, 1, 0)
+
+	for _, k := range []int{0, 1, 7, len(full) - 1, len(full)} {
+		sctx, cancel := context.WithCancel(ctx)
+		st, err := ts.loader.StreamBatches(sctx, &pb.StreamBatchesRequest{Job: job, Rank: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		head, err := collect(st, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cancel() // the stream dies after k batches
+		tail := streamRank(t, ctx, ts.loader, job, 1, int64(k))
+		got := append(head, tail...)
+		if diff := cmp.Diff(ids(full), ids(got)); diff != "" {
+			t.Errorf("killed after %d batches and resumed: samples differ (-full +resumed):\n%s", k, diff)
+		}
+		for i, b := range tail {
+			if b.Step != int64(k+i) || b.ResumeToken != full[k+i].ResumeToken {
+				t.Errorf("resumed batch %d: step %d token %q, want step %d token %q", i, b.Step, b.ResumeToken, k+i, full[k+i].ResumeToken)
+			}
+		}
+	}
+
+	// max_steps cuts the stream.
+	st, err := ts.loader.StreamBatches(ctx, &pb.StreamBatchesRequest{Job: job, Rank: 1, FromStep: 2, MaxSteps: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := collect(st, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(ids(full[2:5]), ids(got)); diff != "" {
+		t.Errorf("from 2, max 3 (-want +got):\n%s", diff)
+	}
+}
+
+func TestTwoLoadersSameStream(t *testing.T) {
+	checkLeaks(t)
+	r := &fakeReader{m: testManifest(6, 20, 3)}
+	cfgA, cfgB := testConfig(r), testConfig(r)
+	cfgA.ReadaheadSteps, cfgA.FetchConcurrency = 1, 1
+	cfgB.ReadaheadSteps, cfgB.FetchConcurrency = 32, 64
+	a := startServer(t, cfgA, fakePlanner)
+	b := startServer(t, cfgB, fakePlanner)
+	ctx := testCtx(t)
+	job := &pb.JobSpec{WorldSize: 4, BatchSize: 3, Seed: 11, Epoch: 1}
+	for rank := range uint32(4) {
+		fa := streamRank(t, ctx, a.loader, job, rank, 0)
+		fb := streamRank(t, ctx, b.loader, job, rank, 0)
+		if diff := cmp.Diff(ids(fa), ids(fb)); diff != "" {
+			t.Errorf("rank %d: loaders differ (-a +b):\n%s", rank, diff)
+		}
+	}
+}
+
+func TestStreamReadErrors(t *testing.T) {
+	checkLeaks(t)
+	m := testManifest(3, 20, 5)
+	tests := []struct {
+		name  string
+		errs  map[chunkKey]error
+		short map[chunkKey]bool
+		code  codes.Code
+		want  []string
+	}{
+		{"missing object", map[chunkKey]error{{1, 2}: fmt.Errorf("read shard-00001.tar [10240,+5120): %w", store.ErrNotFound)}, nil,
+			codes.NotFound, []string{"shard-00001.tar", "10240"}},
+		{"short chunk", nil, map[chunkKey]bool{{2, 1}: true}, codes.DataLoss, []string{`"shard-00002.tar"`, "offset 5120", "sample 9"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := &fakeReader{m: m, errs: tt.errs, short: tt.short}
+			cfg := testConfig(r)
+			cfg.ReadaheadSteps = 2
+			ts := startServer(t, cfg, fakePlanner)
+			ctx := testCtx(t)
+			job := &pb.JobSpec{WorldSize: 1, BatchSize: 4}
+			st, err := ts.loader.StreamBatches(ctx, &pb.StreamBatchesRequest{Job: job})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := collect(st, -1)
+			msg := status.Convert(err).Message()
+			if status.Code(err) != tt.code {
+				t.Fatalf("stream ended with %v, want %v", err, tt.code)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(msg, w) {
+					t.Errorf("error %q does not name %q", msg, w)
+				}
+			}
+			// Every step before the bad one arrived, in order, and no later one.
+			// (A failed read spoils the chunk's first sample, a short chunk
+			// its last.)
+			var firstBad int64
+			for k := range tt.errs {
+				firstBad = (int64(k.shard)*20 + m.Shards[k.shard].Chunks[k.chunk].FirstSample) / 4
+			}
+			for k := range tt.short {
+				c := m.Shards[k.shard].Chunks[k.chunk]
+				firstBad = (int64(k.shard)*20 + c.FirstSample + c.Samples - 1) / 4
+			}
+			if int64(len(got)) != firstBad {
+				t.Errorf("got %d batches before the error, want %d (the steps before the bad chunk)", len(got), firstBad)
+			}
+		})
+	}
+}
+
+func TestMaxStreams(t *testing.T) {
+	checkLeaks(t)
+	r := &fakeReader{m: testManifest(2, 10, 5), gate: make(chan struct{})}
+	cfg := testConfig(r)
+	cfg.MaxStreams = 1
+	ts := startServer(t, cfg, fakePlanner)
+	ctx := testCtx(t)
+	job := &pb.JobSpec{WorldSize: 1, BatchSize: 2}
+
+	first, err := ts.loader.StreamBatches(ctx, &pb.StreamBatchesRequest{Job: job})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The first stream holds the only slot once its first read starts.
+	for r.calls.Load() == 0 {
+		if ctx.Err() != nil {
+			t.Fatal("first stream never started reading")
+		}
+		time.Sleep(time.Millisecond) // polling a counter: nothing to wait on
+	}
+	second, err := ts.loader.StreamBatches(ctx, &pb.StreamBatchesRequest{Job: job})
+	if err == nil {
+		_, err = second.Recv()
+	}
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Errorf("second stream: %v, want ResourceExhausted", err)
+	}
+	close(r.gate)
+	got, err := collect(first, -1)
+	if err != nil || len(got) != 10 {
+		t.Errorf("first stream: %d batches, %v; want 10, nil", len(got), err)
+	}
+}
+
+// TestSlowConsumer checks that a client that stops reading stops the
+// read-ahead: the loader fetches at most the steps in the transport's
+// buffers plus ReadaheadSteps+2, however long the epoch.
+func TestSlowConsumer(t *testing.T) {
+	checkLeaks(t)
+	const (
+		readahead  = 4
+		fieldSize  = 64 << 10 // each sample is bigger than the client's flow-control window
+		batchSize  = 2
+		chunkSize  = 2 // one step = one chunk
+		totalSteps = 200
+	)
+	r := &fakeReader{m: testManifest(1, totalSteps*batchSize, chunkSize), fieldSize: fieldSize}
+	cfg := testConfig(r)
+	cfg.ReadaheadSteps = readahead
+	cfg.FetchConcurrency = 4
+	// A fixed 64 KiB window turns off BDP window growth: the transport holds
+	// at most one or two batches.
+	ts := startServer(t, cfg, fakePlanner, grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
+	ctx := testCtx(t)
+	st, err := ts.loader.StreamBatches(ctx, &pb.StreamBatchesRequest{Job: &pb.JobSpec{WorldSize: 1, BatchSize: batchSize}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := st.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The client now reads nothing. Wait until the loader stops fetching
+	// (no new fetch for 300ms) and check where it stopped.
+	const bound = 1 + 4 + readahead + 2 // received + in transport + queued + in hand
+	last, stable := r.calls.Load(), time.Now()
+	for time.Since(stable) < 300*time.Millisecond {
+		if ctx.Err() != nil {
+			t.Fatalf("the loader never stopped fetching: %d of %d chunks", r.calls.Load(), totalSteps)
+		}
+		time.Sleep(10 * time.Millisecond) // polling a counter: nothing to wait on
+		if n := r.calls.Load(); n != last {
+			last, stable = n, time.Now()
+		}
+		if last > bound {
+			t.Fatalf("a client that stopped reading let the loader fetch %d chunks (steps), want at most %d", last, bound)
+		}
+	}
+	t.Logf("stalled client: loader fetched %d of %d steps (bound %d)", last, totalSteps, bound)
+	// Reading again drains the whole epoch.
+	rest, err := collect(st, -1)
+	if err != nil || len(rest)+1 != totalSteps || first.Batch.Step != 0 {
+		t.Errorf("after the stall: %d more batches, %v; want %d", len(rest), err, totalSteps-1)
+	}
+}
+
+func TestCancelMidStream(t *testing.T) {
+	checkLeaks(t)
+	r := &fakeReader{m: testManifest(4, 100, 10), fieldSize: 1000}
+	ts := startServer(t, testConfig(r), fakePlanner)
+	ctx := testCtx(t)
+	sctx, cancel := context.WithCancel(ctx)
+	st, err := ts.loader.StreamBatches(sctx, &pb.StreamBatchesRequest{Job: &pb.JobSpec{WorldSize: 1, BatchSize: 3}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := collect(st, 5); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	if _, err := collect(st, -1); status.Code(err) != codes.Canceled {
+		t.Errorf("after cancel: %v, want Canceled", err)
+	}
+	// checkLeaks verifies the server's read-ahead goroutines ended.
+}
+
+func TestGracefulStopForcesAfterTimeout(t *testing.T) {
+	checkLeaks(t)
+	r := &fakeReader{m: testManifest(1, 10, 5), gate: make(chan struct{})} // reads never finish
+	cfg := testConfig(r)
+	cfg.ShutdownTimeout = 200 * time.Millisecond
+	ts := startServer(t, cfg, fakePlanner)
+	ctx := testCtx(t)
+	hc := healthpb.NewHealthClient(ts.conn)
+	if h, err := hc.Check(ctx, &healthpb.HealthCheckRequest{}); err != nil || h.Status != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("health = %v, %v; want SERVING", h, err)
+	}
+	st, err := ts.loader.StreamBatches(ctx, &pb.StreamBatchesRequest{Job: &pb.JobSpec{WorldSize: 1, BatchSize: 2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for r.calls.Load() == 0 {
+		if ctx.Err() != nil {
+			t.Fatal("stream never started reading")
+		}
+		time.Sleep(time.Millisecond) // polling a counter: nothing to wait on
+	}
+	start := time.Now()
+	if err := ts.stop(); err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("stop took %v with ShutdownTimeout 200ms", d)
+	}
+	if _, err := collect(st, -1); status.Code(err) != codes.Unavailable && status.Code(err) != codes.Canceled {
+		t.Errorf("stream after a forced stop: %v, want Unavailable or Canceled", err)
+	}
+}
+
+func TestMetricsEndpoint(t *testing.T) {
+	checkLeaks(t)
+	r := &fakeReader{m: testManifest(2, 10, 5)}
+	ts := startServer(t, testConfig(r), fakePlanner)
+	ctx := testCtx(t)
+	streamRank(t, ctx, ts.loader, &pb.JobSpec{WorldSize: 1, BatchSize: 5}, 0, 0)
+
+	req, _ := http.NewRequestWithContext(ctx, "GET", ts.metrics, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	http.DefaultClient.CloseIdleConnections()
+	for _, want := range []string{
+		"shardstream_loader_batches_sent_total 4",
+		"shardstream_loader_samples_sent_total 20",
+		"shardstream_loader_streams_open 0",
+		`shardstream_loader_streams_total{code="OK"} 1`,
+		"shardstream_loader_step_wait_seconds_count 4",
+		"shardstream_loader_bytes_sent_total",
+		"shardstream_plan_cache_misses_total 1",
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+}
