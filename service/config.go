@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/shardstream/shardstream/manifest"
+	"github.com/shardstream/shardstream/sampler"
 	"github.com/shardstream/shardstream/worker"
 )
 
@@ -89,7 +90,7 @@ type Config struct {
 
 // Defaults, as documented on Config.
 const (
-	DefaultWindow           = 4
+	DefaultWindow           = sampler.DefaultWindow
 	DefaultReadaheadSteps   = 8
 	DefaultFetchConcurrency = 16
 	DefaultMaxStreams       = 256
@@ -143,6 +144,10 @@ func (c *Config) validate() error {
 		if *f.p == 0 {
 			*f.p = f.def
 		}
+	}
+	if c.MaxWorldSize > sampler.MaxWorldSize || c.MaxBatchSize > sampler.MaxBatchSize {
+		return fmt.Errorf("service config: MaxWorldSize %d or MaxBatchSize %d above the planner's %d, %d",
+			c.MaxWorldSize, c.MaxBatchSize, sampler.MaxWorldSize, sampler.MaxBatchSize)
 	}
 	if c.ShutdownTimeout < 0 {
 		return fmt.Errorf("service config: ShutdownTimeout is %v, must be >= 0", c.ShutdownTimeout)

@@ -195,13 +195,39 @@ func streamRank(t *testing.T, ctx context.Context, c pb.LoaderServiceClient, job
 	return b
 }
 
-func TestStreamEveryRank(t *testing.T) {
+// forPlanners runs f with the reference planner and the real sampler.
+func forPlanners(t *testing.T, f func(t *testing.T, pl planner)) {
+	for _, tc := range []struct {
+		name string
+		pl   planner
+	}{{"seq", fakePlanner}, {"sampler", samplerPlanner}} {
+		t.Run(tc.name, func(t *testing.T) { f(t, tc.pl) })
+	}
+}
+
+// tokenSteps is the number of steps a token says every rank consumed.
+func tokenSteps(t *testing.T, pl planner, tok string) int64 {
+	t.Helper()
+	parsed, err := pl.parseToken(tok)
+	if err != nil {
+		t.Fatalf("token %q: %v", tok, err)
+	}
+	var n int64
+	for _, s := range parsed.Segments {
+		n += s.Steps
+	}
+	return n
+}
+
+func TestStreamEveryRank(t *testing.T) { forPlanners(t, testStreamEveryRank) }
+
+func testStreamEveryRank(t *testing.T, pl planner) {
 	checkLeaks(t)
 	r := &fakeReader{m: testManifest(5, 37, 8), fieldSize: 100}
 	cfg := testConfig(r)
 	cfg.ReadaheadSteps = 3
 	cfg.FetchConcurrency = 2
-	ts := startServer(t, cfg, fakePlanner)
+	ts := startServer(t, cfg, pl)
 	ctx := testCtx(t)
 	job := &pb.JobSpec{WorldSize: 3, BatchSize: 4, Epoch: 2}
 	plan, err := ts.coord.PlanEpoch(ctx, &pb.PlanEpochRequest{Job: job})
@@ -218,8 +244,8 @@ func TestStreamEveryRank(t *testing.T) {
 			if b.Rank != rank || b.Epoch != 2 || b.Step != int64(i) || len(b.Samples) != 4 {
 				t.Fatalf("rank %d batch %d: rank %d epoch %d step %d with %d samples", rank, i, b.Rank, b.Epoch, b.Step, len(b.Samples))
 			}
-			if want := fmt.Sprintf("fake:%s:0:2:%d:%d:%d", r.m.Fingerprint(), DefaultWindow, sampler.DropLast, i+1); b.ResumeToken != want {
-				t.Errorf("batch %d token %q, want %q", i, b.ResumeToken, want)
+			if n := tokenSteps(t, pl, b.ResumeToken); n != int64(i+1) {
+				t.Errorf("batch %d token %q says %d steps done, want %d", i, b.ResumeToken, n, i+1)
 			}
 			for _, s := range b.Samples {
 				key := sampleKey(int64(s.Shard), int64(s.Index))
@@ -240,10 +266,12 @@ func TestStreamEveryRank(t *testing.T) {
 	}
 }
 
-func TestReconnectFromStep(t *testing.T) {
+func TestReconnectFromStep(t *testing.T) { forPlanners(t, testReconnectFromStep) }
+
+func testReconnectFromStep(t *testing.T, pl planner) {
 	checkLeaks(t)
 	r := &fakeReader{m: testManifest(4, 50, 7)}
-	ts := startServer(t, testConfig(r), fakePlanner)
+	ts := startServer(t, testConfig(r), pl)
 	ctx := testCtx(t)
 	job := &pb.JobSpec{WorldSize: 2, BatchSize: 5, Seed: 3}
 	full := streamRank(t, ctx, ts.loader, job, 1, 0)
@@ -285,14 +313,16 @@ func TestReconnectFromStep(t *testing.T) {
 	}
 }
 
-func TestTwoLoadersSameStream(t *testing.T) {
+func TestTwoLoadersSameStream(t *testing.T) { forPlanners(t, testTwoLoadersSameStream) }
+
+func testTwoLoadersSameStream(t *testing.T, pl planner) {
 	checkLeaks(t)
 	r := &fakeReader{m: testManifest(6, 20, 3)}
 	cfgA, cfgB := testConfig(r), testConfig(r)
 	cfgA.ReadaheadSteps, cfgA.FetchConcurrency = 1, 1
 	cfgB.ReadaheadSteps, cfgB.FetchConcurrency = 32, 64
-	a := startServer(t, cfgA, fakePlanner)
-	b := startServer(t, cfgB, fakePlanner)
+	a := startServer(t, cfgA, pl)
+	b := startServer(t, cfgB, pl)
 	ctx := testCtx(t)
 	job := &pb.JobSpec{WorldSize: 4, BatchSize: 3, Seed: 11, Epoch: 1}
 	for rank := range uint32(4) {
@@ -523,6 +553,87 @@ func TestMetricsEndpoint(t *testing.T) {
 	} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+}
+
+// TestResumeElastic resumes an epoch from a batch's token with another
+// world and batch size through the real sampler: the two parts together
+// deliver every sample at most once, and all but the dropped ones.
+func TestResumeElastic(t *testing.T) {
+	checkLeaks(t)
+	r := &fakeReader{m: testManifest(7, 23, 6)}
+	ts := startServer(t, testConfig(r), samplerPlanner)
+	ctx := testCtx(t)
+	const total = 7 * 23
+	job := &pb.JobSpec{WorldSize: 2, BatchSize: 3, Seed: 5, Epoch: 1}
+
+	seen := map[sampler.SampleID]int{}
+	const k = 4
+	var token string
+	for rank := range uint32(2) {
+		st, err := ts.loader.StreamBatches(ctx, &pb.StreamBatchesRequest{Job: job, Rank: rank, MaxSteps: k})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := collect(st, -1)
+		if err != nil || len(got) != k {
+			t.Fatalf("rank %d: %d batches, %v; want %d", rank, len(got), err, k)
+		}
+		for _, id := range ids(got) {
+			seen[id]++
+		}
+		if rank == 0 {
+			token = got[k-1].ResumeToken
+		} else if got[k-1].ResumeToken != token {
+			t.Fatalf("ranks disagree on the token after step %d: %q, %q", k-1, token, got[k-1].ResumeToken)
+		}
+	}
+
+	job2 := &pb.JobSpec{WorldSize: 3, BatchSize: 2, Seed: 5, Epoch: 1, ResumeToken: token}
+	plan, err := ts.coord.PlanEpoch(ctx, &pb.PlanEpochRequest{Job: job2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := tokenSteps(t, samplerPlanner, plan.ResumeToken); n != k {
+		t.Errorf("PlanEpoch from a token after %d steps returned token %q, which says %d steps", k, plan.ResumeToken, n)
+	}
+	for rank := range uint32(3) {
+		got := streamRank(t, ctx, ts.loader, job2, rank, 0)
+		if int64(len(got)) != plan.Steps {
+			t.Errorf("rank %d after resume: %d batches, want %d", rank, len(got), plan.Steps)
+		}
+		for _, id := range ids(got) {
+			seen[id]++
+		}
+	}
+	for id, n := range seen {
+		if n != 1 {
+			t.Errorf("sample %v delivered %d times", id, n)
+		}
+	}
+	if int64(len(seen))+plan.Dropped != total {
+		t.Errorf("%d samples delivered + %d dropped, want %d", len(seen), plan.Dropped, total)
+	}
+
+	// The token is bound to its job and dataset.
+	for _, tt := range []struct {
+		modify func(*pb.JobSpec)
+		code   codes.Code
+		want   string
+	}{
+		{func(j *pb.JobSpec) { j.Seed = 6 }, codes.FailedPrecondition, "seed"},
+		{func(j *pb.JobSpec) { j.Epoch = 2 }, codes.FailedPrecondition, "epoch"},
+		{func(j *pb.JobSpec) { j.Window = 2 }, codes.FailedPrecondition, "window"},
+		{func(j *pb.JobSpec) { j.LastBatch = pb.LastBatchPolicy_LAST_BATCH_POLICY_PAD }, codes.FailedPrecondition, "last_batch"},
+		{func(j *pb.JobSpec) { j.ResumeToken = token[:len(token)/2] }, codes.InvalidArgument, "resume_token"},
+		{func(j *pb.JobSpec) { j.ResumeToken = "!!" + token }, codes.InvalidArgument, "resume_token"},
+	} {
+		j := &pb.JobSpec{WorldSize: 3, BatchSize: 2, Seed: 5, Epoch: 1, ResumeToken: token}
+		tt.modify(j)
+		_, err := ts.coord.PlanEpoch(ctx, &pb.PlanEpochRequest{Job: j})
+		if status.Code(err) != tt.code || !strings.Contains(status.Convert(err).Message(), tt.want) {
+			t.Errorf("PlanEpoch(%v) = %v, want %v naming %q", j, err, tt.code, tt.want)
 		}
 	}
 }
