@@ -115,6 +115,7 @@ type layer struct {
 	batch int64
 	steps int64 // steps every rank gets in the whole segment
 	slots int64 // steps × batch: every rank's stream length
+	pad   bool  // the Pad policy: ranges split evenly, no tail
 
 	// Set for segments the resume history has closed.
 	done  int64   // steps every rank consumed
@@ -180,7 +181,7 @@ func New(counts []int64, job Job, resume *Token, worldSize, batchSize int) (*Pla
 		}
 		l.close(s.Steps)
 		p.layers = append(p.layers, l)
-		n = l.carry[l.world] + max(0, l.n-int64(l.world)*l.slots)
+		n = l.carry[l.world] + l.dropped()
 	}
 	if !continued {
 		p.layers = append(p.layers, newLayer(n, worldSize, batchSize, job.Policy))
@@ -190,7 +191,8 @@ func New(counts []int64, job Job, resume *Token, worldSize, batchSize int) (*Pla
 	first.blocks = make([]atomic.Pointer[block], first.world)
 	cur := p.cur()
 	for r := range cur.world {
-		p.padded += max(0, cur.slots-max(cur.real(r), p.start*cur.batch))
+		_, c := cur.rangeOf(r)
+		p.padded += max(0, cur.slots-max(c, p.start*cur.batch))
 	}
 	return p, nil
 }
@@ -311,13 +313,36 @@ func newLayer(n int64, worldSize, batchSize int, policy Policy) *layer {
 	if policy == Pad && n%rb != 0 {
 		steps++
 	}
-	return &layer{n: n, world: worldSize, batch: int64(batchSize), steps: steps, slots: steps * int64(batchSize)}
+	return &layer{n: n, world: worldSize, batch: int64(batchSize), steps: steps, slots: steps * int64(batchSize), pad: policy == Pad}
 }
 
-// real is how many of rank r's stream positions hold real samples; the
-// rest (Pad only) repeat them.
-func (l *layer) real(r int) int64 {
-	return min(max(l.n-int64(r)*l.slots, 0), l.slots)
+// rangeOf is rank r's range of the segment's input: it starts at lo and
+// holds c real samples; the rank's stream positions past c (Pad only)
+// repeat them. Under DropLast every rank gets slots samples from r·slots
+// on and the tail past world·slots is dropped. Under Pad the n samples are
+// split as evenly as ranks allow (sizes differ by at most one), so no
+// rank pads more than one batch: rather than the last ranks repeating a
+// few samples many times.
+func (l *layer) rangeOf(r int) (lo, c int64) {
+	if !l.pad {
+		return int64(r) * l.slots, l.slots
+	}
+	w := int64(l.world)
+	q, rem := l.n/w, l.n%w
+	lo = int64(r)*q + min(int64(r), rem)
+	c = q
+	if int64(r) < rem {
+		c++
+	}
+	return lo, c
+}
+
+// dropped is the length of the tail of the input no rank gets.
+func (l *layer) dropped() int64 {
+	if l.pad {
+		return 0
+	}
+	return l.n - int64(l.world)*l.slots
 }
 
 // close records that every rank consumed done steps and prepares the
@@ -326,7 +351,7 @@ func (l *layer) close(done int64) {
 	l.done = done
 	l.carry = make([]int64, l.world+1)
 	for r := range l.world {
-		c := l.real(r)
+		_, c := l.rangeOf(r)
 		l.carry[r+1] = l.carry[r] + c - min(done*l.batch, c)
 	}
 }
@@ -337,24 +362,24 @@ func (p *Plan) cur() *layer { return p.layers[len(p.layers)-1] }
 // the segment's input sequence.
 func (p *Plan) index(k, r int, pos int64) int64 {
 	l := p.layers[k]
-	c := l.real(r)
+	lo, c := l.rangeOf(r)
 	if pos >= c {
 		if c == 0 {
 			return (int64(r)*l.slots + pos) % l.n
 		}
 		pos = (pos - c) % c
 	}
-	v := int64(r)*l.slots + pos
+	v := lo + pos
 	if k == 0 {
-		v = p.shuffle(l, r, v, c)
+		v = p.shuffle(l, r, v, lo, c)
 	}
 	return v
 }
 
-// shuffle maps V₀ position v inside rank r's range (c real samples) of the
+// shuffle maps V₀ position v inside rank r's range [rlo, rlo+c) of the
 // first segment to the position delivered in its place: the range is cut
 // at window boundaries and each block permuted.
-func (p *Plan) shuffle(l *layer, r int, v, c int64) int64 {
+func (p *Plan) shuffle(l *layer, r int, v, rlo, c int64) int64 {
 	if b := l.blocks[r].Load(); b != nil && b.lo <= v && v < b.hi {
 		return b.lo + int64(b.perm[v-b.lo])
 	}
@@ -362,7 +387,6 @@ func (p *Plan) shuffle(l *layer, r int, v, c int64) int64 {
 	w := bs.shardAt(v) / bs.window
 	ws := w * bs.window
 	we := bs.windowEnd(ws)
-	rlo := int64(r) * l.slots
 	lo := max(rlo, bs.starts[ws])
 	hi := min(rlo+c, bs.starts[we])
 	perm := make([]uint32, hi-lo)
@@ -377,7 +401,7 @@ func (p *Plan) sample(k int, v int64) SampleID {
 	for ; k > 0; k-- {
 		prev := p.layers[k-1]
 		if u := prev.carry[prev.world]; v >= u {
-			v = int64(prev.world)*prev.slots + (v - u) // the dropped tail
+			v = int64(prev.world)*prev.slots + (v - u) // the dropped tail (DropLast only)
 			continue
 		}
 		lo, hi := 0, prev.world // carry[lo] <= v < carry[hi]
@@ -389,7 +413,8 @@ func (p *Plan) sample(k int, v int64) SampleID {
 				hi = mid
 			}
 		}
-		consumed := min(prev.done*prev.batch, prev.real(lo))
+		_, c := prev.rangeOf(lo)
+		consumed := min(prev.done*prev.batch, c)
 		v = p.index(k-1, lo, consumed+v-prev.carry[lo])
 	}
 	return p.base.sample(v)
@@ -414,8 +439,7 @@ func (p *Plan) Samples() int64 {
 // Dropped is how many samples of this segment's input no rank gets (the
 // tail under DropLast; 0 under Pad).
 func (p *Plan) Dropped() int64 {
-	l := p.cur()
-	return max(0, l.n-int64(l.world)*l.slots)
+	return p.cur().dropped()
 }
 
 // Padded is how many of the remaining slots repeat a sample (Pad only).

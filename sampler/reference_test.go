@@ -32,8 +32,14 @@ func refSplit(v []SampleID, win []int, job Job, world, batch int) (streams [][]S
 	}
 	slots := int(steps) * batch
 	for r := range world {
-		lo := min(r*slots, n)
-		hi := min(lo+slots, n)
+		lo, hi := r*slots, (r+1)*slots // DropLast: full ranges, then the tail
+		if job.Policy == Pad {         // Pad: n split evenly
+			lo = r*(n/world) + min(r, n%world)
+			hi = lo + n/world
+			if r < n%world {
+				hi++
+			}
+		}
 		s := make([]SampleID, 0, slots)
 		if win == nil {
 			s = append(s, v[lo:hi]...)
@@ -62,7 +68,7 @@ func refSplit(v []SampleID, win []int, job Job, world, batch int) (streams [][]S
 		streams = append(streams, s)
 		real = append(real, c)
 	}
-	if world*slots < n {
+	if job.Policy == DropLast {
 		tail = v[world*slots:]
 	}
 	return streams, real, tail, steps
