@@ -3,10 +3,178 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
+	"fmt"
 	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/shardstream/shardstream/service"
+	"github.com/shardstream/shardstream/worker"
 )
 
-// runServe is a placeholder until the subcommand lands.
+// serveFlags are the flags of `shardstream serve`.
+type serveFlags struct {
+	data            string
+	listen          string
+	metricsAddr     string
+	name            string
+	loaderAddrs     string
+	s3Endpoint      string
+	s3PathStyle     bool
+	s3Region        string
+	cacheDir        string
+	cacheSize       string
+	window          int
+	readahead       int
+	maxStreams      int
+	logFormat       string
+	openTimeout     time.Duration
+	shutdownTimeout time.Duration
+}
+
+func (f *serveFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.data, "data", "", "dataset root: a local directory or s3://bucket/prefix (required)")
+	fs.StringVar(&f.listen, "listen", "127.0.0.1:7070", "gRPC listen address (host:port; port 0 picks a free one)")
+	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus /metrics over HTTP on this address (empty: off)")
+	fs.StringVar(&f.name, "name", "default", "dataset name clients use (an empty JobSpec.dataset also finds it)")
+	fs.StringVar(&f.loaderAddrs, "loader-addrs", "", "comma-separated loader addresses PlanEpoch hands to ranks round-robin (empty: this server)")
+	fs.StringVar(&f.s3Endpoint, "s3-endpoint", "", "S3 endpoint URL for S3-compatible stores, e.g. http://127.0.0.1:9000 (empty: AWS)")
+	fs.BoolVar(&f.s3PathStyle, "s3-path-style", false, "path-style S3 addressing (MinIO and most S3-compatible stores)")
+	fs.StringVar(&f.s3Region, "s3-region", "", "S3 region (empty: from the AWS config, else us-east-1)")
+	fs.StringVar(&f.cacheDir, "cache-dir", "", "directory for the read path's on-disk chunk cache (empty: memory only)")
+	fs.StringVar(&f.cacheSize, "cache-size", "", "chunk cache size, e.g. 512MiB or 20GiB (empty: the read path's default)")
+	fs.IntVar(&f.window, "window", service.DefaultWindow, "default shuffle window in shards, for jobs that give none")
+	fs.IntVar(&f.readahead, "readahead", service.DefaultReadaheadSteps, "steps each stream reads ahead of the one it sends")
+	fs.IntVar(&f.maxStreams, "max-streams", service.DefaultMaxStreams, "most streams served at once; more are refused with RESOURCE_EXHAUSTED")
+	fs.StringVar(&f.logFormat, "log-format", "text", "log format on stderr: text or json")
+	fs.DurationVar(&f.openTimeout, "open-timeout", time.Minute, "how long opening the dataset (listing, reading the manifest) may take")
+	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", service.DefaultShutdownTimeout, "on SIGTERM, how long open streams may run before they are cut")
+}
+
+// runServe serves one dataset with the coordinator and the loader in one
+// process. It opens the dataset first and fails with an error naming it
+// when it cannot; once serving it prints "listening on ADDR" on stdout, and
+// it stops gracefully when ctx ends (SIGINT, SIGTERM).
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return errors.New("not implemented yet")
+	var f serveFlags
+	fs := newFlagSet("serve", stderr)
+	f.register(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if f.data == "" {
+		return usageError{"serve: --data is required"}
+	}
+	var log *slog.Logger
+	switch f.logFormat {
+	case "text":
+		log = slog.New(slog.NewTextHandler(stderr, nil))
+	case "json":
+		log = slog.New(slog.NewJSONHandler(stderr, nil))
+	default:
+		return usageError{fmt.Sprintf("serve: --log-format %q, want text or json", f.logFormat)}
+	}
+	if f.window < 1 || f.readahead < 1 || f.maxStreams < 1 || f.openTimeout <= 0 || f.shutdownTimeout <= 0 {
+		return usageError{"serve: --window, --readahead, --max-streams, --open-timeout and --shutdown-timeout must be positive"}
+	}
+	var addrs []string
+	if f.loaderAddrs != "" {
+		for _, a := range strings.Split(f.loaderAddrs, ",") {
+			if a = strings.TrimSpace(a); a == "" {
+				return usageError{fmt.Sprintf("serve: --loader-addrs %q has an empty address", f.loaderAddrs)}
+			}
+			addrs = append(addrs, a)
+		}
+	}
+	wcfg := worker.Config{S3Endpoint: f.s3Endpoint, S3PathStyle: f.s3PathStyle, S3Region: f.s3Region}
+	if err := setCache(&wcfg, f.cacheDir, f.cacheSize); err != nil {
+		return err
+	}
+
+	octx, cancel := context.WithTimeout(ctx, f.openTimeout)
+	r, err := worker.Open(octx, f.data, wcfg, log)
+	cancel()
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			return fmt.Errorf("open dataset %s: no answer in %v (--open-timeout): %w", f.data, f.openTimeout, err)
+		}
+		return fmt.Errorf("open dataset %s: %w", f.data, err)
+	}
+	defer r.Close()
+	m := r.Manifest()
+
+	srv, err := service.New(service.Config{
+		Datasets:        []service.Dataset{{Name: f.name, Manifest: m, Chunks: r}},
+		LoaderAddrs:     addrs,
+		DefaultWindow:   f.window,
+		ReadaheadSteps:  f.readahead,
+		MaxStreams:      f.maxStreams,
+		ShutdownTimeout: f.shutdownTimeout,
+		Logger:          log,
+	})
+	if err != nil {
+		return err
+	}
+	lis, err := net.Listen("tcp", f.listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", f.listen, err)
+	}
+	var mlis net.Listener
+	if f.metricsAddr != "" {
+		if mlis, err = net.Listen("tcp", f.metricsAddr); err != nil {
+			lis.Close()
+			return fmt.Errorf("listen for metrics on %s: %w", f.metricsAddr, err)
+		}
+	}
+	log.Info("serving", "dataset", f.name, "data", f.data, "fingerprint", m.Fingerprint(),
+		"shards", len(m.Shards), "samples", m.TotalSamples(), "addr", lis.Addr().String(), "metrics", f.metricsAddr)
+	if _, err := fmt.Fprintf(stdout, "listening on %s\n", lis.Addr()); err != nil {
+		lis.Close()
+		if mlis != nil {
+			mlis.Close()
+		}
+		return err
+	}
+	return srv.Serve(ctx, lis, mlis)
+}
+
+// setCache applies --cache-dir and --cache-size to the read path's config.
+func setCache(cfg *worker.Config, dir, size string) error {
+	if size != "" {
+		if _, err := parseSize(size); err != nil {
+			return usageError{fmt.Sprintf("serve: --cache-size: %v", err)}
+		}
+	}
+	if dir != "" || size != "" {
+		return usageError{"serve: --cache-dir and --cache-size are not supported by this build's read path yet"}
+	}
+	return nil
+}
+
+// parseSize reads a byte size: a plain number of bytes or one with a
+// suffix KiB, MiB, GiB, TiB (powers of 1024) or KB, MB, GB, TB (of 1000).
+func parseSize(s string) (int64, error) {
+	units := []struct {
+		suffix string
+		mult   int64
+	}{
+		{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
+		{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12}, {"B", 1},
+	}
+	num, mult := strings.TrimSpace(s), int64(1)
+	for _, u := range units {
+		if strings.HasSuffix(num, u.suffix) {
+			num, mult = strings.TrimSpace(strings.TrimSuffix(num, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n < 0 || (n > 0 && mult > (1<<62)/n) {
+		return 0, fmt.Errorf("size %q: want a byte count like 1048576, 512MiB or 20GiB", s)
+	}
+	return n * mult, nil
 }
