@@ -1,12 +1,175 @@
 package main
 
 import (
+	"bufio"
 	"context"
-	"errors"
+	"flag"
+	"fmt"
 	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/shardstream/shardstream/manifest"
+	"github.com/shardstream/shardstream/sampler"
+	"github.com/shardstream/shardstream/worker"
 )
 
-// runPlan is a placeholder until the subcommand lands.
+// planFlags are the flags of `shardstream plan`.
+type planFlags struct {
+	data        string
+	seed        uint64
+	epoch       uint64
+	worldSize   int
+	batchSize   int
+	window      int
+	dropLast    bool
+	pad         bool
+	resume      string
+	steps       int64
+	format      string
+	s3Endpoint  string
+	s3PathStyle bool
+	s3Region    string
+}
+
+func (f *planFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.data, "data", "", "dataset root: a local directory or s3://bucket/prefix (required)")
+	fs.Uint64Var(&f.seed, "seed", 0, "the job's shuffle seed")
+	fs.Uint64Var(&f.epoch, "epoch", 0, "the epoch to plan")
+	fs.IntVar(&f.worldSize, "world-size", 1, "number of trainer ranks")
+	fs.IntVar(&f.batchSize, "batch-size", 1, "samples per batch (per rank)")
+	fs.IntVar(&f.window, "window", sampler.DefaultWindow, "shuffle window in shards")
+	fs.BoolVar(&f.dropLast, "drop-last", false, "drop the tail that does not fill a step on every rank (the default)")
+	fs.BoolVar(&f.pad, "pad", false, "pad the last step by repeating samples instead of dropping the tail")
+	fs.StringVar(&f.resume, "resume", "", "resume token: plan from that point on (steps count from it)")
+	fs.Int64Var(&f.steps, "steps", -1, "print only the first K steps (negative: all)")
+	fs.StringVar(&f.format, "format", "jsonl", "output format; jsonl is the only one")
+	fs.StringVar(&f.s3Endpoint, "s3-endpoint", "", "S3 endpoint URL for S3-compatible stores, e.g. http://127.0.0.1:9000 (empty: AWS)")
+	fs.BoolVar(&f.s3PathStyle, "s3-path-style", false, "path-style S3 addressing (MinIO and most S3-compatible stores)")
+	fs.StringVar(&f.s3Region, "s3-region", "", "S3 region (empty: from the AWS config)")
+}
+
+// runPlan prints an epoch plan as JSON lines, step-major: for step 0 the
+// batch of rank 0, 1, …, then step 1, and so on — the order in which the
+// job as a whole consumes samples:
+//
+//	{"rank":0,"step":0,"samples":[[shard,index],...]}
+//
+// Steps count from the resume point (0 without --resume). The last line,
+// {"resume_token":"…"}, is the token for the point after the printed steps.
 func runPlan(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return errors.New("not implemented yet")
+	var f planFlags
+	fs := newFlagSet("plan", stderr)
+	f.register(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if f.data == "" {
+		return usageError{"plan: --data is required"}
+	}
+	if f.dropLast && f.pad {
+		return usageError{"plan: --drop-last and --pad exclude each other"}
+	}
+	if f.format != "jsonl" {
+		return usageError{fmt.Sprintf("plan: --format %q, want jsonl", f.format)}
+	}
+	policy := sampler.DropLast
+	if f.pad {
+		policy = sampler.Pad
+	}
+	var resume *sampler.Token
+	if f.resume != "" {
+		t, err := sampler.ParseToken(f.resume)
+		if err != nil {
+			return usageError{fmt.Sprintf("plan: --resume: %v", err)}
+		}
+		resume = &t
+	}
+	m, err := loadManifest(ctx, f.data, worker.Config{S3Endpoint: f.s3Endpoint, S3PathStyle: f.s3PathStyle, S3Region: f.s3Region}, stderr)
+	if err != nil {
+		return err
+	}
+	job := sampler.Job{Fingerprint: m.Fingerprint(), Seed: f.seed, Epoch: f.epoch, Window: f.window, Policy: policy}
+	p, err := sampler.New(m.SampleCounts(), job, resume, f.worldSize, f.batchSize)
+	if err != nil {
+		return fmt.Errorf("plan %s: %w", f.data, err)
+	}
+	steps := p.Steps()
+	if f.steps >= 0 {
+		steps = min(steps, f.steps)
+	}
+	w := bufio.NewWriterSize(stdout, 64<<10)
+	var line []byte
+	var batch []sampler.SampleID
+	for s := range steps {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		for r := range p.WorldSize() {
+			batch = p.Batch(r, s, batch[:0])
+			line = appendBatchJSON(line[:0], r, s, batch)
+			if _, err := w.Write(line); err != nil {
+				return fmt.Errorf("plan: write: %w", err)
+			}
+		}
+	}
+	fmt.Fprintf(w, "{\"resume_token\":%q}\n", p.Token(steps).String()) // base64url needs no escaping
+	if err := w.Flush(); err != nil {
+		return fmt.Errorf("plan: write: %w", err)
+	}
+	return nil
+}
+
+// appendBatchJSON appends one plan line. Written by hand rather than with
+// encoding/json: a plan of a large dataset is millions of lines.
+func appendBatchJSON(b []byte, rank int, step int64, batch []sampler.SampleID) []byte {
+	b = append(b, `{"rank":`...)
+	b = strconv.AppendInt(b, int64(rank), 10)
+	b = append(b, `,"step":`...)
+	b = strconv.AppendInt(b, step, 10)
+	b = append(b, `,"samples":[`...)
+	for i, id := range batch {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, '[')
+		b = strconv.AppendInt(b, id.Shard, 10)
+		b = append(b, ',')
+		b = strconv.AppendInt(b, id.Index, 10)
+		b = append(b, ']')
+	}
+	return append(b, "]}\n"...)
+}
+
+// maxManifestBytes bounds a manifest read from a local directory.
+const maxManifestBytes = 1 << 30
+
+// loadManifest reads the dataset's manifest. S3 datasets go through the
+// read path (worker.Open); a local directory's manifest.json is read
+// directly — the same file worker.Open would read, without setting up a
+// reader that plan never uses for data.
+func loadManifest(ctx context.Context, uri string, cfg worker.Config, stderr io.Writer) (*manifest.Manifest, error) {
+	if !strings.HasPrefix(uri, "s3://") {
+		path := filepath.Join(uri, manifest.FileName)
+		fh, err := os.Open(path)
+		if err != nil {
+			return nil, fmt.Errorf("plan: open dataset %s: %w", uri, err)
+		}
+		defer fh.Close()
+		m, err := manifest.Read(fh, maxManifestBytes)
+		if err != nil {
+			return nil, fmt.Errorf("plan: read %s: %w", path, err)
+		}
+		return m, nil
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	r, err := worker.Open(ctx, uri, cfg, log)
+	if err != nil {
+		return nil, fmt.Errorf("plan: open dataset %s: %w", uri, err)
+	}
+	defer r.Close()
+	return r.Manifest(), nil
 }
