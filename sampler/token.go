@@ -36,8 +36,8 @@ const maxTokenLen = 64 << 10
 //	uvarint segment count, then per segment uvarint world size, batch size, steps
 //	CRC-32 (IEEE) of everything before it, 4 bytes big-endian
 //
-// A token with an 8-byte fingerprint and two segments is about 30 bytes,
-// about 40 characters.
+// A token with an 8-byte fingerprint, a 64-bit seed and three segments
+// is about 42 bytes, 56 characters.
 func (t Token) String() string {
 	b := make([]byte, 0, 48+len(t.Fingerprint)+len(t.Segments)*12)
 	b = append(b, tokenVersion)

@@ -115,3 +115,14 @@ func TestMeasureEnds(t *testing.T) {
 		t.Errorf("empty order: %v", q)
 	}
 }
+
+// BenchmarkPerm measures a window block's permutation (4 shards × 1000
+// samples), built once per block a rank walks through.
+func BenchmarkPerm(b *testing.B) {
+	dst := make([]uint32, 4000)
+	b.ReportAllocs()
+	for i := range b.N {
+		Perm(dst, NewSource(1, Stream(DomainBlock, 0, 0, uint64(i))))
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/4000, "ns/sample")
+}
