@@ -1,60 +1,315 @@
-// Package worker is the loader's read path: storage backends (S3, local
-// directories), parallel ranged GETs, zstd decompression, tar parsing and
-// caching. ("worker" here is not a PyTorch DataLoader worker: it is the
-// loader server's reading side.)
-//
-// PLACEHOLDER API: the signatures below are the contract the service codes
-// against; the bodies are being written.
 package worker
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
 	"log/slog"
+	"strconv"
+	"sync"
 
 	"github.com/shardstream/shardstream/manifest"
+	"github.com/shardstream/shardstream/worker/store"
 )
 
-// Config configures a Reader. Zero values mean defaults.
-type Config struct {
-	S3Endpoint  string // e.g. http://127.0.0.1:9000 for MinIO; empty: AWS
-	S3PathStyle bool   // path-style addressing (MinIO, most S3-compatible stores)
-	S3Region    string
-	// more fields: part size, concurrency, retries, cache …
-}
-
-// Field is one named part of a sample ("jpg", "cls", …).
-type Field struct {
-	Name string
-	Data []byte
-}
-
-// Sample is one decoded training example.
-type Sample struct {
-	Key    string
-	Fields []Field
-}
 
 // Chunk is one decoded chunk of a shard: the samples that start in it.
+// Chunks are shared between callers (and the cache): read-only.
 type Chunk struct {
 	FirstSample int64
 	Samples     []Sample
 }
 
 // Reader reads decoded chunks of one dataset. Safe for concurrent use.
-type Reader struct{}
+type Reader struct {
+	uri   string
+	cfg   Config
+	log   *slog.Logger
+	store store.Store
+	man   *manifest.Manifest
+	m     *metrics
 
-// Open opens the dataset at uri (a local directory or s3://bucket/prefix)
-// and reads its manifest. Missing paths, buckets and unparsable manifests
-// are errors naming the uri.
-func Open(ctx context.Context, uri string, cfg Config, log *slog.Logger) (*Reader, error) {
-	panic("TODO")
+	gets     *weighted // GET slots
+	buffers  *weighted // fetch buffer bytes
+	prefetch *weighted // Prefetch goroutines
+	cache    *chunkCache
+	disk     *diskCache // nil without CacheDir
+
+	checkMu sync.Mutex
+	checked map[int]bool // shards whose object matched the manifest
+
+	ctx    context.Context // ends at Close; parent of prefetches
+	cancel context.CancelFunc
+	mu     sync.Mutex // guards closed and wg.Add
+	closed bool
+	wg     sync.WaitGroup // prefetch goroutines
 }
 
-// Manifest is the dataset's manifest.
-func (r *Reader) Manifest() *manifest.Manifest { panic("TODO") }
+// Open opens the dataset at uri (a local directory, file://, or
+// s3://bucket/prefix) and reads its manifest. Missing paths, buckets and
+// unparsable manifests are errors naming the uri. log may be nil.
+func Open(ctx context.Context, uri string, cfg Config, log *slog.Logger) (*Reader, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, &Error{Shard: -1, Path: uri, Op: "open", Kind: Other, Err: err}
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	st := cfg.Store
+	if st == nil {
+		var err error
+		if st, err = store.Open(ctx, uri, cfg.storeConfig()); err != nil {
+			kind := Other
+			if errors.Is(err, store.ErrNotFound) {
+				kind = NotFound
+			}
+			return nil, &Error{Shard: -1, Path: uri, Op: "open", Kind: kind, Err: err}
+		}
+	}
+	r := &Reader{
+		uri:      uri,
+		cfg:      cfg,
+		log:      log.With("dataset", uri),
+		store:    st,
+		m:        newMetrics(cfg.Registerer),
+		gets:     newWeighted(int64(cfg.Concurrency)),
+		buffers:  newWeighted(cfg.FetchBufferBytes),
+		prefetch: newWeighted(int64(cfg.PrefetchConcurrency)),
+		cache:    newChunkCache(cfg.MemoryCacheBytes),
+		checked:  make(map[int]bool),
+	}
+	if cfg.CacheDir != "" {
+		d, err := openDiskCache(cfg.CacheDir, cfg.CacheBytes)
+		if err != nil {
+			return nil, &Error{Shard: -1, Path: uri, Op: "open", Kind: Other, Err: err}
+		}
+		r.disk = d
+	}
+	man, err := r.readManifest(ctx)
+	if err != nil {
+		r.m.errs.WithLabelValues(KindOf(err).String()).Inc()
+		return nil, err
+	}
+	r.man = man
+	r.ctx, r.cancel = context.WithCancel(context.Background())
+	return r, nil
+}
 
-// Chunk returns chunk c of shard s, decoded; errors name shard and offset.
-func (r *Reader) Chunk(ctx context.Context, s, c int) (*Chunk, error) { panic("TODO") }
+func (r *Reader) readManifest(ctx context.Context) (*manifest.Manifest, error) {
+	var data []byte
+	err := r.retry(ctx, -1, r.uri, 0, "open", func(ctx context.Context) error {
+		rc, err := r.store.ReadRange(ctx, manifest.FileName, 0, -1)
+		if err != nil {
+			return err
+		}
+		defer rc.Close()
+		data, err = io.ReadAll(io.LimitReader(rc, r.cfg.MaxManifestBytes+1))
+		return err
+	})
+	if err != nil {
+		var e *Error
+		if errors.As(err, &e) {
+			e.Err = fmt.Errorf("%s: %w", manifest.FileName, e.Err)
+		}
+		return nil, err
+	}
+	if int64(len(data)) > r.cfg.MaxManifestBytes {
+		return nil, &Error{Shard: -1, Path: r.uri, Op: "open", Kind: Corrupt,
+			Err: fmt.Errorf("%s: larger than MaxManifestBytes %d", manifest.FileName, r.cfg.MaxManifestBytes)}
+	}
+	m, err := manifest.Parse(data)
+	if err != nil {
+		return nil, &Error{Shard: -1, Path: r.uri, Op: "open", Kind: Corrupt, Err: fmt.Errorf("%s: %w", manifest.FileName, err)}
+	}
+	return m, nil
+}
 
-// Close releases the reader's connections and cache.
-func (r *Reader) Close() error { return nil }
+// Manifest is the dataset's manifest. Read-only.
+func (r *Reader) Manifest() *manifest.Manifest { return r.man }
+
+// Chunk returns chunk c of shard s, decoded; errors are *Error naming
+// shard and offset. The result is shared: do not modify it.
+func (r *Reader) Chunk(ctx context.Context, s, c int) (*Chunk, error) {
+	if s < 0 || s >= len(r.man.Shards) || c < 0 || c >= len(r.man.Shards[s].Chunks) {
+		err := &Error{Shard: s, Op: "chunk", Kind: Other, Err: fmt.Errorf("no chunk %d of shard %d in a manifest of %d shards", c, s, len(r.man.Shards))}
+		if s >= 0 && s < len(r.man.Shards) {
+			err.Path = r.man.Shards[s].Path
+		}
+		r.m.errs.WithLabelValues(err.Kind.String()).Inc()
+		return nil, err
+	}
+	ch, hit, err := r.cache.get(ctx, chunkKey{s, c}, func(ctx context.Context) (*Chunk, int64, error) {
+		return r.load(ctx, s, c)
+	})
+	if hit {
+		r.m.cacheReqs.WithLabelValues("memory", "hit").Inc()
+	} else {
+		r.m.cacheReqs.WithLabelValues("memory", "miss").Inc()
+	}
+	if err != nil {
+		sh := &r.man.Shards[s]
+		var e *Error
+		if !errors.As(err, &e) { // the caller's context ended while waiting
+			err = &Error{Shard: s, Path: sh.Path, Offset: sh.Chunks[c].Offset, Op: "chunk", Kind: Canceled, Err: err}
+		}
+		r.m.errs.WithLabelValues(KindOf(err).String()).Inc()
+		return nil, err
+	}
+	return ch, nil
+}
+
+// load fetches and decodes one chunk; it returns the chunk and its
+// decoded size for the cache.
+func (r *Reader) load(ctx context.Context, s, c int) (*Chunk, int64, error) {
+	sh := &r.man.Shards[s]
+	mc := sh.Chunks[c]
+	if err := r.checkShard(ctx, s); err != nil {
+		return nil, 0, err
+	}
+	held, err := r.buffers.acquire(ctx, mc.Size)
+	if err != nil {
+		return nil, 0, &Error{Shard: s, Path: sh.Path, Offset: mc.Offset, Op: "read", Kind: Canceled, Err: err}
+	}
+	r.m.inflight.Add(float64(held))
+	defer func() {
+		r.buffers.release(held)
+		r.m.inflight.Sub(float64(held))
+	}()
+	// Not pooled: decoded samples of plain tar alias the buffer, and
+	// the cache holds them after this returns.
+	buf := make([]byte, mc.Size)
+	if err := r.fetchChunk(ctx, s, c, buf); err != nil {
+		return nil, 0, err
+	}
+	samples, err := decodeChunk(buf, sh.Compression, mc.FirstSample, mc.Samples)
+	if err == nil && int64(len(samples)) != mc.Samples {
+		err = fmt.Errorf("decoded %d samples, manifest says %d", len(samples), mc.Samples)
+	}
+	if err != nil {
+		return nil, 0, &Error{Shard: s, Path: sh.Path, Offset: mc.Offset, Op: "decode", Kind: Corrupt, Err: err}
+	}
+	size := mc.RawSize
+	for _, smp := range samples { // bookkeeping the byte slices do not show
+		size += int64(64 + len(smp.Key) + 40*len(smp.Fields))
+	}
+	return &Chunk{FirstSample: mc.FirstSample, Samples: samples}, size, nil
+}
+
+// fetchChunk fills buf with the chunk's stored bytes, from the disk cache
+// or the store.
+func (r *Reader) fetchChunk(ctx context.Context, s, c int, buf []byte) error {
+	sh := &r.man.Shards[s]
+	mc := sh.Chunks[c]
+	var key string
+	if r.disk != nil {
+		key = diskKey(sh, mc)
+		hit, corrupt := r.disk.get(key, buf)
+		switch {
+		case hit:
+			r.m.cacheReqs.WithLabelValues("disk", "hit").Inc()
+			return nil
+		case corrupt:
+			r.m.cacheReqs.WithLabelValues("disk", "corrupt").Inc()
+			r.log.Warn("disk cache entry corrupt; fetching again", "shard", s, "path", sh.Path, "offset", mc.Offset)
+		default:
+			r.m.cacheReqs.WithLabelValues("disk", "miss").Inc()
+		}
+	}
+	if err := r.fetchRange(ctx, s, sh.Path, mc.Offset, buf); err != nil {
+		return err
+	}
+	if r.disk != nil {
+		if err := r.disk.put(key, buf); err != nil {
+			r.log.Warn("disk cache write", "err", err)
+		}
+	}
+	return nil
+}
+
+// diskKey names a chunk's bytes by everything that identifies them, so a
+// rewritten object (new ETag or size) never hits an old entry.
+func diskKey(sh *manifest.Shard, mc manifest.Chunk) string {
+	h := sha256.New()
+	for _, s := range []string{sh.Path, sh.ETag, strconv.FormatInt(sh.Size, 10), strconv.FormatInt(mc.Offset, 10), strconv.FormatInt(mc.Size, 10)} {
+		io.WriteString(h, s)
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// checkShard compares the object's size and ETag with the manifest's, once
+// per shard (per Reader): a mismatch means the object changed under the
+// manifest, and its bytes must not be decoded as if it had not.
+func (r *Reader) checkShard(ctx context.Context, s int) error {
+	r.checkMu.Lock()
+	ok := r.checked[s]
+	r.checkMu.Unlock()
+	if ok {
+		return nil
+	}
+	sh := &r.man.Shards[s]
+	var info store.Info
+	err := r.retry(ctx, s, sh.Path, 0, "stat", func(ctx context.Context) error {
+		var err error
+		info, err = r.store.Stat(ctx, sh.Path)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	switch {
+	case info.Size != sh.Size:
+		return &Error{Shard: s, Path: sh.Path, Op: "stat", Kind: Changed,
+			Err: fmt.Errorf("%w: size %d, manifest says %d", ErrChanged, info.Size, sh.Size)}
+	case sh.ETag != "" && info.ETag != "" && info.ETag != sh.ETag:
+		return &Error{Shard: s, Path: sh.Path, Op: "stat", Kind: Changed,
+			Err: fmt.Errorf("%w: ETag %s, manifest says %s", ErrChanged, info.ETag, sh.ETag)}
+	}
+	r.checkMu.Lock()
+	r.checked[s] = true
+	r.checkMu.Unlock()
+	return nil
+}
+
+// Prefetch starts loading chunk c of shard s into the memory cache in the
+// background and returns at once. It reports false, doing nothing, when
+// PrefetchConcurrency prefetches are already running or the Reader is
+// closed. The load ends with ctx or Close; its errors are only logged:
+// the later Chunk call reports them. Useless with the memory cache off.
+func (r *Reader) Prefetch(ctx context.Context, s, c int) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed || !r.prefetch.tryAcquire(1) {
+		return false
+	}
+	r.wg.Go(func() {
+		defer r.prefetch.release(1)
+		pctx, cancel := context.WithCancel(r.ctx)
+		defer cancel()
+		stop := context.AfterFunc(ctx, cancel)
+		defer stop()
+		if _, err := r.Chunk(pctx, s, c); err != nil && KindOf(err) != Canceled {
+			r.log.Debug("prefetch", "shard", s, "chunk", c, "err", err)
+		}
+	})
+	return true
+}
+
+// Close stops prefetches, waits for them, and drops the caches' memory.
+// Chunk calls in flight finish normally; the disk cache stays on disk.
+func (r *Reader) Close() error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil
+	}
+	r.closed = true
+	r.mu.Unlock()
+	r.cancel()
+	r.wg.Wait()
+	r.cache.clear()
+	return nil
+}

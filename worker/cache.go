@@ -1,0 +1,116 @@
+package worker
+
+import (
+	"container/list"
+	"context"
+	"sync"
+)
+
+// chunkKey names one chunk of one shard.
+type chunkKey struct{ shard, chunk int }
+
+// chunkCache is an LRU of decoded chunks bounded by their decoded size,
+// with single flight: concurrent callers of one chunk share one load.
+// Errors are not cached.
+type chunkCache struct {
+	max int64 // <= 0: nothing is kept after its load completes
+
+	mu      sync.Mutex
+	size    int64
+	entries map[chunkKey]*cacheEntry // loading and cached
+	lru     list.List                // of *cacheEntry, cached only, most recent first
+}
+
+type cacheEntry struct {
+	key   chunkKey
+	done  chan struct{} // closed when chunk/err are set
+	chunk *Chunk
+	err   error
+	size  int64
+	el    *list.Element // nil unless cached
+}
+
+func newChunkCache(max int64) *chunkCache {
+	return &chunkCache{max: max, entries: make(map[chunkKey]*cacheEntry)}
+}
+
+// get returns the chunk for key, from the cache, from a load already in
+// flight, or by calling load. hit reports a cache hit. A caller that
+// waited on a load whose own caller gave up loads again itself.
+func (c *chunkCache) get(ctx context.Context, key chunkKey, load func(context.Context) (*Chunk, int64, error)) (ch *Chunk, hit bool, err error) {
+	for {
+		c.mu.Lock()
+		e, ok := c.entries[key]
+		if ok {
+			if e.el != nil { // cached
+				c.lru.MoveToFront(e.el)
+				c.mu.Unlock()
+				return e.chunk, true, nil
+			}
+			c.mu.Unlock()
+			select {
+			case <-e.done:
+			case <-ctx.Done():
+				return nil, false, ctx.Err()
+			}
+			if e.err == nil {
+				return e.chunk, true, nil
+			}
+			if KindOf(e.err) == Canceled && ctx.Err() == nil {
+				continue // its caller left; this one still wants the chunk
+			}
+			return nil, false, e.err
+		}
+		e = &cacheEntry{key: key, done: make(chan struct{})}
+		c.entries[key] = e
+		c.mu.Unlock()
+
+		ch, size, err := load(ctx)
+
+		c.mu.Lock()
+		e.chunk, e.size, e.err = ch, size, err
+		if err != nil || size > c.max {
+			delete(c.entries, key)
+		} else {
+			e.el = c.lru.PushFront(e)
+			c.size += size
+			c.evictLocked()
+		}
+		close(e.done)
+		c.mu.Unlock()
+		return ch, false, err
+	}
+}
+
+func (c *chunkCache) evictLocked() {
+	for c.size > c.max {
+		el := c.lru.Back()
+		if el == nil {
+			return
+		}
+		e := el.Value.(*cacheEntry)
+		c.lru.Remove(el)
+		e.el = nil
+		delete(c.entries, e.key)
+		c.size -= e.size
+	}
+}
+
+// clear drops every cached chunk; loads in flight complete normally.
+func (c *chunkCache) clear() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for el := c.lru.Front(); el != nil; el = el.Next() {
+		e := el.Value.(*cacheEntry)
+		e.el = nil
+		delete(c.entries, e.key)
+	}
+	c.lru.Init()
+	c.size = 0
+}
+
+func (c *chunkCache) bytes() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.size
+}

@@ -1,0 +1,67 @@
+package worker
+
+// INTERIM until worker/wds lands: a minimal decoder so the tree builds.
+// It is replaced by type aliases of wds.Field/wds.Sample and a call of
+// wds.DecodeChunk.
+
+import (
+	"archive/tar"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/shardstream/shardstream/manifest"
+)
+
+// Field is one named part of a sample ("jpg", "cls", …).
+type Field struct {
+	Name string
+	Data []byte
+}
+
+// Sample is one decoded training example.
+type Sample struct {
+	Key    string
+	Fields []Field
+}
+
+func decodeChunk(raw []byte, compression string, firstSample, want int64) ([]Sample, error) {
+	if compression == manifest.CompressionZstd {
+		d, err := zstd.NewReader(nil)
+		if err != nil {
+			return nil, err
+		}
+		defer d.Close()
+		if raw, err = d.DecodeAll(raw, nil); err != nil {
+			return nil, err
+		}
+	}
+	tr := tar.NewReader(bytes.NewReader(raw))
+	var out []Sample
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		data, err := io.ReadAll(tr)
+		if err != nil {
+			return nil, err
+		}
+		key, ext, _ := strings.Cut(h.Name, ".")
+		if len(out) == 0 || out[len(out)-1].Key != key {
+			out = append(out, Sample{Key: key})
+		}
+		out[len(out)-1].Fields = append(out[len(out)-1].Fields, Field{ext, data})
+	}
+	if int64(len(out)) != want {
+		return nil, fmt.Errorf("got %d samples, want %d", len(out), want)
+	}
+	return out, nil
+}

@@ -1,0 +1,126 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/shardstream/shardstream/worker/store"
+)
+
+// fetchRange reads [off, off+n) of path into buf (len n) with parallel
+// ranged GETs of PartSize, each retried on its own. The first part to fail
+// for good cancels the others.
+func (r *Reader) fetchRange(ctx context.Context, shard int, path string, off int64, buf []byte) error {
+	n := int64(len(buf))
+	ps := r.cfg.PartSize
+	if n <= ps {
+		return r.fetchPart(ctx, shard, path, off, buf)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		wg       sync.WaitGroup
+		once     sync.Once
+		firstErr error
+	)
+	for p := int64(0); p < n; p += ps {
+		part := buf[p:min(p+ps, n)]
+		wg.Go(func() {
+			if err := r.fetchPart(ctx, shard, path, off+p, part); err != nil {
+				once.Do(func() { firstErr = err; cancel() })
+			}
+		})
+	}
+	wg.Wait()
+	return firstErr
+}
+
+// fetchPart fills buf from [off, off+len(buf)) of path, retrying
+// transient failures with backoff. It holds a GET slot only while a GET is
+// in flight, not while it backs off.
+func (r *Reader) fetchPart(ctx context.Context, shard int, path string, off int64, buf []byte) error {
+	return r.retry(ctx, shard, path, off, "read", func(ctx context.Context) error {
+		if _, err := r.gets.acquire(ctx, 1); err != nil {
+			return err
+		}
+		defer r.gets.release(1)
+		start := time.Now()
+		rc, err := r.store.ReadRange(ctx, path, off, int64(len(buf)))
+		if err != nil {
+			return err
+		}
+		got, err := io.ReadFull(rc, buf)
+		rc.Close()
+		r.m.bytes.Add(float64(got))
+		r.m.getTime.Observe(time.Since(start).Seconds())
+		if err != nil {
+			// A body cut short (a reset, a proxy's truncation, or the
+			// object shrinking) is worth another try; a persistent one
+			// ends as Unavailable and the Stat check names the change.
+			return fmt.Errorf("read [%d,+%d): got %d bytes: %w", off, len(buf), got, err)
+		}
+		return nil
+	})
+}
+
+// retry runs op until it succeeds, fails for good, or runs out of
+// attempts; each attempt gets PartTimeout. Errors come back as *Error.
+func (r *Reader) retry(ctx context.Context, shard int, path string, off int64, opName string, op func(context.Context) error) error {
+	var err error
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, r.cfg.PartTimeout)
+		err = op(actx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil { // the caller's, not the attempt's deadline
+			return &Error{Shard: shard, Path: path, Offset: off, Op: opName, Kind: Canceled, Err: context.Cause(ctx)}
+		}
+		if !store.Transient(err) {
+			return &Error{Shard: shard, Path: path, Offset: off, Op: opName, Kind: permanentKind(err), Err: err}
+		}
+		if attempt >= r.cfg.MaxAttempts {
+			return &Error{Shard: shard, Path: path, Offset: off, Op: opName, Kind: Unavailable,
+				Err: fmt.Errorf("%w after %d attempts: %w", ErrRetriesExhausted, attempt, err)}
+		}
+		d := r.backoff(attempt)
+		r.m.retries.Inc()
+		r.log.Warn("retrying read", "shard", shard, "path", path, "offset", off, "op", opName,
+			"attempt", attempt, "backoff", d, "err", err)
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return &Error{Shard: shard, Path: path, Offset: off, Op: opName, Kind: Canceled, Err: context.Cause(ctx)}
+		case <-t.C:
+		}
+	}
+}
+
+// backoff is full jitter over an exponential ceiling: uniform in
+// [ceiling/2, ceiling], ceiling = RetryBase·2^(attempt-1) capped at
+// RetryMax. The floor of half keeps a throttled store from seeing
+// near-immediate retries.
+func (r *Reader) backoff(attempt int) time.Duration {
+	ceil := r.cfg.RetryBase << min(attempt-1, 30)
+	if ceil > r.cfg.RetryMax || ceil <= 0 {
+		ceil = r.cfg.RetryMax
+	}
+	return ceil/2 + rand.N(ceil/2+1)
+}
+
+func permanentKind(err error) Kind {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return NotFound
+	case errors.Is(err, store.ErrRange):
+		return Changed // the manifest points past the object's end
+	}
+	return Other
+}
