@@ -15,7 +15,6 @@ import (
 	"github.com/shardstream/shardstream/worker/store"
 )
 
-
 // Chunk is one decoded chunk of a shard: the samples that start in it.
 // Chunks are shared between callers (and the cache): read-only.
 type Chunk struct {
