@@ -7,10 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"strconv"
-	"strings"
 
 	"github.com/shardstream/shardstream/manifest"
 	"github.com/shardstream/shardstream/sampler"
@@ -144,31 +141,13 @@ func appendBatchJSON(b []byte, rank int, step int64, batch []sampler.SampleID) [
 	return append(b, "]}\n"...)
 }
 
-// maxManifestBytes bounds a manifest read from a local directory.
-const maxManifestBytes = 1 << 30
-
-// loadManifest reads the dataset's manifest. S3 datasets go through the
-// read path (worker.Open); a local directory's manifest.json is read
-// directly — the same file worker.Open would read, without setting up a
-// reader that plan never uses for data.
+// loadManifest reads the dataset's manifest through the read path
+// (worker.Open), the same way the loader does.
 func loadManifest(ctx context.Context, uri string, cfg worker.Config, stderr io.Writer) (*manifest.Manifest, error) {
-	if !strings.HasPrefix(uri, "s3://") {
-		path := filepath.Join(uri, manifest.FileName)
-		fh, err := os.Open(path)
-		if err != nil {
-			return nil, fmt.Errorf("plan: open dataset %s: %w", uri, err)
-		}
-		defer fh.Close()
-		m, err := manifest.Read(fh, maxManifestBytes)
-		if err != nil {
-			return nil, fmt.Errorf("plan: read %s: %w", path, err)
-		}
-		return m, nil
-	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	r, err := worker.Open(ctx, uri, cfg, log)
 	if err != nil {
-		return nil, fmt.Errorf("plan: open dataset %s: %w", uri, err)
+		return nil, fmt.Errorf("plan: %w", err)
 	}
 	defer r.Close()
 	return r.Manifest(), nil

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/shardstream/shardstream/sampler"
+	"github.com/shardstream/shardstream/worker"
 )
 
 // planTestManifest is a hand-written manifest: 4 shards of 5, 0, 7 and 3
@@ -175,7 +176,7 @@ func TestPlanCommandErrors(t *testing.T) {
 		{"both policies", []string{"--data", dir, "--pad", "--drop-last"}, true, nil, "exclude"},
 		{"format", []string{"--data", dir, "--format", "csv"}, true, nil, "jsonl"},
 		{"bad token", []string{"--data", dir, "--resume", "garbage!"}, true, nil, "malformed resume token"},
-		{"missing dataset", []string{"--data", filepath.Join(dir, "nope")}, false, os.ErrNotExist, "nope"},
+		{"missing dataset", []string{"--data", filepath.Join(dir, "nope")}, false, nil, "nope"},
 		{"zero world", []string{"--data", dir, "--world-size", "0"}, false, sampler.ErrInvalid, "world size 0"},
 		{"token of another dataset", []string{"--data", dir, "--seed", "1", "--resume", otherSeed}, false, sampler.ErrTokenMismatch, "fingerprint"},
 	}
@@ -187,6 +188,9 @@ func TestPlanCommandErrors(t *testing.T) {
 			if err == nil || errors.As(err, &u) != tt.usage || (tt.target != nil && !errors.Is(err, tt.target)) ||
 				!strings.Contains(err.Error(), tt.substr) {
 				t.Fatalf("plan %v = %v, want an error (usage %v, wrapping %v) containing %q", tt.args, err, tt.usage, tt.target, tt.substr)
+			}
+			if tt.name == "missing dataset" && worker.KindOf(err) != worker.NotFound {
+				t.Fatalf("plan %v = %v, kind %v, want %v", tt.args, err, worker.KindOf(err), worker.NotFound)
 			}
 		})
 	}
