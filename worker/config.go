@@ -44,10 +44,10 @@ type Config struct {
 	// about 6 s of backoff at most, enough to ride out S3 throttling
 	// bursts while a stuck read still fails in seconds, not minutes.
 	MaxAttempts int
-	// RetryBase is the first backoff; each retry doubles it, up to
-	// RetryMax, and sleeps a random duration of at most that ("full
-	// jitter", so throttled readers do not retry in lockstep). Defaults
-	// 100ms and 5s.
+	// RetryBase is the first backoff ceiling; each retry doubles it, up
+	// to RetryMax, and sleeps a random duration between half of it and
+	// all of it (jitter, so throttled readers do not retry in lockstep).
+	// Defaults 100ms and 5s.
 	RetryBase, RetryMax time.Duration
 	// PartTimeout bounds one GET attempt, first byte to last. Default 30s:
 	// an 8 MiB part takes ~0.1s at S3's per-connection speed; a part

@@ -103,7 +103,7 @@ func (r *Reader) retry(ctx context.Context, shard int, path string, off int64, o
 	}
 }
 
-// backoff is full jitter over an exponential ceiling: uniform in
+// backoff is "equal jitter" over an exponential ceiling: uniform in
 // [ceiling/2, ceiling], ceiling = RetryBase·2^(attempt-1) capped at
 // RetryMax. The floor of half keeps a throttled store from seeing
 // near-immediate retries.

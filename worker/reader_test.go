@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -473,5 +474,37 @@ func TestPrefetch(t *testing.T) {
 	r.Close()
 	if r.Prefetch(ctx, 0, 0) {
 		t.Error("Prefetch accepted after Close")
+	}
+}
+
+// TestCloseEndsGoroutines checks that Close stops prefetches and leaves no
+// goroutine of the Reader behind.
+func TestCloseEndsGoroutines(t *testing.T) {
+	f := newFlaky(t, small, 0)
+	f.block = make(chan struct{}) // prefetches hang until Close cancels them
+	before := runtime.NumGoroutine()
+	r, err := worker.Open(testCtx(t), "mem://leak", worker.Config{Store: f, PrefetchConcurrency: 3}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := testCtx(t)
+	started := 0
+	for c := range 3 {
+		if r.Prefetch(ctx, 0, c) {
+			started++
+		}
+	}
+	if started != 3 || r.Prefetch(ctx, 1, 0) {
+		t.Errorf("started %d prefetches and then one more; want 3 and a refusal", started)
+	}
+	r.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		runtime.Gosched()
+		time.Sleep(time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		buf := make([]byte, 1<<16)
+		t.Errorf("%d goroutines after Close, %d before:\n%s", n, before, buf[:runtime.Stack(buf, true)])
 	}
 }
