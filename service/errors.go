@@ -6,7 +6,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 
-	"github.com/shardstream/shardstream/worker/store"
+	"github.com/shardstream/shardstream/worker"
 )
 
 // readCode classifies a read-path error by kind, never by message.
@@ -16,8 +16,18 @@ func readCode(err error) codes.Code {
 		return codes.Canceled
 	case errors.Is(err, context.DeadlineExceeded):
 		return codes.DeadlineExceeded
-	case errors.Is(err, store.ErrNotFound):
+	}
+	switch worker.KindOf(err) {
+	case worker.NotFound:
 		return codes.NotFound
+	case worker.Corrupt:
+		return codes.DataLoss
+	case worker.Changed:
+		return codes.FailedPrecondition
+	case worker.Unavailable:
+		return codes.Unavailable
+	case worker.Canceled:
+		return codes.Canceled
 	}
 	return codes.Internal
 }

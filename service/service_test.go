@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -17,6 +18,7 @@ import (
 
 	pb "github.com/shardstream/shardstream/proto/shardstream/v1"
 	"github.com/shardstream/shardstream/sampler"
+	"github.com/shardstream/shardstream/worker"
 	"github.com/shardstream/shardstream/worker/store"
 )
 
@@ -346,6 +348,14 @@ func TestStreamReadErrors(t *testing.T) {
 	}{
 		{"missing object", map[chunkKey]error{{1, 2}: fmt.Errorf("read shard-00001.tar [10240,+5120): %w", store.ErrNotFound)}, nil,
 			codes.NotFound, []string{"shard-00001.tar", "10240"}},
+		{"corrupt chunk", map[chunkKey]error{{0, 3}: &worker.Error{Shard: 0, Path: "shard-00000.tar", Offset: 15360, Op: "decode", Kind: worker.Corrupt, Err: errors.New("bad tar header")}}, nil,
+			codes.DataLoss, []string{"shard-00000.tar", "offset 15360", "bad tar header"}},
+		{"changed object", map[chunkKey]error{{2, 0}: &worker.Error{Shard: 2, Path: "shard-00002.tar", Offset: 0, Op: "read", Kind: worker.Changed, Err: worker.ErrChanged}}, nil,
+			codes.FailedPrecondition, []string{"shard-00002.tar", "changed"}},
+		{"throttled", map[chunkKey]error{{1, 0}: &worker.Error{Shard: 1, Path: "shard-00001.tar", Offset: 0, Op: "read", Kind: worker.Unavailable, Err: worker.ErrRetriesExhausted}}, nil,
+			codes.Unavailable, []string{"shard-00001.tar", "retries exhausted"}},
+		{"unclassified", map[chunkKey]error{{1, 1}: errors.New("permission denied on shard-00001.tar")}, nil,
+			codes.Internal, []string{"shard-00001.tar"}},
 		{"short chunk", nil, map[chunkKey]bool{{2, 1}: true}, codes.DataLoss, []string{`"shard-00002.tar"`, "offset 5120", "sample 9"}},
 	}
 	for _, tt := range tests {

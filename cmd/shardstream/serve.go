@@ -145,13 +145,16 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 // setCache applies --cache-dir and --cache-size to the read path's config.
 func setCache(cfg *worker.Config, dir, size string) error {
 	if size != "" {
-		if _, err := parseSize(size); err != nil {
+		n, err := parseSize(size)
+		if err != nil {
 			return usageError{fmt.Sprintf("serve: --cache-size: %v", err)}
 		}
+		if dir == "" {
+			return usageError{"serve: --cache-size needs --cache-dir"}
+		}
+		cfg.CacheBytes = n
 	}
-	if dir != "" || size != "" {
-		return usageError{"serve: --cache-dir and --cache-size are not supported by this build's read path yet"}
-	}
+	cfg.CacheDir = dir
 	return nil
 }
 

@@ -16,7 +16,8 @@ func TestServeFlagErrors(t *testing.T) {
 	}{
 		{"no data", []string{}, "--data is required"},
 		{"log format", []string{"--data", "x", "--log-format", "xml"}, "--log-format"},
-		{"cache size", []string{"--data", "x", "--cache-size", "lots"}, "--cache-size"},
+		{"cache size", []string{"--data", "x", "--cache-dir", "d", "--cache-size", "lots"}, "--cache-size"},
+		{"cache size without dir", []string{"--data", "x", "--cache-size", "1GiB"}, "needs --cache-dir"},
 		{"empty loader addr", []string{"--data", "x", "--loader-addrs", "a:1,,b:2"}, "empty address"},
 		{"zero window", []string{"--data", "x", "--window", "0"}, "must be positive"},
 		{"unknown flag", []string{"--data", "x", "--bogus"}, "bogus"},
