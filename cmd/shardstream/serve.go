@@ -102,7 +102,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
 			return fmt.Errorf("open dataset %s: no answer in %v (--open-timeout): %w", f.data, f.openTimeout, err)
 		}
-		return fmt.Errorf("open dataset %s: %w", f.data, err)
+		return err // the read path's errors name the uri
 	}
 	defer r.Close()
 	m := r.Manifest()
