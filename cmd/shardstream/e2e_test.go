@@ -12,6 +12,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -329,7 +331,8 @@ func TestE2ELocal(t *testing.T) {
 	bin := buildBinary(t)
 	dir := t.TempDir()
 	m := makeDataset(t, dir, 7, 53, 10)
-	p := startServe(t, bin, "--data", dir, "--readahead", "3")
+	metricsAddr := freeAddr(t)
+	p := startServe(t, bin, "--data", dir, "--readahead", "3", "--metrics-addr", metricsAddr)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
@@ -348,6 +351,98 @@ func TestE2ELocal(t *testing.T) {
 		t.Run(fmt.Sprintf("world%d_batch%d_%v", job.WorldSize, job.BatchSize, job.LastBatch), func(t *testing.T) {
 			checkEpoch(t, m, job, streamEpoch(t, ctx, p.addr, job))
 		})
+	}
+
+	t.Run("metrics", func(t *testing.T) {
+		req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+metricsAddr+"/metrics", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, want := range []string{"shardstream_loader_batches_sent_total", "shardstream_read_bytes_total", "go_goroutines", "process_resident_memory_bytes"} {
+			if !strings.Contains(string(body), want) {
+				t.Errorf("/metrics lacks %s", want)
+			}
+		}
+	})
+}
+
+// freeAddr returns a loopback address free at the time of the call.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// TestE2ELoaderDeath kills a loader mid-stream (SIGKILL) and resumes the
+// rank on another loader from the next step: the trainer sees exactly the
+// uninterrupted stream. The coordinator hands out the loaders it is given.
+func TestE2ELoaderDeath(t *testing.T) {
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	makeDataset(t, dir, 6, 50, 10)
+	b := startServe(t, bin, "--data", dir)
+	a := startServe(t, bin, "--data", dir, "--loader-addrs", b.addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	job := &pb.JobSpec{WorldSize: 2, BatchSize: 4, Seed: 8}
+
+	plan, err := pb.NewCoordinatorServiceClient(dial(t, a.addr)).PlanEpoch(ctx, &pb.PlanEpochRequest{Job: job})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(plan.LoaderAddresses) != 2 || plan.LoaderAddresses[0] != b.addr || plan.LoaderAddresses[1] != b.addr {
+		t.Errorf("loader addresses %q, want [%s %s]", plan.LoaderAddresses, b.addr, b.addr)
+	}
+
+	recv := func(addr string, from int64, limit int) ([]*pb.Batch, error) {
+		st, err := pb.NewLoaderServiceClient(dial(t, addr)).StreamBatches(ctx, &pb.StreamBatchesRequest{Job: job, Rank: 1, FromStep: from})
+		if err != nil {
+			return nil, err
+		}
+		var got []*pb.Batch
+		for limit < 0 || len(got) < limit {
+			r, err := st.Recv()
+			if err == io.EOF {
+				return got, nil
+			}
+			if err != nil {
+				return got, err
+			}
+			got = append(got, r.Batch)
+		}
+		return got, nil
+	}
+	full, err := recv(b.addr, 0, -1)
+	if err != nil || int64(len(full)) != plan.Steps {
+		t.Fatalf("uninterrupted stream: %d batches, %v; want %d", len(full), err, plan.Steps)
+	}
+
+	const k = 5
+	head, err := recv(a.addr, 0, k)
+	if err != nil || len(head) != k {
+		t.Fatalf("stream from the loader to kill: %d batches, %v", len(head), err)
+	}
+	a.cmd.Process.Kill()
+	<-a.exited
+	tail, err := recv(b.addr, k, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := append(head, tail...)
+	if len(got) != len(full) {
+		t.Fatalf("resumed stream has %d batches, uninterrupted %d", len(got), len(full))
+	}
+	for i := range full {
+		if got[i].String() != full[i].String() {
+			t.Fatalf("batch %d differs after the loader died at step %d:\n got  %v\n want %v", i, k, got[i], full[i])
+		}
 	}
 }
 

@@ -12,6 +12,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
 	"github.com/shardstream/shardstream/service"
 	"github.com/shardstream/shardstream/worker"
 )
@@ -90,7 +93,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			addrs = append(addrs, a)
 		}
 	}
-	wcfg := worker.Config{S3Endpoint: f.s3Endpoint, S3PathStyle: f.s3PathStyle, S3Region: f.s3Region}
+	// One registry for the read path, the service and the process: all
+	// served on --metrics-addr.
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	wcfg := worker.Config{S3Endpoint: f.s3Endpoint, S3PathStyle: f.s3PathStyle, S3Region: f.s3Region, Registerer: reg}
 	if err := setCache(&wcfg, f.cacheDir, f.cacheSize); err != nil {
 		return err
 	}
@@ -115,6 +122,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		MaxStreams:      f.maxStreams,
 		ShutdownTimeout: f.shutdownTimeout,
 		Logger:          log,
+		Registry:        reg,
 	})
 	if err != nil {
 		return err
@@ -131,7 +139,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 	}
 	log.Info("serving", "dataset", f.name, "data", f.data, "fingerprint", m.Fingerprint(),
-		"shards", len(m.Shards), "samples", m.TotalSamples(), "addr", lis.Addr().String(), "metrics", f.metricsAddr)
+		"shards", len(m.Shards), "samples", m.TotalSamples(), "addr", lis.Addr().String(), "metrics", metricsAddr(mlis))
 	if _, err := fmt.Fprintf(stdout, "listening on %s\n", lis.Addr()); err != nil {
 		lis.Close()
 		if mlis != nil {
@@ -180,4 +188,12 @@ func parseSize(s string) (int64, error) {
 		return 0, fmt.Errorf("size %q: want a byte count like 1048576, 512MiB or 20GiB", s)
 	}
 	return n * mult, nil
+}
+
+// metricsAddr is the metrics listener's address for logs; "" when off.
+func metricsAddr(l net.Listener) string {
+	if l == nil {
+		return ""
+	}
+	return l.Addr().String()
 }
