@@ -1,0 +1,133 @@
+"""The client's pure parts: argument checks, state, wire conversion."""
+
+from __future__ import annotations
+
+import pickle
+import time
+from typing import Any
+
+import grpc
+import pytest
+
+import shardstream
+from shardstream.v1 import shardstream_pb2 as pb
+
+
+def make(**kw: Any) -> shardstream.ShardStreamDataset:
+    kw.setdefault("batch_size", 8)
+    return shardstream.ShardStreamDataset("127.0.0.1:1", **kw)
+
+
+def test_job_spec() -> None:
+    ds = make(seed=7, epoch=3, window=5, last_batch="pad", dataset="d", resume_token="tok")
+    assert ds.job(4) == pb.JobSpec(
+        dataset="d",
+        seed=7,
+        epoch=3,
+        world_size=4,
+        batch_size=8,
+        window=5,
+        last_batch=pb.LAST_BATCH_POLICY_PAD,
+        resume_token="tok",
+    )
+    assert make().job(1).last_batch == pb.LAST_BATCH_POLICY_DROP
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"batch_size": -1}, ValueError, "batch_size: -1"),
+        ({"batch_size": 1 << 32}, ValueError, "batch_size"),
+        ({"batch_size": 2.0}, TypeError, "batch_size"),
+        ({"seed": -1}, ValueError, "seed"),
+        ({"last_batch": "keep"}, ValueError, "last_batch: 'keep'"),
+        ({"world_size": 0}, ValueError, "world_size"),
+        ({"resume_token": 5}, TypeError, "resume_token"),
+        ({"timeout": 0}, ValueError, "timeout"),
+    ],
+)
+def test_bad_arguments(kwargs: dict[str, Any], error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        make(**kwargs)
+
+
+def test_bad_address() -> None:
+    with pytest.raises(ValueError, match="address"):
+        shardstream.ShardStreamDataset("", batch_size=1)
+
+
+def test_state_dict_round_trip() -> None:
+    ds = make(epoch=2, resume_token="abc")
+    assert ds.state_dict() == {"resume_token": "abc", "epoch": 2}
+    other = make()
+    other.load_state_dict(ds.state_dict())
+    assert other.state_dict() == {"resume_token": "abc", "epoch": 2}
+    assert other.job(2).resume_token == "abc"
+    assert other.job(2).epoch == 2
+
+
+def test_set_epoch() -> None:
+    ds = make(epoch=2, resume_token="abc")
+    ds.set_epoch(2)  # the same epoch keeps the checkpoint's token
+    assert ds.state_dict() == {"resume_token": "abc", "epoch": 2}
+    ds.set_epoch(3)  # a new epoch starts from its beginning
+    assert ds.state_dict() == {"resume_token": "", "epoch": 3}
+
+
+@pytest.mark.parametrize(
+    ("state", "error"),
+    [
+        ({"resume_token": 1, "epoch": 0}, TypeError),
+        ({"resume_token": ""}, TypeError),
+        ({"resume_token": "", "epoch": -1}, ValueError),
+    ],
+)
+def test_load_state_dict_rejects(state: dict[str, Any], error: type[Exception]) -> None:
+    with pytest.raises(error):
+        make().load_state_dict(state)
+
+
+def test_batch_from_proto() -> None:
+    b = pb.Batch(
+        rank=1,
+        epoch=2,
+        step=3,
+        resume_token="t",
+        samples=[
+            pb.Sample(
+                shard=4,
+                index=5,
+                key="k",
+                fields=[pb.Field(name="cls", data=b"1"), pb.Field(name="input.npy", data=b"x")],
+            )
+        ],
+    )
+    got = shardstream.batch_from_proto(b)
+    assert list(got) == [
+        {"__key__": "k", "__shard__": 4, "__index__": 5, "cls": b"1", "input.npy": b"x"}
+    ]
+    assert (got.rank, got.epoch, got.step, got.resume_token) == (1, 2, 3, "t")
+    # Batches cross process boundaries (DataLoader workers) intact.
+    again = pickle.loads(pickle.dumps(got))
+    assert list(again) == list(got)
+    assert (again.step, again.resume_token) == (3, "t")
+
+
+def test_dataset_pickles() -> None:
+    # DataLoader workers started with spawn get a pickled copy.
+    ds = make(seed=3)
+    again = pickle.loads(pickle.dumps(ds))
+    assert again.job(2) == ds.job(2)
+
+
+def test_unreachable_server_is_an_error() -> None:
+    ds = shardstream.ShardStreamDataset(
+        "127.0.0.1:1", batch_size=4, rank=0, world_size=1, timeout=0.5
+    )
+    start = time.monotonic()
+    with pytest.raises(shardstream.ShardStreamError) as info:
+        next(iter(ds))
+    assert info.value.method == "PlanEpoch"
+    assert info.value.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    assert "127.0.0.1:1" in str(info.value)
+    assert time.monotonic() - start < 10

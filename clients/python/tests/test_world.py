@@ -1,0 +1,78 @@
+"""Rank and world size detection, and the DataLoader worker check."""
+
+from __future__ import annotations
+
+import pytest
+import torch.distributed as dist
+
+import shardstream
+from shardstream import resolve_world
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "want"),
+    [
+        ({}, (0, 1, "default")),
+        ({"env": {"RANK": "3", "WORLD_SIZE": "4"}}, (3, 4, "environment")),
+        ({"env": {"WORLD_SIZE": "4"}}, (0, 4, "environment")),
+        ({"env": {"RANK": " ", "WORLD_SIZE": ""}}, (0, 1, "default")),
+        ({"dist": (1, 2), "env": {"RANK": "3", "WORLD_SIZE": "4"}}, (1, 2, "torch.distributed")),
+        ({"rank": 2, "world_size": 5, "dist": (1, 2)}, (2, 5, "arguments")),
+        ({"rank": 1, "env": {"RANK": "0", "WORLD_SIZE": "2"}}, (1, 2, "arguments and environment")),
+    ],
+)
+def test_resolve_world(kwargs: dict[str, object], want: tuple[int, int, str]) -> None:
+    w = resolve_world(**kwargs)  # type: ignore[arg-type]
+    assert (w.rank, w.world_size) == want[:2], f"resolve_world({kwargs}) = {w}"
+    assert w.source.startswith(want[2]), f"resolve_world({kwargs}).source = {w.source!r}"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"env": {"RANK": "2", "WORLD_SIZE": "2"}}, ValueError, r"rank 2 from environment"),
+        ({"env": {"RANK": "x"}}, ValueError, r"RANK='x'"),
+        ({"rank": 0, "world_size": 0}, ValueError, r"world_size 0 from arguments"),
+        ({"rank": -1, "world_size": 2}, ValueError, r"rank -1"),
+        ({"dist": (4, 4)}, ValueError, r"torch.distributed"),
+        ({"rank": True, "world_size": 2}, TypeError, r"want integers"),
+    ],
+)
+def test_resolve_world_errors(
+    kwargs: dict[str, object], error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        resolve_world(**kwargs)  # type: ignore[arg-type]
+
+
+def test_current_world_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    w = shardstream.current_world()
+    assert (w.rank, w.world_size) == (1, 3)
+
+
+def test_current_world_torch_distributed(tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    # torch.distributed wins over the environment once it is initialised.
+    monkeypatch.setenv("RANK", "5")
+    monkeypatch.setenv("WORLD_SIZE", "9")
+    store = dist.HashStore()  # type: ignore[attr-defined]
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    try:
+        w = shardstream.current_world()
+        assert (w.rank, w.world_size, w.source) == (0, 1, "torch.distributed")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_current_worker_main_process() -> None:
+    assert shardstream.current_worker() == (0, 1)
+
+
+def test_more_than_one_dataloader_worker_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    # As DataLoader worker 1 of 2 sees it. The check runs before any
+    # connection: the address is never dialled.
+    monkeypatch.setattr(shardstream.dataset, "current_worker", lambda: (1, 2))
+    ds = shardstream.ShardStreamDataset("127.0.0.1:1", batch_size=4, rank=0, world_size=1)
+    with pytest.raises(RuntimeError, match=r"worker 1 of 2.*num_workers=0 or 1"):
+        iter(ds)
