@@ -167,7 +167,7 @@ type testServer struct {
 }
 
 // startServer serves cfg with planner pl until the test ends.
-func startServer(t *testing.T, cfg Config, pl planner, dialOpts ...grpc.DialOption) *testServer {
+func startServer(t testing.TB, cfg Config, pl planner, dialOpts ...grpc.DialOption) *testServer {
 	t.Helper()
 	srv, err := newServer(cfg, pl)
 	if err != nil {
