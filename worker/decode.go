@@ -40,7 +40,8 @@ func decodeChunk(raw []byte, compression string, firstSample, want int64) ([]Sam
 			return nil, err
 		}
 	}
-	tr := tar.NewReader(bytes.NewReader(raw))
+	br := bytes.NewReader(raw)
+	tr := tar.NewReader(br)
 	var out []Sample
 	for {
 		h, err := tr.Next()
@@ -50,10 +51,13 @@ func decodeChunk(raw []byte, compression string, firstSample, want int64) ([]Sam
 		if err != nil {
 			return nil, err
 		}
-		data, err := io.ReadAll(tr)
-		if err != nil {
-			return nil, err
+		// Zero copy: after Next the reader sits at the entry's data; the
+		// next Next seeks past it.
+		pos := int64(len(raw)) - int64(br.Len())
+		if h.Size < 0 || pos+h.Size > int64(len(raw)) {
+			return nil, fmt.Errorf("tar entry %q of %d bytes runs past the chunk", h.Name, h.Size)
 		}
+		data := raw[pos : pos+h.Size : pos+h.Size]
 		key, ext, _ := strings.Cut(h.Name, ".")
 		if len(out) == 0 || out[len(out)-1].Key != key {
 			out = append(out, Sample{Key: key})

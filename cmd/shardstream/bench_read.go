@@ -1,12 +1,411 @@
 package main
 
 import (
+	"archive/tar"
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"log/slog"
+	"math/rand/v2"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/shardstream/shardstream/internal/miniotest"
+	"github.com/shardstream/shardstream/manifest"
+	"github.com/shardstream/shardstream/worker"
+	"github.com/shardstream/shardstream/worker/store"
 )
 
-// runBenchRead is a placeholder until the subcommand lands.
+// benchFlags are bench-read's flags.
+type benchFlags struct {
+	minio       string
+	endpoint    string
+	bucket      string
+	accessKey   string
+	secretKey   string
+	sizes       string
+	partMiB     int
+	concurrency int
+	chunkMiB    int
+	sampleKiB   int
+	reps        int
+}
+
+// runBenchRead measures the read path against a plain parallel ranged-GET
+// reader on the same store, with the same part size and concurrency: it
+// starts MinIO on loopback (or uses --endpoint), uploads shards of the
+// given sizes, uncompressed and zstd, then reads them (a) with plain GETs
+// whose bytes are discarded and (b) through worker.Reader (GET, decompress,
+// parse into samples). Progress goes to stderr, figures to stdout; the last
+// line is "read path / plain GET (uncompressed): R".
 func runBenchRead(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return errors.New("not implemented yet")
+	var f benchFlags
+	fs := newFlagSet("bench-read", stderr)
+	fs.StringVar(&f.minio, "minio", "", "minio binary to start on loopback (default: $SHARDSTREAM_MINIO, PATH, $GOPATH/bin)")
+	fs.StringVar(&f.endpoint, "endpoint", "", "use this running S3-compatible endpoint instead of starting MinIO")
+	fs.StringVar(&f.bucket, "bucket", "shardstream-bench", "bucket to write the shards to (created when MinIO is started here)")
+	fs.StringVar(&f.accessKey, "access-key", "", "access key for --endpoint (empty: the AWS credential chain)")
+	fs.StringVar(&f.secretKey, "secret-key", "", "secret key for --endpoint")
+	fs.StringVar(&f.sizes, "sizes", "64,512", "shard sizes in MiB, comma-separated (one shard of each)")
+	fs.IntVar(&f.partMiB, "part-size", 8, "ranged GET size in MiB, for both readers")
+	fs.IntVar(&f.concurrency, "concurrency", 16, "GETs in flight, for both readers")
+	fs.IntVar(&f.chunkMiB, "chunk", 8, "chunk size in MiB (uncompressed bytes)")
+	fs.IntVar(&f.sampleKiB, "sample", 128, "average sample size in KiB")
+	fs.IntVar(&f.reps, "reps", 3, "timed passes of each reader; the median is reported")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	sizes, err := parseMiBList(f.sizes)
+	if err != nil {
+		return usageError{"--sizes: " + err.Error()}
+	}
+	if f.partMiB <= 0 || f.concurrency <= 0 || f.chunkMiB <= 0 || f.sampleKiB <= 0 || f.reps <= 0 {
+		return usageError{"--part-size, --concurrency, --chunk, --sample and --reps must be positive"}
+	}
+	progress := func(format string, a ...any) { fmt.Fprintf(stderr, "bench-read: "+format+"\n", a...) }
+
+	endpoint, access, secret := f.endpoint, f.accessKey, f.secretKey
+	if endpoint == "" {
+		bin := f.minio
+		if bin == "" {
+			if bin, err = miniotest.Binary(); err != nil {
+				return err
+			}
+		}
+		progress("starting MinIO (%s)", bin)
+		sctx, cancel := context.WithTimeout(ctx, time.Minute)
+		srv, err := miniotest.Launch(sctx, bin, "")
+		cancel()
+		if err != nil {
+			return err
+		}
+		defer srv.Close()
+		if err := srv.MakeBucket(ctx, f.bucket); err != nil {
+			return err
+		}
+		endpoint, access, secret = srv.Endpoint, srv.AccessKey, srv.SecretKey
+	}
+	scfg := store.Config{S3Endpoint: endpoint, S3PathStyle: true, AccessKey: access, SecretKey: secret, MaxConns: f.concurrency + 8}
+	wcfg := worker.Config{
+		S3Endpoint: endpoint, S3PathStyle: true, AccessKey: access, SecretKey: secret,
+		PartSize: int64(f.partMiB) << 20, Concurrency: f.concurrency,
+		MemoryCacheBytes: -1, // every pass reads the store
+	}
+
+	fmt.Fprintf(stdout, "store %s; shards %s MiB; part %d MiB; concurrency %d; chunk %d MiB; GOMAXPROCS %d\n",
+		endpoint, f.sizes, f.partMiB, f.concurrency, f.chunkMiB, runtime.GOMAXPROCS(0))
+	var ratio float64
+	for _, comp := range []string{manifest.CompressionNone, manifest.CompressionZstd} {
+		uri := fmt.Sprintf("s3://%s/%s", f.bucket, comp)
+		st, err := store.Open(ctx, uri, scfg)
+		if err != nil {
+			return err
+		}
+		progress("writing %s shards to %s", comp, uri)
+		start := time.Now()
+		m, err := writeBenchDataset(ctx, st, sizes, comp, int64(f.chunkMiB)<<20, f.sampleKiB<<10)
+		if err != nil {
+			return err
+		}
+		stored, raw := m.TotalBytes(), rawBytes(m)
+		progress("wrote %d MiB stored (%d MiB raw) in %v", stored>>20, raw>>20, time.Since(start).Round(time.Millisecond))
+
+		r, err := worker.Open(ctx, uri, wcfg, slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+		if err != nil {
+			return err
+		}
+		var plain, read []benchPass
+		for rep := range f.reps {
+			p, err := plainPass(ctx, st, m, int64(f.partMiB)<<20, f.concurrency)
+			if err != nil {
+				r.Close()
+				return err
+			}
+			plain = append(plain, p)
+			q, err := readerPass(ctx, r, m, f.concurrency)
+			if err != nil {
+				r.Close()
+				return err
+			}
+			read = append(read, q)
+			progress("%s pass %d: plain GET %.0f MB/s, read path %.0f MB/s", comp, rep+1, p.mbps(stored), q.mbps(stored))
+		}
+		r.Close()
+		p, q := median(plain), median(read)
+		if comp == manifest.CompressionNone {
+			ratio = q.mbps(stored) / p.mbps(stored)
+			fmt.Fprintf(stdout, "uncompressed: plain GET %.0f MB/s; read path %.0f MB/s (GET, tar parse, samples); %.0f MB/s per core of CPU used\n",
+				p.mbps(stored), q.mbps(stored), float64(raw)/1e6/q.cpu.Seconds())
+		} else {
+			fmt.Fprintf(stdout, "zstd (%.2fx): plain GET %.0f MB/s stored; read path %.0f MB/s stored = %.0f MB/s decompressed; %.0f MB/s decompressed per core of CPU used\n",
+				float64(raw)/float64(stored), p.mbps(stored), q.mbps(stored), q.mbps(raw), float64(raw)/1e6/q.cpu.Seconds())
+		}
+	}
+	fmt.Fprintf(stdout, "read path / plain GET (uncompressed): %.2f\n", ratio)
+	return nil
+}
+
+func parseMiBList(s string) ([]int64, error) {
+	var out []int64
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.ParseInt(strings.TrimSpace(f), 10, 64)
+		if err != nil || n <= 0 {
+			return nil, fmt.Errorf("%q is not a positive number of MiB", f)
+		}
+		out = append(out, n<<20)
+	}
+	return out, nil
+}
+
+func rawBytes(m *manifest.Manifest) int64 {
+	var n int64
+	for _, s := range m.Shards {
+		for _, c := range s.Chunks {
+			n += c.RawSize
+		}
+	}
+	return n
+}
+
+// benchPass is one timed pass: wall time and this process's CPU time.
+type benchPass struct {
+	wall, cpu time.Duration
+}
+
+func (p benchPass) mbps(bytes int64) float64 { return float64(bytes) / 1e6 / p.wall.Seconds() }
+
+func median(ps []benchPass) benchPass {
+	ps = slices.Clone(ps)
+	slices.SortFunc(ps, func(a, b benchPass) int { return int(a.wall - b.wall) })
+	return ps[len(ps)/2]
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// timed runs n jobs on workers goroutines and times them; the first error
+// stops the rest.
+func timed(ctx context.Context, n, workers int, job func(ctx context.Context, i int) error) (benchPass, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	jobs := make(chan int)
+	var (
+		wg       sync.WaitGroup
+		once     sync.Once
+		firstErr error
+	)
+	cpu0, start := cpuTime(), time.Now()
+	for range workers {
+		wg.Go(func() {
+			for i := range jobs {
+				if err := job(ctx, i); err != nil {
+					once.Do(func() { firstErr = err; cancel() })
+				}
+			}
+		})
+	}
+feed:
+	for i := range n {
+		select {
+		case jobs <- i:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(jobs)
+	wg.Wait()
+	return benchPass{wall: time.Since(start), cpu: cpuTime() - cpu0}, firstErr
+}
+
+// plainPass reads every shard whole with ranged GETs of partSize, at most
+// concurrency at once, discarding the bytes: the store's and the network's
+// speed with nothing on top.
+func plainPass(ctx context.Context, st store.Store, m *manifest.Manifest, partSize int64, concurrency int) (benchPass, error) {
+	type part struct {
+		path   string
+		off, n int64
+	}
+	var parts []part
+	for _, s := range m.Shards {
+		for off := int64(0); off < s.Size; off += partSize {
+			parts = append(parts, part{s.Path, off, min(partSize, s.Size-off)})
+		}
+	}
+	return timed(ctx, len(parts), concurrency, func(ctx context.Context, i int) error {
+		p := parts[i]
+		rc, err := st.ReadRange(ctx, p.path, p.off, p.n)
+		if err != nil {
+			return err
+		}
+		defer rc.Close()
+		n, err := io.Copy(io.Discard, rc)
+		if err == nil && n != p.n {
+			err = fmt.Errorf("read %s [%d,+%d): got %d bytes", p.path, p.off, p.n, n)
+		}
+		return err
+	})
+}
+
+// readerPass reads every chunk through the Reader with concurrency callers.
+func readerPass(ctx context.Context, r *worker.Reader, m *manifest.Manifest, concurrency int) (benchPass, error) {
+	type ref struct{ s, c int }
+	var refs []ref
+	for s, sh := range m.Shards {
+		for c := range sh.Chunks {
+			refs = append(refs, ref{s, c})
+		}
+	}
+	return timed(ctx, len(refs), concurrency, func(ctx context.Context, i int) error {
+		ch, err := r.Chunk(ctx, refs[i].s, refs[i].c)
+		if err != nil {
+			return err
+		}
+		if want := m.Shards[refs[i].s].Chunks[refs[i].c].Samples; int64(len(ch.Samples)) != want {
+			return fmt.Errorf("chunk %v: %d samples, want %d", refs[i], len(ch.Samples), want)
+		}
+		return nil
+	})
+}
+
+// writeBenchDataset writes one shard per size and the manifest. Samples
+// are a "bin" field of semi-compressible bytes (words from a small random
+// vocabulary: zstd reaches about 2–4x, like tokens or JSON, unlike JPEG)
+// and a "cls" field. Each chunk is a run of whole tar entries, compressed
+// as one zstd frame for zstd shards.
+func writeBenchDataset(ctx context.Context, st store.Store, sizes []int64, comp string, chunkSize int64, sampleSize int) (*manifest.Manifest, error) {
+	pool := benchPool(8 << 20)
+	m := &manifest.Manifest{Version: manifest.Version}
+	for i, size := range sizes {
+		sh := manifest.Shard{Path: fmt.Sprintf("shard-%04d-%dMiB.tar", i, size>>20), Compression: comp}
+		if comp == manifest.CompressionZstd {
+			sh.Path += ".zst"
+		}
+		pr, pw := io.Pipe()
+		done := make(chan error, 1)
+		go func() { done <- st.Write(ctx, sh.Path, pr) }() // ends when pr does
+		err := writeBenchShard(pw, &sh, pool, size, comp, chunkSize, sampleSize, uint64(i))
+		pw.CloseWithError(err)
+		if werr := <-done; err == nil {
+			err = werr
+		}
+		if err != nil {
+			return nil, fmt.Errorf("write %s: %w", sh.Path, err)
+		}
+		info, err := st.Stat(ctx, sh.Path)
+		if err != nil {
+			return nil, err
+		}
+		sh.ETag = info.ETag
+		m.Shards = append(m.Shards, sh)
+	}
+	data, err := m.Marshal()
+	if err == nil {
+		err = m.Validate()
+	}
+	if err != nil {
+		return nil, err
+	}
+	return m, st.Write(ctx, manifest.FileName, strings.NewReader(string(data)))
+}
+
+func benchPool(n int) []byte {
+	rng := rand.New(rand.NewPCG(1, 2))
+	words := make([][]byte, 4096)
+	for i := range words {
+		w := make([]byte, 2+rng.IntN(10))
+		for j := range w {
+			w[j] = byte('a' + rng.IntN(26))
+		}
+		words[i] = w
+	}
+	pool := make([]byte, 0, n+16)
+	for len(pool) < n {
+		pool = append(pool, words[rng.IntN(len(words))]...)
+		pool = append(pool, ' ')
+	}
+	return pool[:n]
+}
+
+// countWriter counts the bytes written through it.
+type countWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+func writeBenchShard(w io.Writer, sh *manifest.Shard, pool []byte, size int64, comp string, chunkSize int64, sampleSize int, seed uint64) error {
+	rng := rand.New(rand.NewPCG(seed, 99))
+	out := &countWriter{w: w}
+	var enc *zstd.Encoder
+	if comp == manifest.CompressionZstd {
+		var err error
+		if enc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1)); err != nil {
+			return err
+		}
+		defer enc.Close()
+	}
+	var raw strings.Builder
+	var buf []byte
+	sample := int64(0)
+	for out.n < size {
+		raw.Reset()
+		tw := tar.NewWriter(&raw)
+		first := sample
+		for int64(raw.Len()) < chunkSize && out.n+int64(raw.Len()) < size {
+			key := fmt.Sprintf("%09d", sample)
+			n := sampleSize/2 + rng.IntN(sampleSize)
+			off := rng.IntN(len(pool) - n)
+			for _, f := range []struct {
+				name string
+				data []byte
+			}{{"bin", pool[off : off+n]}, {"cls", []byte(strconv.Itoa(int(sample % 1000)))}} {
+				if err := tw.WriteHeader(&tar.Header{Name: key + "." + f.name, Mode: 0o644, Size: int64(len(f.data)), Typeflag: tar.TypeReg}); err != nil {
+					return err
+				}
+				if _, err := tw.Write(f.data); err != nil {
+					return err
+				}
+			}
+			sample++
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		stored := []byte(raw.String())
+		if enc != nil {
+			buf = enc.EncodeAll(stored, buf[:0])
+			stored = buf
+		}
+		c := manifest.Chunk{Offset: out.n, Size: int64(len(stored)), RawSize: int64(raw.Len()), FirstSample: first, Samples: sample - first}
+		if _, err := out.Write(stored); err != nil {
+			return err
+		}
+		sh.Chunks = append(sh.Chunks, c)
+	}
+	if comp == manifest.CompressionNone {
+		if _, err := out.Write(make([]byte, 1024)); err != nil { // tar end-of-archive
+			return err
+		}
+	}
+	sh.Size, sh.Samples = out.n, sample
+	if sh.Samples == 0 {
+		return errors.New("no samples written")
+	}
+	return nil
 }
