@@ -647,3 +647,20 @@ func TestResumeElastic(t *testing.T) {
 		}
 	}
 }
+
+// TestBatchTooLarge: a batch over MaxSendMsgSize ends the stream with
+// ResourceExhausted instead of hanging or truncating.
+func TestBatchTooLarge(t *testing.T) {
+	checkLeaks(t)
+	r := &fakeReader{m: testManifest(1, 10, 5), fieldSize: 4 << 10}
+	cfg := testConfig(r)
+	cfg.MaxSendMsgSize = 16 << 10 // a batch of 8 samples is ~32 KiB
+	ts := startServer(t, cfg, fakePlanner)
+	st, err := ts.loader.StreamBatches(testCtx(t), &pb.StreamBatchesRequest{Job: &pb.JobSpec{WorldSize: 1, BatchSize: 8}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := collect(st, -1); status.Code(err) != codes.ResourceExhausted {
+		t.Errorf("oversized batch: %v, want ResourceExhausted", err)
+	}
+}

@@ -1,11 +1,15 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"io"
 	"strings"
 	"testing"
 	"time"
+
+	pb "github.com/shardstream/shardstream/proto/shardstream/v1"
 )
 
 func TestServeFlagErrors(t *testing.T) {
@@ -66,5 +70,49 @@ func TestParseSize(t *testing.T) {
 		if (err == nil) != tt.ok || got != tt.want {
 			t.Errorf("parseSize(%q) = %d, %v; want %d, ok=%v", tt.in, got, err, tt.want, tt.ok)
 		}
+	}
+}
+
+// TestServeInProcess runs the serve command in this process: it prints
+// its address once serving, answers, and returns nil when its context ends.
+func TestServeInProcess(t *testing.T) {
+	dir := t.TempDir()
+	m := makeDataset(t, dir, 2, 10, 4)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
+	pr, pw := io.Pipe()
+	var stderr syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		err := runServe(sctx, []string{"--data", dir, "--listen", "127.0.0.1:0", "--log-format", "json"}, pw, &stderr)
+		pw.Close()
+		done <- err
+	}()
+	line, err := bufio.NewReader(pr).ReadString('\n')
+	if err != nil {
+		t.Fatalf("reading the serve line: %v (stderr %s)", err, stderr.String())
+	}
+	go io.Copy(io.Discard, pr) // nothing more is expected; never block the server
+	addr, ok := strings.CutPrefix(strings.TrimSpace(line), "listening on ")
+	if !ok {
+		t.Fatalf("serve printed %q", line)
+	}
+	ds, err := pb.NewCoordinatorServiceClient(dial(t, addr)).GetDataset(ctx, &pb.GetDatasetRequest{Dataset: "default"})
+	if err != nil || ds.Fingerprint != m.Fingerprint() {
+		t.Fatalf("GetDataset = %v, %v; want fingerprint %s", ds, err, m.Fingerprint())
+	}
+	stop()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("serve after its context ended: %v", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("serve did not return after its context ended")
+	}
+	if !strings.Contains(stderr.String(), `"msg":"serving"`) {
+		t.Errorf("json log lacks the serving record: %s", stderr.String())
 	}
 }
