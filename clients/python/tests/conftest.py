@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servertest import Server
+from tests.servertest import Server, write_reference_dataset
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -74,6 +74,14 @@ def pack(
     env: dict[str, str] | None = None,
     extra: tuple[str, ...] = (),
 ) -> None:
+    """``shardstream pack`` of the directory ``files`` into ``output``.
+
+    With ``SHARDSTREAM_TEST_PACK=reference`` (and a local output) the Python
+    reference writer packs them instead (plain tar, 32 samples a shard), to
+    test the client apart from the packer."""
+    if os.environ.get("SHARDSTREAM_TEST_PACK") == "reference" and "://" not in output:
+        write_reference_dataset(files, Path(output), per_shard=32, per_chunk=8)
+        return
     cmd = [str(bin_path), "pack", "--input", str(files), "--output", output]
     cmd += ["--shard-size", shard_size, "--compress", "zstd", *extra]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
@@ -84,6 +92,7 @@ def pack(
 def pack_local(
     bin_path: Path, root: Path, samples: int, *, shard_size: str, size: int = 200, spread: int = 300
 ) -> Packed:
+    """Writes ``samples`` samples as files and packs them into ``root/dataset``."""
     files, out = root / "files", root / "dataset"
     write_files(files, samples, size=size, spread=spread)
     pack(bin_path, files, str(out), shard_size=shard_size)

@@ -269,3 +269,56 @@ class MinIO:
         with urllib.request.urlopen(req, timeout=10) as r:
             if r.status != 200:
                 raise RuntimeError(f"create bucket {bucket}: HTTP {r.status}")
+
+
+def write_reference_dataset(files: Path, out: Path, *, per_shard: int, per_chunk: int) -> None:
+    """Packs ``files`` into plain (uncompressed) WebDataset tar shards and a
+    manifest, independently of ``shardstream pack``: the client must read a
+    dataset that any WebDataset writer made and that ``shardstream index``
+    would describe the same way."""
+    import io
+    import json
+    import tarfile
+
+    groups: dict[str, list[Path]] = {}
+    for p in sorted(files.iterdir()):
+        groups.setdefault(p.name.split(".", 1)[0], []).append(p)
+    keys = sorted(groups)
+    out.mkdir(parents=True, exist_ok=True)
+    shards = []
+    for s, first_key in enumerate(range(0, len(keys), per_shard)):
+        buf = io.BytesIO()
+        chunks = []
+        start = first = 0
+        shard_keys = keys[first_key : first_key + per_shard]
+        with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tf:
+            for i, key in enumerate(shard_keys):
+                for p in groups[key]:
+                    data = p.read_bytes()
+                    info = tarfile.TarInfo(p.name)
+                    info.size, info.mtime, info.mode = len(data), 1_700_000_000, 0o644
+                    tf.addfile(info, io.BytesIO(data))
+                if i + 1 - first == per_chunk or i == len(shard_keys) - 1:
+                    end = tf.offset
+                    chunks.append(
+                        {
+                            "offset": start,
+                            "size": end - start,
+                            "raw_size": end - start,
+                            "first_sample": first,
+                            "samples": i + 1 - first,
+                        }
+                    )
+                    start, first = end, i + 1
+        path = f"ref-{s:06d}.tar"
+        (out / path).write_bytes(buf.getvalue())
+        shards.append(
+            {
+                "path": path,
+                "size": len(buf.getvalue()),
+                "samples": len(shard_keys),
+                "compression": "none",
+                "chunks": chunks,
+            }
+        )
+    (out / "manifest.json").write_text(json.dumps({"version": 1, "shards": shards}))
