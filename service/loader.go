@@ -183,7 +183,7 @@ func (l *loader) newPendingStep(j *job, p epochPlan, rank int, step int64) (*pen
 	shards := j.ds.manifest.Shards
 	for _, id := range ps.ids {
 		if id.Shard < 0 || id.Shard >= int64(len(shards)) || id.Index < 0 || id.Index >= shards[id.Shard].Samples {
-			return nil, status.Errorf(codes.Internal, "step %d: plan names sample %d of shard %d, which the manifest of %d shards lacks", step, id.Index, id.Shard, len(shards))
+			return nil, status.Errorf(codes.Internal, "plan names sample %d of shard %d, which the manifest of %d shards lacks", id.Index, id.Shard, len(shards))
 		}
 		k := chunkKey{int(id.Shard), shards[id.Shard].ChunkOf(id.Index)}
 		if _, ok := ps.fetches[k]; !ok {

@@ -664,3 +664,32 @@ func TestBatchTooLarge(t *testing.T) {
 		t.Errorf("oversized batch: %v, want ResourceExhausted", err)
 	}
 }
+
+// badPlan names a sample the manifest does not have at step 2.
+type badPlan struct{ epochPlan }
+
+func (p badPlan) Batch(rank int, step int64, dst []sampler.SampleID) []sampler.SampleID {
+	dst = p.epochPlan.Batch(rank, step, dst)
+	if step == 2 {
+		dst[0].Shard = 99
+	}
+	return dst
+}
+
+func TestPlanNamesMissingSample(t *testing.T) {
+	checkLeaks(t)
+	r := &fakeReader{m: testManifest(2, 10, 5)}
+	pl := planner{parseToken: parseFakeToken, newPlan: func(c []int64, j sampler.Job, tok *sampler.Token, w, b int) (epochPlan, error) {
+		p, err := newSeqPlan(c, j, tok, w, b)
+		return badPlan{p}, err
+	}}
+	ts := startServer(t, testConfig(r), pl)
+	st, err := ts.loader.StreamBatches(testCtx(t), &pb.StreamBatchesRequest{Job: &pb.JobSpec{WorldSize: 1, BatchSize: 2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := collect(st, -1)
+	if len(got) != 2 || status.Code(err) != codes.Internal || !strings.Contains(err.Error(), "step 2: plan names sample 0 of shard 99") {
+		t.Errorf("got %d batches then %v; want 2 then Internal naming step 2 and shard 99", len(got), err)
+	}
+}
