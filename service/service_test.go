@@ -689,7 +689,7 @@ func TestPlanNamesMissingSample(t *testing.T) {
 		t.Fatal(err)
 	}
 	got, err := collect(st, -1)
-	if len(got) != 2 || status.Code(err) != codes.Internal || !strings.Contains(err.Error(), "step 2: plan names sample 0 of shard 99") {
+	if len(got) != 2 || status.Code(err) != codes.Internal || !strings.Contains(err.Error(), "step 2: plan names sample 4 of shard 99") {
 		t.Errorf("got %d batches then %v; want 2 then Internal naming step 2 and shard 99", len(got), err)
 	}
 }
