@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"runtime"
 	"slices"
@@ -37,6 +38,7 @@ type benchFlags struct {
 	chunkMiB    int
 	sampleKiB   int
 	reps        int
+	formats     string
 }
 
 // runBenchRead measures the read path against a plain parallel ranged-GET
@@ -60,6 +62,7 @@ func runBenchRead(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.IntVar(&f.chunkMiB, "chunk", 8, "chunk size in MiB (uncompressed bytes)")
 	fs.IntVar(&f.sampleKiB, "sample", 128, "average sample size in KiB")
 	fs.IntVar(&f.reps, "reps", 3, "timed passes of each reader; the median is reported")
+	fs.StringVar(&f.formats, "formats", "none,zstd", "shard formats to measure: none, zstd or both")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -102,8 +105,14 @@ func runBenchRead(ctx context.Context, args []string, stdout, stderr io.Writer) 
 
 	fmt.Fprintf(stdout, "store %s; shards %s MiB; part %d MiB; concurrency %d; chunk %d MiB; GOMAXPROCS %d\n",
 		endpoint, f.sizes, f.partMiB, f.concurrency, f.chunkMiB, runtime.GOMAXPROCS(0))
-	var ratio float64
-	for _, comp := range []string{manifest.CompressionNone, manifest.CompressionZstd} {
+	formats := strings.Split(f.formats, ",")
+	for _, comp := range formats {
+		if comp != manifest.CompressionNone && comp != manifest.CompressionZstd {
+			return usageError{fmt.Sprintf("--formats: unknown format %q", comp)}
+		}
+	}
+	ratio := math.NaN() // printed as NaN when uncompressed shards were not measured
+	for _, comp := range formats {
 		uri := fmt.Sprintf("s3://%s/%s", f.bucket, comp)
 		st, err := store.Open(ctx, uri, scfg)
 		if err != nil {
