@@ -35,7 +35,7 @@ import (
 )
 
 // buildBinary builds the shardstream binary into a test directory.
-func buildBinary(t *testing.T) string {
+func buildBinary(t testing.TB) string {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("e2e: builds and runs the binary; skipped with -short")
@@ -60,7 +60,13 @@ func e2eSample(s, i int) (key string, cls, bin []byte) {
 
 // makeDataset writes a dataset of plain WebDataset tar shards, perShard
 // samples each in chunks of perChunk samples, and its manifest, into dir.
-func makeDataset(t *testing.T, dir string, shards, perShard, perChunk int) *manifest.Manifest {
+func makeDataset(t testing.TB, dir string, shards, perShard, perChunk int) *manifest.Manifest {
+	return makeDatasetSized(t, dir, shards, perShard, perChunk, 0)
+}
+
+// makeDatasetSized is makeDataset with bin fields of binSize bytes (0: the
+// e2eSample content).
+func makeDatasetSized(t testing.TB, dir string, shards, perShard, perChunk, binSize int) *manifest.Manifest {
 	t.Helper()
 	m := &manifest.Manifest{Version: manifest.Version}
 	for s := range shards {
@@ -70,6 +76,9 @@ func makeDataset(t *testing.T, dir string, shards, perShard, perChunk int) *mani
 		start, first := int64(0), 0
 		for i := range perShard {
 			key, cls, bin := e2eSample(s, i)
+			if binSize > 0 {
+				bin = bytes.Repeat([]byte{byte(i)}, binSize)
+			}
 			for _, f := range []struct {
 				ext  string
 				data []byte
@@ -144,7 +153,7 @@ type serveProc struct {
 // returns once it printed its "listening on" line. The process inherits
 // the test's environment. It is stopped with SIGTERM at cleanup, which
 // must make it exit 0.
-func startServe(t *testing.T, bin string, args ...string) *serveProc {
+func startServe(t testing.TB, bin string, args ...string) *serveProc {
 	t.Helper()
 	p := &serveProc{stderr: &syncBuffer{}, exited: make(chan struct{})}
 	p.cmd = exec.Command(bin, append([]string{"serve", "--listen", "127.0.0.1:0", "--shutdown-timeout", "5s"}, args...)...)
@@ -235,7 +244,7 @@ func serveFails(t *testing.T, bin, want string, args ...string) {
 
 // dial connects to a serve process with the receive limit the server's
 // batches need.
-func dial(t *testing.T, addr string) *grpc.ClientConn {
+func dial(t testing.TB, addr string) *grpc.ClientConn {
 	t.Helper()
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256<<20)))
@@ -588,4 +597,39 @@ func TestE2EBadInput(t *testing.T) {
 			t.Fatal("serve did not exit 30s after SIGTERM")
 		}
 	})
+}
+
+// BenchmarkServeLocal streams one rank of an epoch from `shardstream serve`
+// over a local directory (in the page cache after the first pass): the
+// whole loader (read path, plan, assembly, gRPC) in its own process. One op
+// is one batch of 32 samples of 64 KiB.
+func BenchmarkServeLocal(b *testing.B) {
+	const shards, perShard, perChunk, batch, binSize = 16, 256, 32, 32, 64 << 10
+	bin := buildBinary(b)
+	dir := b.TempDir()
+	makeDatasetSized(b, dir, shards, perShard, perChunk, binSize)
+	p := startServe(b, bin, "--data", dir)
+	conn := dial(b, p.addr)
+	lc := pb.NewLoaderServiceClient(conn)
+	ctx := context.Background()
+	job := &pb.JobSpec{WorldSize: 1, BatchSize: batch}
+	b.SetBytes(batch * binSize)
+	b.ResetTimer()
+	for sent := 0; sent < b.N; {
+		st, err := lc.StreamBatches(ctx, &pb.StreamBatchesRequest{Job: job, MaxSteps: int64(b.N - sent)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		for {
+			_, err := st.Recv()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				b.Fatal(err)
+			}
+			sent++
+		}
+		job.Epoch++ // a new epoch: another permutation of the same chunks
+	}
 }
