@@ -36,7 +36,11 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-import shardstream
+try:
+    import shardstream
+except ImportError:  # run from a checkout without `pip install -e clients/python`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "clients" / "python"))
+    import shardstream
 
 
 class Decoded:
@@ -72,15 +76,21 @@ def train_rank(rank: int, args: argparse.Namespace, port: int, out: str) -> None
             ds.set_epoch(epoch)
             ids: list[tuple[int, int]] = []
             steps = nbytes = correct = 0
-            loss_sum = 0.0
+            loss_sum = wait = 0.0
             start = time.perf_counter()
-            for b in DataLoader(ds, batch_size=None, num_workers=0):
+            it = iter(DataLoader(ds, batch_size=None, num_workers=0))
+            while True:
+                t0 = time.perf_counter()
+                b = next(it, None)
+                wait += time.perf_counter() - t0  # time in the data path: network, decode
+                if b is None:
+                    break
                 opt.zero_grad()
                 logits = model(b.x)
                 loss = loss_fn(logits, b.y)
                 loss.backward()  # DDP all-reduces: every rank must take as many steps
                 opt.step()
-                loss_sum += float(loss)
+                loss_sum += loss.item()
                 correct += int((logits.argmax(1) == b.y).sum())
                 ids.extend(b.ids)
                 steps += 1
@@ -94,6 +104,7 @@ def train_rank(rank: int, args: argparse.Namespace, port: int, out: str) -> None
                 "ids": ids,
                 "bytes": nbytes,
                 "seconds": seconds,
+                "wait": wait,
                 "loss": loss_sum / max(steps, 1),
                 "accuracy": correct / max(len(ids), 1),
                 "dropped": plan.dropped if plan else -1,
@@ -137,11 +148,13 @@ def check_epoch(epoch: int, results: list[dict[str, Any]], total: int) -> bool:
     steps = [r["steps"] for r in results]
     seconds = max(r["seconds"] for r in results)
     mb = sum(r["bytes"] for r in results) / 1e6
+    wait = max(r["wait"] for r in results)
     ok = repeated == 0 and delivered + dropped == total and len(set(steps)) == 1
     tokens = {r["state"]["resume_token"] for r in results}
     print(
         f"epoch {epoch}: {delivered} samples read in {seconds:.2f}s, "
-        f"{mb / seconds:.1f} MB/s, steps per rank {steps}, "
+        f"{mb / seconds:.1f} MB/s ({mb:.1f} MB; {wait:.2f}s of it in the data path, "
+        f"{mb / max(wait, 1e-9):.1f} MB/s there), steps per rank {steps}, "
         f"loss {np.mean([r['loss'] for r in results]):.3f}, "
         f"accuracy {np.mean([r['accuracy'] for r in results]):.2%}"
     )

@@ -116,7 +116,8 @@ def take(it: Iterator[Any], n: int) -> list[Any]:
 
 
 def test_resume_from_state_dict(server: Server) -> None:
-    world_size, kw = 2, {"seed": 3, "epoch": 4, "batch_size": 16}
+    world_size = 2
+    kw: dict[str, Any] = {"seed": 3, "epoch": 4, "batch_size": 16}
     whole, _ = read_epoch(server.address, world_size, **kw)
     states = []
     firsts = []
