@@ -55,6 +55,14 @@ func (r *Reader) fetchPart(ctx context.Context, shard int, path string, off int6
 			return err
 		}
 		got, err := io.ReadFull(rc, buf)
+		if err == nil {
+			// Read on to EOF: proves the body was exactly the range, and
+			// lets the HTTP transport reuse the connection.
+			var probe [1]byte
+			if k, _ := rc.Read(probe[:]); k > 0 {
+				err = fmt.Errorf("body longer than the %d bytes asked", len(buf))
+			}
+		}
 		rc.Close()
 		r.m.bytes.Add(float64(got))
 		r.m.getTime.Observe(time.Since(start).Seconds())

@@ -219,7 +219,8 @@ func metricValue(t *testing.T, reg *prometheus.Registry, name string, labels ...
 
 func TestRetriesExhausted(t *testing.T) {
 	f := newFlaky(t, small, 1<<40)
-	r := open(t, "mem://flaky", worker.Config{Store: f, MaxAttempts: 3, RetryBase: time.Millisecond, RetryMax: 2 * time.Millisecond})
+	reg := prometheus.NewRegistry()
+	r := open(t, "mem://flaky", worker.Config{Store: f, MaxAttempts: 3, RetryBase: time.Millisecond, RetryMax: 2 * time.Millisecond, Registerer: reg})
 	start := time.Now()
 	_, err := r.Chunk(testCtx(t), 1, 2)
 	var e *worker.Error
@@ -235,6 +236,9 @@ func TestRetriesExhausted(t *testing.T) {
 	}
 	if got := f.reads.Load(); got != 3 {
 		t.Errorf("%d attempts, want MaxAttempts 3", got)
+	}
+	if got := metricValue(t, reg, "shardstream_read_errors_total", "unavailable"); got != 1 {
+		t.Errorf("errors_total{kind=unavailable} = %v, want 1", got)
 	}
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("took %v", d)

@@ -99,6 +99,9 @@ func (s *S3) uri(path string) string { return "s3://" + s.bucket + "/" + s.key(p
 // attempts.
 func noRetry(o *s3.Options) { o.Retryer = aws.NopRetryer{} }
 
+// errIgnoredRange: the response to a ranged GET had no Content-Range.
+var errIgnoredRange = errors.New("the store ignored the Range header")
+
 // ReadRange implements Store. It makes exactly one attempt.
 func (s *S3) ReadRange(ctx context.Context, path string, off, n int64) (io.ReadCloser, error) {
 	if err := validPath(path); err != nil {
@@ -122,15 +125,21 @@ func (s *S3) ReadRange(ctx context.Context, path string, off, n int64) (io.ReadC
 	if err != nil {
 		return nil, fmt.Errorf("read %s [%d,+%d): %w", s.uri(path), off, n, classify(err))
 	}
+	if in.Range != nil && out.ContentRange == nil {
+		// A store (or proxy) that ignores Range answers 200 with the whole
+		// object: its first bytes are not the ones asked for.
+		out.Body.Close()
+		return nil, fmt.Errorf("read %s [%d,+%d): %w", s.uri(path), off, n, errIgnoredRange)
+	}
 	return out.Body, nil
 }
 
-// Stat implements Store.
+// Stat implements Store. It makes exactly one attempt.
 func (s *S3) Stat(ctx context.Context, path string) (Info, error) {
 	if err := validPath(path); err != nil {
 		return Info{}, err
 	}
-	out, err := s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(s.key(path))})
+	out, err := s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(s.key(path))}, noRetry)
 	if err != nil {
 		return Info{}, fmt.Errorf("stat %s: %w", s.uri(path), classify(err))
 	}
@@ -269,7 +278,7 @@ func Transient(err error) bool {
 		}
 		return false
 	}
-	if errors.Is(err, fs.ErrPermission) || errors.Is(err, errInvalidPath) {
+	if errors.Is(err, fs.ErrPermission) || errors.Is(err, errInvalidPath) || errors.Is(err, errIgnoredRange) {
 		return false
 	}
 	// Anything else comes from the network or the disk: resets, EOFs
