@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -130,7 +131,7 @@ func (l *loader) stream(ctx context.Context, send func(*pb.StreamBatchesResponse
 				go func() {
 					defer wg.Done()
 					start := time.Now()
-					f.chunk, f.err = j.ds.chunks.Chunk(ctx, k.shard, k.chunk)
+					f.chunk, f.err = l.readChunk(ctx, j.ds, k)
 					l.metrics.chunkFetch.Observe(time.Since(start).Seconds())
 					<-sem
 					ps.finishOne()
@@ -175,8 +176,29 @@ func (l *loader) stream(ctx context.Context, send func(*pb.StreamBatchesResponse
 	return nil
 }
 
+// readChunk reads one chunk. A panic in the read path (a decoder bug on
+// strange bytes) becomes this stream's error instead of killing every
+// stream of the process: the gRPC recovery interceptor only covers the
+// handler's own goroutine.
+func (l *loader) readChunk(ctx context.Context, ds *dataset, k chunkKey) (c *worker.Chunk, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			sh := ds.manifest.Shards[k.shard]
+			l.cfg.Logger.ErrorContext(ctx, "panic reading a chunk", "shard", sh.Path, "chunk", k.chunk, "panic", p, "stack", string(debug.Stack()))
+			c, err = nil, status.Errorf(codes.Internal, "read shard %d (%s) chunk %d at offset %d: internal error: %v", k.shard, sh.Path, k.chunk, sh.Chunks[k.chunk].Offset, p)
+		}
+	}()
+	return ds.chunks.Chunk(ctx, k.shard, k.chunk)
+}
+
 // newPendingStep plans step's batch and the chunks it needs.
-func (l *loader) newPendingStep(j *job, p epochPlan, rank int, step int64) (*pendingStep, error) {
+func (l *loader) newPendingStep(j *job, p epochPlan, rank int, step int64) (_ *pendingStep, err error) {
+	defer func() { // the producer goroutine is outside the recovery interceptor's reach
+		if v := recover(); v != nil {
+			l.cfg.Logger.Error("panic planning a step", "plan", j.key, "rank", rank, "step", step, "panic", v, "stack", string(debug.Stack()))
+			err = status.Errorf(codes.Internal, "plan rank %d: internal error: %v", rank, v)
+		}
+	}()
 	ps := &pendingStep{step: step, done: make(chan struct{})}
 	ps.ids = p.Batch(rank, step, nil)
 	ps.fetches = make(map[chunkKey]*fetch)

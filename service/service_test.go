@@ -693,3 +693,47 @@ func TestPlanNamesMissingSample(t *testing.T) {
 		t.Errorf("got %d batches then %v; want 2 then Internal naming step 2 and shard 99", len(got), err)
 	}
 }
+
+// panicReader panics on one chunk.
+type panicReader struct{ *fakeReader }
+
+func (p panicReader) Chunk(ctx context.Context, s, c int) (*worker.Chunk, error) {
+	if s == 1 && c == 0 {
+		panic("decoder bug")
+	}
+	return p.fakeReader.Chunk(ctx, s, c)
+}
+
+// TestPanicsStayInTheirStream: a panic in the read path or the planner ends
+// that call with Internal; the server goes on serving.
+func TestPanicsStayInTheirStream(t *testing.T) {
+	checkLeaks(t)
+	r := &fakeReader{m: testManifest(2, 10, 5)}
+	pl := planner{parseToken: parseFakeToken, newPlan: func(c []int64, j sampler.Job, tok *sampler.Token, w, b int) (epochPlan, error) {
+		if j.Seed == 666 {
+			panic("planner bug")
+		}
+		return newSeqPlan(c, j, tok, w, b)
+	}}
+	ts := startServer(t, Config{Datasets: []Dataset{{Name: "d", Manifest: r.m, Chunks: panicReader{r}}}}, pl)
+	ctx := testCtx(t)
+	for _, tt := range []struct {
+		job  *pb.JobSpec
+		want string
+	}{
+		{&pb.JobSpec{WorldSize: 1, BatchSize: 2}, "shard-00001.tar"},
+		{&pb.JobSpec{WorldSize: 1, BatchSize: 2, Seed: 666}, "planner bug"},
+	} {
+		st, err := ts.loader.StreamBatches(ctx, &pb.StreamBatchesRequest{Job: tt.job})
+		if err == nil {
+			_, err = collect(st, -1)
+		}
+		if status.Code(err) != codes.Internal || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("seed %d: %v, want Internal naming %q", tt.job.Seed, err, tt.want)
+		}
+	}
+	// Still serving.
+	if _, err := ts.coord.GetDataset(ctx, &pb.GetDatasetRequest{}); err != nil {
+		t.Errorf("after the panics: %v", err)
+	}
+}
