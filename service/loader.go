@@ -115,7 +115,7 @@ func (l *loader) stream(ctx context.Context, send func(*pb.StreamBatchesResponse
 		defer close(queue)
 		for step := from; step < end; step++ {
 			ps, err := l.newPendingStep(j, p, rank, step)
-			if err != nil { // a plan that names a sample the manifest lacks
+			if err != nil { // a step that cannot be planned: its error ends the stream in order
 				ps = &pendingStep{step: step, done: make(chan struct{})}
 				ps.fetches = map[chunkKey]*fetch{{-1, -1}: {err: err}}
 				close(ps.done)
@@ -146,8 +146,12 @@ func (l *loader) stream(ctx context.Context, send func(*pb.StreamBatchesResponse
 	}()
 
 	sent := int64(0)
-	for ps := range queue {
-		start := time.Now()
+	for {
+		start := time.Now() // the wait counts from asking for the step, queued or not
+		ps, ok := <-queue
+		if !ok {
+			break
+		}
 		select {
 		case <-ps.done:
 		case <-ctx.Done():
