@@ -44,11 +44,7 @@ func (r *Reader) fetchRange(ctx context.Context, shard int, path string, off int
 // transient failures with backoff. It holds a GET slot only while a GET is
 // in flight, not while it backs off.
 func (r *Reader) fetchPart(ctx context.Context, shard int, path string, off int64, buf []byte) error {
-	return r.retry(ctx, shard, path, off, "read", func(ctx context.Context) error {
-		if _, err := r.gets.acquire(ctx, 1); err != nil {
-			return err
-		}
-		defer r.gets.release(1)
+	return r.retry(ctx, r.gets, shard, path, off, "read", func(ctx context.Context) error {
 		start := time.Now()
 		rc, err := r.store.ReadRange(ctx, path, off, int64(len(buf)))
 		if err != nil {
@@ -77,18 +73,31 @@ func (r *Reader) fetchPart(ctx context.Context, shard int, path string, off int6
 }
 
 // retry runs op until it succeeds, fails for good, or runs out of
-// attempts; each attempt gets PartTimeout. Errors come back as *Error.
-func (r *Reader) retry(ctx context.Context, shard int, path string, off int64, opName string, op func(context.Context) error) error {
+// attempts. Each attempt first takes a slot of gate (when not nil), then
+// gets PartTimeout: waiting for a slot under load is not a stalled
+// request. Errors come back as *Error.
+func (r *Reader) retry(ctx context.Context, gate *weighted, shard int, path string, off int64, opName string, op func(context.Context) error) error {
+	canceled := func() error {
+		return &Error{Shard: shard, Path: path, Offset: off, Op: opName, Kind: Canceled, Err: context.Cause(ctx)}
+	}
 	var err error
 	for attempt := 1; ; attempt++ {
+		if gate != nil {
+			if _, err := gate.acquire(ctx, 1); err != nil {
+				return canceled()
+			}
+		}
 		actx, cancel := context.WithTimeout(ctx, r.cfg.PartTimeout)
 		err = op(actx)
 		cancel()
+		if gate != nil {
+			gate.release(1)
+		}
 		if err == nil {
 			return nil
 		}
 		if ctx.Err() != nil { // the caller's, not the attempt's deadline
-			return &Error{Shard: shard, Path: path, Offset: off, Op: opName, Kind: Canceled, Err: context.Cause(ctx)}
+			return canceled()
 		}
 		if !store.Transient(err) {
 			return &Error{Shard: shard, Path: path, Offset: off, Op: opName, Kind: permanentKind(err), Err: err}
@@ -105,7 +114,7 @@ func (r *Reader) retry(ctx context.Context, shard int, path string, off int64, o
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return &Error{Shard: shard, Path: path, Offset: off, Op: opName, Kind: Canceled, Err: context.Cause(ctx)}
+			return canceled()
 		case <-t.C:
 		}
 	}

@@ -99,7 +99,7 @@ func Open(ctx context.Context, uri string, cfg Config, log *slog.Logger) (*Reade
 
 func (r *Reader) readManifest(ctx context.Context) (*manifest.Manifest, error) {
 	var data []byte
-	err := r.retry(ctx, -1, r.uri, 0, "open", func(ctx context.Context) error {
+	err := r.retry(ctx, nil, -1, r.uri, 0, "open", func(ctx context.Context) error {
 		rc, err := r.store.ReadRange(ctx, manifest.FileName, 0, -1)
 		if err != nil {
 			return err
@@ -251,7 +251,7 @@ func (r *Reader) checkShard(ctx context.Context, s int) error {
 	}
 	sh := &r.man.Shards[s]
 	var info store.Info
-	err := r.retry(ctx, s, sh.Path, 0, "stat", func(ctx context.Context) error {
+	err := r.retry(ctx, r.gets, s, sh.Path, 0, "stat", func(ctx context.Context) error {
 		var err error
 		info, err = r.store.Stat(ctx, sh.Path)
 		return err

@@ -512,3 +512,44 @@ func TestCloseEndsGoroutines(t *testing.T) {
 		t.Errorf("%d goroutines after Close, %d before:\n%s", n, before, buf[:runtime.Stack(buf, true)])
 	}
 }
+
+// slow is a store whose ranged reads take a fixed time.
+type slow struct {
+	store.Store
+	delay time.Duration
+}
+
+func (s *slow) ReadRange(ctx context.Context, p string, off, n int64) (io.ReadCloser, error) {
+	if p != manifest.FileName {
+		t := time.NewTimer(s.delay)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return s.Store.ReadRange(ctx, p, off, n)
+}
+
+// TestQueueingIsNotATimeout: with one GET slot and many callers, waiting
+// for the slot takes far longer than PartTimeout, and no read fails.
+func TestQueueingIsNotATimeout(t *testing.T) {
+	st := &slow{Store: store.NewMem(), delay: 40 * time.Millisecond}
+	small.build(t, st.Store)
+	r := open(t, "mem://slow", worker.Config{Store: st, Concurrency: 1, PartTimeout: 100 * time.Millisecond, MaxAttempts: 1, MemoryCacheBytes: -1})
+	ctx := testCtx(t)
+	var wg sync.WaitGroup
+	for s := range 2 {
+		for c := range 3 {
+			for range 2 { // 6 distinct reads of 40ms behind one slot: 240ms of queueing
+				wg.Go(func() {
+					if _, err := r.Chunk(ctx, s, c); err != nil {
+						t.Errorf("Chunk(%d, %d): %v", s, c, err)
+					}
+				})
+			}
+		}
+	}
+	wg.Wait()
+}
