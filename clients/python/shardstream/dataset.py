@@ -453,11 +453,12 @@ class ShardStreamDataset(IterableDataset[Any]):
                     self.stats.bytes += sum(len(f.data) for s in b.samples for f in s.fields)
                     failures, stalled_since = 0, None
                     next_step += 1
+                    item = batch if self.decode is None else self.decode(batch)
                     # The token changes only as a batch is handed over, so
                     # state_dict() never counts a batch the trainer has not
-                    # seen.
+                    # had (a decode error leaves it at the previous batch).
                     self._token = b.resume_token
-                    yield batch if self.decode is None else self.decode(batch)
+                    yield item
                 if next_step >= plan.steps:
                     return
                 why = f"stream ended at step {next_step} of {plan.steps}"
