@@ -231,18 +231,29 @@ class MinIO:
             self.proc = None
 
     def create_bucket(self, bucket: str) -> None:
-        """PUT /bucket, signed with AWS Signature Version 4."""
+        """PUT /bucket."""
+        self.request("PUT", f"/{bucket}")
+
+    def put_dir(self, local: Path, bucket: str, prefix: str) -> None:
+        """Uploads the files of ``local`` (one level) to s3://bucket/prefix/."""
+        for p in sorted(local.iterdir()):
+            self.request("PUT", f"/{bucket}/{prefix}/{p.name}", p.read_bytes())
+
+    def request(self, method: str, path: str, body: bytes = b"") -> None:
+        """One S3 request signed with AWS Signature Version 4 (path-style,
+        no query string): enough to make buckets and objects without an S3
+        SDK in the test environment."""
         now = datetime.datetime.now(datetime.timezone.utc)
         amz_date = now.strftime("%Y%m%dT%H%M%SZ")
         day = now.strftime("%Y%m%d")
         host = f"127.0.0.1:{self.port}"
-        payload_hash = hashlib.sha256(b"").hexdigest()
+        payload_hash = hashlib.sha256(body).hexdigest()
         headers = {"host": host, "x-amz-content-sha256": payload_hash, "x-amz-date": amz_date}
         signed = ";".join(sorted(headers))
         canonical = "\n".join(
             [
-                "PUT",
-                f"/{bucket}",
+                method,
+                path,
                 "",
                 "".join(f"{k}:{headers[k]}\n" for k in sorted(headers)),
                 signed,
@@ -257,7 +268,7 @@ class MinIO:
         for part in (day, self.REGION, "s3", "aws4_request"):
             key = hmac.new(key, part.encode(), hashlib.sha256).digest()
         signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
-        req = urllib.request.Request(f"{self.endpoint}/{bucket}", method="PUT")
+        req = urllib.request.Request(f"{self.endpoint}{path}", data=body, method=method)
         for k, v in headers.items():
             if k != "host":
                 req.add_header(k, v)
@@ -266,9 +277,9 @@ class MinIO:
             f"AWS4-HMAC-SHA256 Credential={self.ACCESS_KEY}/{scope}, "
             f"SignedHeaders={signed}, Signature={signature}",
         )
-        with urllib.request.urlopen(req, timeout=10) as r:
+        with urllib.request.urlopen(req, timeout=30) as r:
             if r.status != 200:
-                raise RuntimeError(f"create bucket {bucket}: HTTP {r.status}")
+                raise RuntimeError(f"{method} {path}: HTTP {r.status}")
 
 
 def write_reference_dataset(files: Path, out: Path, *, per_shard: int, per_chunk: int) -> None:

@@ -50,14 +50,18 @@ def test_train_from_s3(shardstream_bin: Path, minio: MinIO, tmp_path: Path) -> N
     write_files(tmp_path / "files", total)
     minio.create_bucket("data")
     s3 = ("--s3-endpoint", minio.endpoint, "--s3-path-style")
-    pack(
-        shardstream_bin,
-        tmp_path / "files",
-        "s3://data/train/v1",
-        shard_size="16KiB",
-        env=minio.env(),
-        extra=s3,
-    )
+    if os.environ.get("SHARDSTREAM_TEST_PACK") == "reference":
+        pack(shardstream_bin, tmp_path / "files", str(tmp_path / "ds"), shard_size="16KiB")
+        minio.put_dir(tmp_path / "ds", "data", "train/v1")
+    else:
+        pack(
+            shardstream_bin,
+            tmp_path / "files",
+            "s3://data/train/v1",
+            shard_size="16KiB",
+            env=minio.env(),
+            extra=s3,
+        )
     with Server(
         shardstream_bin, "s3://data/train/v1", log=tmp_path / "serve.log", extra=s3, env=minio.env()
     ) as srv:

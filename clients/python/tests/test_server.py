@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 
 import shardstream
 from tests.conftest import SAMPLES, Packed, pack, pack_local, sample_files, write_files
-from tests.servertest import Server, write_reference_dataset
+from tests.servertest import Server, free_port, write_reference_dataset
 
 Ids = list[tuple[int, int]]
 
@@ -287,3 +287,35 @@ def test_server_restart_mid_epoch(shardstream_bin: Path, tmp_path: Path) -> None
         assert_exactly_once(delivered, dropped, total=total)
     finally:
         srv.stop()
+
+
+def test_loader_killed_rank_moves_to_another(shardstream_bin: Path, tmp_path: Path) -> None:
+    # Two servers over one dataset: B only streams, A plans and hands rank 0
+    # to B, rank 1 to itself. B dies for good mid-stream; rank 0 finishes on
+    # A, the other loader of the plan.
+    total = 300
+    write_files(tmp_path / "files", total, size=BIG, spread=1)
+    pack(shardstream_bin, tmp_path / "files", str(tmp_path / "ds"), shard_size="4MiB")
+    data = str(tmp_path / "ds")
+    b = Server(shardstream_bin, data, log=tmp_path / "b.log")
+    b.start()
+    a = Server(shardstream_bin, data, log=tmp_path / "a.log")
+    a.port = free_port()
+    a.extra = ("--loader-addrs", f"{b.address},127.0.0.1:{a.port}")
+    try:
+        a.start()
+        ds0 = shardstream.ShardStreamDataset(a.address, rank=0, world_size=2, batch_size=4)
+        it = iter(ds0)
+        got = take(it, 3)
+        assert ds0.last_plan is not None
+        assert ds0.last_plan.loader_addresses[0] == b.address
+        b.kill()
+        got += list(it)
+        assert ds0.stats.reconnects >= 1, "killing the loader did not cut the stream: test is void"
+        assert [x.step for x in got] == list(range(ds0.last_plan.steps))
+        rest, _ = read_rank(a.address, 1, 2, batch_size=4)
+        delivered = [check_sample(s, BIG, 1) for x in got + rest for s in x]
+        assert_exactly_once(delivered, ds0.last_plan.dropped, total=total)
+    finally:
+        a.stop()
+        b.stop()
