@@ -29,14 +29,16 @@ type Sample struct {
 	Fields []Field
 }
 
-func decodeChunk(raw []byte, compression string, firstSample, want int64) ([]Sample, error) {
+// newZstdDecoder returns the Reader's decoder: DecodeAll is safe for
+// concurrent use, up to GOMAXPROCS at once.
+func newZstdDecoder() (*zstd.Decoder, error) {
+	return zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(4<<30))
+}
+
+func decodeChunk(dec *zstd.Decoder, raw []byte, compression string, firstSample, want, rawSize int64) ([]Sample, error) {
 	if compression == manifest.CompressionZstd {
-		d, err := zstd.NewReader(nil)
-		if err != nil {
-			return nil, err
-		}
-		defer d.Close()
-		if raw, err = d.DecodeAll(raw, nil); err != nil {
+		var err error
+		if raw, err = dec.DecodeAll(raw, make([]byte, 0, rawSize)); err != nil {
 			return nil, err
 		}
 	}
@@ -58,7 +60,17 @@ func decodeChunk(raw []byte, compression string, firstSample, want int64) ([]Sam
 			return nil, fmt.Errorf("tar entry %q of %d bytes runs past the chunk", h.Name, h.Size)
 		}
 		data := raw[pos : pos+h.Size : pos+h.Size]
-		key, ext, _ := strings.Cut(h.Name, ".")
+		if h.Typeflag != tar.TypeReg {
+			continue
+		}
+		// WebDataset: the key is the path up to the first dot of the base
+		// name; the rest names the field.
+		dir, base := "", h.Name
+		if i := strings.LastIndexByte(h.Name, '/'); i >= 0 {
+			dir, base = h.Name[:i+1], h.Name[i+1:]
+		}
+		stem, ext, _ := strings.Cut(base, ".")
+		key := dir + stem
 		if len(out) == 0 || out[len(out)-1].Key != key {
 			out = append(out, Sample{Key: key})
 		}

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"sync"
 
+	"github.com/klauspost/compress/zstd"
+
 	"github.com/shardstream/shardstream/manifest"
 	"github.com/shardstream/shardstream/worker/store"
 )
@@ -36,6 +38,7 @@ type Reader struct {
 	prefetch *weighted // Prefetch goroutines
 	cache    *chunkCache
 	disk     *diskCache // nil without CacheDir
+	zstd     *zstd.Decoder
 
 	checkMu sync.Mutex
 	checked map[int]bool // shards whose object matched the manifest
@@ -80,15 +83,22 @@ func Open(ctx context.Context, uri string, cfg Config, log *slog.Logger) (*Reade
 		cache:    newChunkCache(cfg.MemoryCacheBytes),
 		checked:  make(map[int]bool),
 	}
+	zd, err := newZstdDecoder()
+	if err != nil {
+		return nil, &Error{Shard: -1, Path: uri, Op: "open", Kind: Other, Err: err}
+	}
+	r.zstd = zd
 	if cfg.CacheDir != "" {
 		d, err := openDiskCache(cfg.CacheDir, cfg.CacheBytes)
 		if err != nil {
+			zd.Close()
 			return nil, &Error{Shard: -1, Path: uri, Op: "open", Kind: Other, Err: err}
 		}
 		r.disk = d
 	}
 	man, err := r.readManifest(ctx)
 	if err != nil {
+		zd.Close()
 		r.m.errs.WithLabelValues(KindOf(err).String()).Inc()
 		return nil, err
 	}
@@ -183,7 +193,7 @@ func (r *Reader) load(ctx context.Context, s, c int) (*Chunk, int64, error) {
 	if err := r.fetchChunk(ctx, s, c, buf); err != nil {
 		return nil, 0, err
 	}
-	samples, err := decodeChunk(buf, sh.Compression, mc.FirstSample, mc.Samples)
+	samples, err := decodeChunk(r.zstd, buf, sh.Compression, mc.FirstSample, mc.Samples, mc.RawSize)
 	if err == nil && int64(len(samples)) != mc.Samples {
 		err = fmt.Errorf("decoded %d samples, manifest says %d", len(samples), mc.Samples)
 	}
@@ -310,5 +320,7 @@ func (r *Reader) Close() error {
 	r.cancel()
 	r.wg.Wait()
 	r.cache.clear()
+	// r.zstd stays open: Chunk calls in flight may still decode, and a
+	// decoder used only through DecodeAll holds no goroutines.
 	return nil
 }
