@@ -126,7 +126,11 @@ def test_resume_from_state_dict(server: Server) -> None:
         # Through a real DataLoader: num_workers=0 hands over one batch per
         # next(), so the state is that of the batches taken.
         it = iter(DataLoader(ds, batch_size=None))
-        firsts.append(numbers(take(it, 7)))
+        taken = take(it, 7)
+        # Batch and its step and token survive the DataLoader's conversion.
+        assert [b.step for b in taken] == list(range(7))
+        assert taken[-1].resume_token == ds.state_dict()["resume_token"]
+        firsts.append(numbers(taken))
         states.append(ds.state_dict())
         del it
     assert states[0] == states[1], "ranks at the same step hold different tokens"
