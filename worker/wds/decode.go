@@ -1,0 +1,206 @@
+package wds
+
+import (
+	"archive/tar"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/shardstream/shardstream/manifest"
+)
+
+// Field is one named part of a sample ("jpg", "cls", "seg.png", …).
+type Field struct {
+	Name string
+	Data []byte
+}
+
+// Sample is one training example: its key and its fields in tar order.
+type Sample struct {
+	Key    string
+	Fields []Field
+}
+
+// FormatError reports bytes that are not a valid chunk.
+type FormatError struct {
+	// Offset in the chunk's decompressed bytes (for zstd chunks whose
+	// frames do not decode: 0, the start of the compressed bytes).
+	Offset int64
+	Msg    string
+}
+
+func (e *FormatError) Error() string {
+	return fmt.Sprintf("wds: at offset %d: %s", e.Offset, e.Msg)
+}
+
+// DefaultMaxRawSize bounds a chunk's decompressed size unless
+// Decoder.MaxRawSize says otherwise: large enough for a whole 1 GiB shard
+// indexed as one chunk, small enough that a zstd bomb fails fast.
+const DefaultMaxRawSize = 4 << 30
+
+// Decoder decodes chunks. The zero value is ready to use; it creates its
+// zstd decoder on first use. Safe for concurrent use: zstd decoding runs
+// up to GOMAXPROCS chunks at once.
+type Decoder struct {
+	// MaxRawSize bounds a chunk's decompressed size in bytes; larger
+	// chunks are an error. Zero means DefaultMaxRawSize.
+	MaxRawSize int64
+
+	once sync.Once
+	zd   *zstd.Decoder
+	err  error
+}
+
+func (d *Decoder) zstd() (*zstd.Decoder, error) {
+	d.once.Do(func() {
+		max := d.MaxRawSize
+		if max <= 0 {
+			max = DefaultMaxRawSize
+		}
+		d.zd, d.err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(uint64(max)))
+	})
+	return d.zd, d.err
+}
+
+// Decompress returns a chunk's decompressed bytes: raw itself for plain
+// tar, the decoded frames for zstd. dst, if it has room, receives them.
+func (d *Decoder) Decompress(raw []byte, compression string, dst []byte) ([]byte, error) {
+	switch compression {
+	case manifest.CompressionNone, "":
+		return raw, nil
+	case manifest.CompressionZstd:
+		zd, err := d.zstd()
+		if err != nil {
+			return nil, err
+		}
+		out, err := zd.DecodeAll(raw, dst[:0])
+		if err != nil {
+			return nil, &FormatError{Offset: 0, Msg: "zstd: " + err.Error()}
+		}
+		return out, nil
+	default:
+		return nil, fmt.Errorf("wds: unknown compression %q", compression)
+	}
+}
+
+// DecodeChunk decodes one chunk's stored bytes into exactly want samples.
+// firstSample is the shard index of the chunk's first sample, used in
+// errors. Field data of plain tar chunks alias raw (no copy); of zstd
+// chunks, the decompressed buffer.
+func (d *Decoder) DecodeChunk(raw []byte, compression string, firstSample, want int64) ([]Sample, error) {
+	buf, err := d.Decompress(raw, compression, nil)
+	if err != nil {
+		return nil, err
+	}
+	return ParseTar(buf, firstSample, want)
+}
+
+// DecodeChunk decodes one chunk with a decoder made for this call; code
+// that decodes many chunks keeps a Decoder instead.
+func DecodeChunk(raw []byte, compression string, firstSample, want int64) ([]Sample, error) {
+	var d Decoder
+	s, err := d.DecodeChunk(raw, compression, firstSample, want)
+	if d.zd != nil {
+		d.zd.Close()
+	}
+	return s, err
+}
+
+// ParseTar groups the entries of a tar byte stream into exactly want
+// samples; want < 0 accepts any number. Field data alias buf.
+func ParseTar(buf []byte, firstSample, want int64) ([]Sample, error) {
+	br := bytes.NewReader(buf)
+	tr := tar.NewReader(br)
+	var out []Sample
+	if want > 0 && want < 1<<16 {
+		out = make([]Sample, 0, want)
+	}
+	var next int64 // offset of the next header: where an error points
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, &FormatError{Offset: next, Msg: fmt.Sprintf("tar header after sample %d: %v", firstSample+int64(len(out)), err)}
+		}
+		// After Next the reader sits at the entry's data; the following
+		// Next seeks past it, so data is sliced without a copy.
+		pos := int64(len(buf)) - int64(br.Len())
+		if h.Size < 0 || h.Size > int64(len(buf))-pos {
+			return nil, &FormatError{Offset: pos, Msg: fmt.Sprintf("tar entry %q of %d bytes runs past the chunk end %d", h.Name, h.Size, len(buf))}
+		}
+		next = pos + padded(h.Size)
+		if !regular(h) {
+			continue
+		}
+		if sparse(h) {
+			return nil, &FormatError{Offset: pos, Msg: fmt.Sprintf("tar entry %q is a sparse file (unsupported)", h.Name)}
+		}
+		key, field := SplitName(h.Name)
+		data := buf[pos : pos+h.Size : pos+h.Size]
+		if n := len(out); n > 0 && out[n-1].Key == key {
+			s := &out[n-1]
+			for _, f := range s.Fields {
+				if f.Name == field {
+					return nil, &FormatError{Offset: pos, Msg: fmt.Sprintf("sample %d (%q) has field %q twice", firstSample+int64(n-1), key, field)}
+				}
+			}
+			s.Fields = append(s.Fields, Field{Name: field, Data: data})
+			continue
+		}
+		if want >= 0 && int64(len(out)) >= want {
+			return nil, &FormatError{Offset: pos, Msg: fmt.Sprintf("more than the %d samples the manifest lists (sample %q)", want, key)}
+		}
+		out = append(out, Sample{Key: key, Fields: []Field{{Name: field, Data: data}}})
+	}
+	if want >= 0 && int64(len(out)) != want {
+		return nil, &FormatError{Offset: int64(len(buf)), Msg: fmt.Sprintf("%d samples, the manifest lists %d", len(out), want)}
+	}
+	return out, nil
+}
+
+// SplitName splits a tar entry name into its sample key and field name:
+// the key is the directory plus the base name up to its first dot, the
+// field the rest after that dot ("" when the base name has no dot).
+func SplitName(name string) (key, field string) {
+	dir, base := "", name
+	if i := strings.LastIndexByte(name, '/'); i >= 0 {
+		dir, base = name[:i+1], name[i+1:]
+	}
+	stem, field, _ := strings.Cut(base, ".")
+	return dir + stem, field
+}
+
+// EntryName is the tar entry name of a sample's field: SplitName's inverse.
+func EntryName(key, field string) string {
+	if field == "" {
+		return key
+	}
+	return key + "." + field
+}
+
+func regular(h *tar.Header) bool {
+	return h.Typeflag == tar.TypeReg || h.Typeflag == tar.TypeGNUSparse
+}
+
+// sparse reports a sparse entry, whose stored bytes are not its contents.
+func sparse(h *tar.Header) bool {
+	if h.Typeflag == tar.TypeGNUSparse {
+		return true
+	}
+	for k := range h.PAXRecords {
+		if strings.HasPrefix(k, "GNU.sparse.") {
+			return true
+		}
+	}
+	return false
+}
+
+// padded rounds a tar entry's data size up to whole 512-byte blocks.
+func padded(n int64) int64 { return (n + 511) &^ 511 }

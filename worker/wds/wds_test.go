@@ -1,0 +1,362 @@
+package wds
+
+import (
+	"archive/tar"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/shardstream/shardstream/manifest"
+)
+
+// testSamples returns n samples with keys in directories and with dots in
+// field names, 1–3 fields each, of pseudo-random sizes (some empty, some
+// larger than a tar block).
+func testSamples(n int, seed uint64) []Sample {
+	r := rand.New(rand.NewPCG(seed, 1))
+	fields := []string{"jpg", "cls", "seg.png", "json", "tokens.npy"}
+	out := make([]Sample, n)
+	for i := range out {
+		s := Sample{Key: fmt.Sprintf("dir%d/sub/sample_%06d", i%3, i)}
+		for j, f := range fields[:1+r.IntN(3)] {
+			data := make([]byte, r.IntN(3000))
+			for k := range data {
+				data[k] = byte(r.IntN(16) + i + j) // compressible
+			}
+			s.Fields = append(s.Fields, Field{Name: f, Data: data})
+		}
+		out[i] = s
+	}
+	return out
+}
+
+func writeShard(t testing.TB, samples []Sample, comp string, chunkSize int64) ([]byte, manifest.Shard) {
+	t.Helper()
+	var buf bytes.Buffer
+	w := NewShardWriter(&buf, comp, chunkSize)
+	for _, s := range samples {
+		if err := w.WriteSample(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sh, err := w.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sh.Path = "shard.tar"
+	if sh.Size != int64(buf.Len()) {
+		t.Fatalf("shard size %d, wrote %d bytes", sh.Size, buf.Len())
+	}
+	m := manifest.Manifest{Version: manifest.Version, Shards: []manifest.Shard{sh}}
+	if err := m.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes(), sh
+}
+
+// decodeShard decodes every chunk of a shard and concatenates the samples.
+func decodeShard(t testing.TB, d *Decoder, data []byte, sh manifest.Shard) []Sample {
+	t.Helper()
+	var all []Sample
+	for i, c := range sh.Chunks {
+		s, err := d.DecodeChunk(data[c.Offset:c.Offset+c.Size], sh.Compression, c.FirstSample, c.Samples)
+		if err != nil {
+			t.Fatalf("chunk %d: %v", i, err)
+		}
+		all = append(all, s...)
+	}
+	return all
+}
+
+// normalize makes empty field data compare equal to nil.
+func normalize(ss []Sample) []Sample {
+	out := make([]Sample, len(ss))
+	for i, s := range ss {
+		out[i] = Sample{Key: s.Key}
+		for _, f := range s.Fields {
+			out[i].Fields = append(out[i].Fields, Field{Name: f.Name, Data: append([]byte{}, f.Data...)})
+		}
+	}
+	return out
+}
+
+func TestRoundTrip(t *testing.T) {
+	samples := testSamples(300, 1)
+	for _, comp := range []string{manifest.CompressionNone, manifest.CompressionZstd} {
+		for _, chunk := range []int64{1, 10_000, 64 << 10, 1 << 30} {
+			t.Run(fmt.Sprintf("%s/%d", comp, chunk), func(t *testing.T) {
+				data, sh := writeShard(t, samples, comp, chunk)
+				if sh.Samples != int64(len(samples)) {
+					t.Fatalf("shard has %d samples, wrote %d", sh.Samples, len(samples))
+				}
+				if chunk == 1 && len(sh.Chunks) != len(samples) {
+					t.Errorf("chunk size 1: %d chunks, want one per sample (%d)", len(sh.Chunks), len(samples))
+				}
+				if chunk == 1<<30 && len(sh.Chunks) != 1 {
+					t.Errorf("chunk size 1 GiB: %d chunks, want 1", len(sh.Chunks))
+				}
+				var d Decoder
+				got := decodeShard(t, &d, data, sh)
+				if diff := cmp.Diff(normalize(samples), normalize(got)); diff != "" {
+					t.Fatalf("decoded samples differ (-wrote +got):\n%s", diff)
+				}
+			})
+		}
+	}
+}
+
+// TestZstdStreamCompat: an ordinary streaming zstd decoder reads the whole
+// multi-frame shard, skipping the seek table, as one valid tar archive.
+func TestZstdStreamCompat(t *testing.T) {
+	samples := testSamples(200, 2)
+	data, sh := writeShard(t, samples, manifest.CompressionZstd, 20_000)
+	if len(sh.Chunks) < 5 {
+		t.Fatalf("only %d frames; the test wants several", len(sh.Chunks))
+	}
+	zr, err := zstd.NewReader(bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer zr.Close()
+	raw, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatalf("stream decode of the shard: %v", err)
+	}
+	var rawSum int64
+	for _, c := range sh.Chunks {
+		rawSum += c.RawSize
+	}
+	if int64(len(raw)) != rawSum {
+		t.Fatalf("stream decoded %d bytes, chunks hold %d raw bytes", len(raw), rawSum)
+	}
+	got, err := ParseTar(raw, 0, int64(len(samples)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(normalize(samples), normalize(got)); diff != "" {
+		t.Fatalf("stream-decoded samples differ:\n%s", diff)
+	}
+	// The seek table lists the frames.
+	size, ok := SeekTableSize(data)
+	if !ok {
+		t.Fatal("no seek table footer at the end of the shard")
+	}
+	entries, err := ParseSeekTable(data[int64(len(data))-size:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != len(sh.Chunks) {
+		t.Fatalf("seek table has %d entries, %d chunks", len(entries), len(sh.Chunks))
+	}
+	for i, e := range entries {
+		c := sh.Chunks[i]
+		if int64(e.CompressedSize) != c.Size || int64(e.DecompressedSize) != c.RawSize {
+			t.Errorf("seek entry %d = %+v, chunk %+v", i, e, c)
+		}
+	}
+	if end := sh.Chunks[len(sh.Chunks)-1]; end.Offset+end.Size+size != sh.Size {
+		t.Errorf("chunks end at %d + seek table %d != shard size %d", end.Offset+end.Size, size, sh.Size)
+	}
+}
+
+// tarOf writes entries with archive/tar in the given format.
+func tarOf(t testing.TB, format tar.Format, entries ...tar.Header) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, h := range entries {
+		h.Format = format
+		if h.Typeflag == 0 {
+			h.Typeflag = tar.TypeReg
+		}
+		if h.Mode == 0 {
+			h.Mode = 0o644
+		}
+		var body []byte
+		if h.Typeflag == tar.TypeReg {
+			body = []byte("data of " + h.Name)
+			h.Size = int64(len(body))
+		}
+		if err := tw.WriteHeader(&h); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write(body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func TestParseNames(t *testing.T) {
+	long := "very/" + string(bytes.Repeat([]byte("long-directory-name/"), 12)) + "x"
+	entries := []tar.Header{
+		{Name: "top/", Typeflag: tar.TypeDir},
+		{Name: "a/b/x.seg.png"},
+		{Name: "a/b/x.jpg"},
+		{Name: "a/b/x.d/ignored", Typeflag: tar.TypeSymlink, Linkname: "x.jpg"},
+		{Name: "a/b/y.jpg"},
+		{Name: long + ".cls"},
+		{Name: long + ".tokens.npy"},
+		{Name: "noext"},
+		{Name: "x.jpg"}, // same base name as a/b/x, other directory: another sample
+	}
+	want := []Sample{
+		{Key: "a/b/x", Fields: []Field{{"seg.png", []byte("data of a/b/x.seg.png")}, {"jpg", []byte("data of a/b/x.jpg")}}},
+		{Key: "a/b/y", Fields: []Field{{"jpg", []byte("data of a/b/y.jpg")}}},
+		{Key: long, Fields: []Field{{"cls", []byte("data of " + long + ".cls")}, {"tokens.npy", []byte("data of " + long + ".tokens.npy")}}},
+		{Key: "noext", Fields: []Field{{"", []byte("data of noext")}}},
+		{Key: "x", Fields: []Field{{"jpg", []byte("data of x.jpg")}}},
+	}
+	for _, format := range []tar.Format{tar.FormatGNU, tar.FormatPAX} {
+		t.Run(format.String(), func(t *testing.T) {
+			data := tarOf(t, format, entries...)
+			got, err := ParseTar(data, 0, int64(len(want)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Fatalf("samples differ (-want +got):\n%s", diff)
+			}
+			z, _ := zstd.NewWriter(nil)
+			defer z.Close()
+			var d Decoder
+			got, err = d.DecodeChunk(z.EncodeAll(data, nil), manifest.CompressionZstd, 0, int64(len(want)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Fatalf("zstd: samples differ (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestSplitName(t *testing.T) {
+	for _, tc := range []struct{ name, key, field string }{
+		{"a/b/x.seg.png", "a/b/x", "seg.png"},
+		{"x.jpg", "x", "jpg"},
+		{"x", "x", ""},
+		{"d.v1/x.jpg", "d.v1/x", "jpg"},
+		{"d/.hidden", "d/", "hidden"},
+	} {
+		k, f := SplitName(tc.name)
+		if k != tc.key || f != tc.field {
+			t.Errorf("SplitName(%q) = %q, %q, want %q, %q", tc.name, k, f, tc.key, tc.field)
+		}
+	}
+}
+
+func TestWrongCount(t *testing.T) {
+	data, sh := writeShard(t, testSamples(10, 3), manifest.CompressionNone, 0)
+	var d Decoder
+	for _, want := range []int64{9, 11, 0} {
+		_, err := d.DecodeChunk(data, sh.Compression, 0, want)
+		var fe *FormatError
+		if !errors.As(err, &fe) {
+			t.Errorf("want %d of 10 samples: err = %v, want a *FormatError", want, err)
+		}
+	}
+}
+
+func TestWriterRejects(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		s    []Sample
+	}{
+		{"dot in key", []Sample{{Key: "a.b", Fields: []Field{{"jpg", nil}}}}},
+		{"slash in field", []Sample{{Key: "a", Fields: []Field{{"x/jpg", nil}}}}},
+		{"no fields", []Sample{{Key: "a"}}},
+		{"field twice", []Sample{{Key: "a", Fields: []Field{{"jpg", nil}, {"jpg", nil}}}}},
+		{"same key twice", []Sample{{Key: "a", Fields: []Field{{"jpg", nil}}}, {Key: "a", Fields: []Field{{"cls", nil}}}}},
+		{"empty name", []Sample{{Key: "", Fields: []Field{{"", nil}}}}},
+	} {
+		w := NewShardWriter(io.Discard, manifest.CompressionNone, 0)
+		var err error
+		for _, s := range tc.s {
+			if err = w.WriteSample(s); err != nil {
+				break
+			}
+		}
+		if err == nil {
+			t.Errorf("%s: WriteSample accepted %+v", tc.name, tc.s)
+		}
+	}
+	if _, err := NewShardWriter(io.Discard, "gzip", 0).Close(); err == nil {
+		t.Error("compression gzip accepted")
+	}
+}
+
+// TestTruncated: every prefix of a chunk, and every single-byte
+// corruption of a zstd chunk, gives an error or the right samples, never
+// a panic or a hang.
+func TestTruncated(t *testing.T) {
+	samples := testSamples(20, 4)
+	var d Decoder
+	for _, comp := range []string{manifest.CompressionNone, manifest.CompressionZstd} {
+		data, sh := writeShard(t, samples, comp, 1<<30)
+		c := sh.Chunks[0]
+		chunk := data[c.Offset : c.Offset+c.Size]
+		for n := 0; n < len(chunk); n += 1 + n/50 {
+			got, err := d.DecodeChunk(chunk[:n], comp, 0, c.Samples)
+			if err == nil {
+				t.Fatalf("%s: chunk cut to %d of %d bytes decoded to %d samples without error", comp, n, len(chunk), len(got))
+			}
+			var fe *FormatError
+			if !errors.As(err, &fe) {
+				t.Fatalf("%s: cut to %d: %v is not a *FormatError", comp, n, err)
+			}
+		}
+	}
+}
+
+func TestCorruptZstd(t *testing.T) {
+	samples := testSamples(20, 5)
+	data, sh := writeShard(t, samples, manifest.CompressionZstd, 1<<30)
+	c := sh.Chunks[0]
+	var d Decoder
+	for i := 0; i < int(c.Size); i += 7 {
+		bad := bytes.Clone(data[c.Offset : c.Offset+c.Size])
+		bad[i] ^= 0x5a
+		got, err := d.DecodeChunk(bad, manifest.CompressionZstd, 0, c.Samples)
+		if err == nil {
+			// The content checksum catches a changed payload; a flip
+			// that still decodes must decode to the same samples.
+			if diff := cmp.Diff(normalize(samples), normalize(got)); diff != "" {
+				t.Fatalf("byte %d flipped: decoded without error to other samples:\n%s", i, diff)
+			}
+			continue
+		}
+		var fe *FormatError
+		if !errors.As(err, &fe) {
+			t.Fatalf("byte %d flipped: %v is not a *FormatError", i, err)
+		}
+	}
+}
+
+func TestSeekTable(t *testing.T) {
+	entries := []SeekEntry{{100, 4000}, {7, 9}, {1 << 31, 1<<32 - 1}}
+	b := AppendSeekTable([]byte("prefix"), entries)
+	size, ok := SeekTableSize(b)
+	if !ok || size != int64(len(b)-len("prefix")) {
+		t.Fatalf("SeekTableSize = %d, %v, want %d, true", size, ok, len(b)-len("prefix"))
+	}
+	got, err := ParseSeekTable(b[len("prefix"):])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(entries, got); diff != "" {
+		t.Fatal(diff)
+	}
+	if _, ok := SeekTableSize([]byte("not a seek table")); ok {
+		t.Error("SeekTableSize found a footer in plain text")
+	}
+}
