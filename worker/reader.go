@@ -11,11 +11,17 @@ import (
 	"strconv"
 	"sync"
 
-	"github.com/klauspost/compress/zstd"
-
 	"github.com/shardstream/shardstream/manifest"
 	"github.com/shardstream/shardstream/worker/store"
+	"github.com/shardstream/shardstream/worker/wds"
 )
+
+// Field is one named part of a sample ("jpg", "cls", …).
+type Field = wds.Field
+
+// Sample is one decoded training example: its key and its fields in tar
+// order.
+type Sample = wds.Sample
 
 // Chunk is one decoded chunk of a shard: the samples that start in it.
 // Chunks are shared between callers (and the cache): read-only.
@@ -38,7 +44,7 @@ type Reader struct {
 	prefetch *weighted // Prefetch goroutines
 	cache    *chunkCache
 	disk     *diskCache // nil without CacheDir
-	zstd     *zstd.Decoder
+	dec      wds.Decoder
 
 	checkMu sync.Mutex
 	checked map[int]bool // shards whose object matched the manifest
@@ -83,22 +89,15 @@ func Open(ctx context.Context, uri string, cfg Config, log *slog.Logger) (*Reade
 		cache:    newChunkCache(cfg.MemoryCacheBytes),
 		checked:  make(map[int]bool),
 	}
-	zd, err := newZstdDecoder()
-	if err != nil {
-		return nil, &Error{Shard: -1, Path: uri, Op: "open", Kind: Other, Err: err}
-	}
-	r.zstd = zd
 	if cfg.CacheDir != "" {
 		d, err := openDiskCache(cfg.CacheDir, cfg.CacheBytes)
 		if err != nil {
-			zd.Close()
 			return nil, &Error{Shard: -1, Path: uri, Op: "open", Kind: Other, Err: err}
 		}
 		r.disk = d
 	}
 	man, err := r.readManifest(ctx)
 	if err != nil {
-		zd.Close()
 		r.m.errs.WithLabelValues(KindOf(err).String()).Inc()
 		return nil, err
 	}
@@ -193,7 +192,7 @@ func (r *Reader) load(ctx context.Context, s, c int) (*Chunk, int64, error) {
 	if err := r.fetchChunk(ctx, s, c, buf); err != nil {
 		return nil, 0, err
 	}
-	samples, err := decodeChunk(r.zstd, buf, sh.Compression, mc.FirstSample, mc.Samples, mc.RawSize)
+	samples, err := r.decode(buf, sh.Compression, mc)
 	if err == nil && int64(len(samples)) != mc.Samples {
 		err = fmt.Errorf("decoded %d samples, manifest says %d", len(samples), mc.Samples)
 	}
@@ -205,6 +204,20 @@ func (r *Reader) load(ctx context.Context, s, c int) (*Chunk, int64, error) {
 		size += int64(64 + len(smp.Key) + 40*len(smp.Fields))
 	}
 	return &Chunk{FirstSample: mc.FirstSample, Samples: samples}, size, nil
+}
+
+// decode turns a chunk's stored bytes into samples; zstd output goes into a
+// buffer of the manifest's RawSize, so it is allocated once.
+func (r *Reader) decode(raw []byte, compression string, mc manifest.Chunk) ([]Sample, error) {
+	var dst []byte
+	if compression == manifest.CompressionZstd && mc.RawSize <= wds.DefaultMaxRawSize {
+		dst = make([]byte, 0, mc.RawSize) // the manifest is only a hint: DecodeAll grows it if short
+	}
+	buf, err := r.dec.Decompress(raw, compression, dst)
+	if err != nil {
+		return nil, err
+	}
+	return wds.ParseTar(buf, mc.FirstSample, mc.Samples)
 }
 
 // fetchChunk fills buf with the chunk's stored bytes, from the disk cache
@@ -320,7 +333,7 @@ func (r *Reader) Close() error {
 	r.cancel()
 	r.wg.Wait()
 	r.cache.clear()
-	// r.zstd stays open: Chunk calls in flight may still decode, and a
-	// decoder used only through DecodeAll holds no goroutines.
+	// r.dec stays usable: Chunk calls in flight may still decode, and a
+	// zstd decoder used only through DecodeAll holds no goroutines.
 	return nil
 }
