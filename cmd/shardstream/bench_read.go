@@ -1,9 +1,7 @@
 package main
 
 import (
-	"archive/tar"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -17,12 +15,11 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/klauspost/compress/zstd"
-
 	"github.com/shardstream/shardstream/internal/miniotest"
 	"github.com/shardstream/shardstream/manifest"
 	"github.com/shardstream/shardstream/worker"
 	"github.com/shardstream/shardstream/worker/store"
+	"github.com/shardstream/shardstream/worker/wds"
 )
 
 // benchFlags are bench-read's flags.
@@ -290,8 +287,8 @@ func readerPass(ctx context.Context, r *worker.Reader, m *manifest.Manifest, con
 // writeBenchDataset writes one shard per size and the manifest. Samples
 // are a "bin" field of semi-compressible bytes (words from a small random
 // vocabulary: zstd reaches about 2–4x, like tokens or JSON, unlike JPEG)
-// and a "cls" field. Each chunk is a run of whole tar entries, compressed
-// as one zstd frame for zstd shards.
+// and a "cls" field, written by wds.ShardWriter (chunks of chunkSize raw
+// bytes; one zstd frame each plus the seek table for zstd shards).
 func writeBenchDataset(ctx context.Context, st store.Store, sizes []int64, comp string, chunkSize int64, sampleSize int) (*manifest.Manifest, error) {
 	pool := benchPool(8 << 20)
 	m := &manifest.Manifest{Version: manifest.Version}
@@ -346,75 +343,25 @@ func benchPool(n int) []byte {
 	return pool[:n]
 }
 
-// countWriter counts the bytes written through it.
-type countWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	return n, err
-}
-
 func writeBenchShard(w io.Writer, sh *manifest.Shard, pool []byte, size int64, comp string, chunkSize int64, sampleSize int, seed uint64) error {
 	rng := rand.New(rand.NewPCG(seed, 99))
-	out := &countWriter{w: w}
-	var enc *zstd.Encoder
-	if comp == manifest.CompressionZstd {
-		var err error
-		if enc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1)); err != nil {
-			return err
-		}
-		defer enc.Close()
-	}
-	var raw strings.Builder
-	var buf []byte
-	sample := int64(0)
-	for out.n < size {
-		raw.Reset()
-		tw := tar.NewWriter(&raw)
-		first := sample
-		for int64(raw.Len()) < chunkSize && out.n+int64(raw.Len()) < size {
-			key := fmt.Sprintf("%09d", sample)
-			n := sampleSize/2 + rng.IntN(sampleSize)
-			off := rng.IntN(len(pool) - n)
-			for _, f := range []struct {
-				name string
-				data []byte
-			}{{"bin", pool[off : off+n]}, {"cls", []byte(strconv.Itoa(int(sample % 1000)))}} {
-				if err := tw.WriteHeader(&tar.Header{Name: key + "." + f.name, Mode: 0o644, Size: int64(len(f.data)), Typeflag: tar.TypeReg}); err != nil {
-					return err
-				}
-				if _, err := tw.Write(f.data); err != nil {
-					return err
-				}
-			}
-			sample++
-		}
-		if err := tw.Flush(); err != nil {
-			return err
-		}
-		stored := []byte(raw.String())
-		if enc != nil {
-			buf = enc.EncodeAll(stored, buf[:0])
-			stored = buf
-		}
-		c := manifest.Chunk{Offset: out.n, Size: int64(len(stored)), RawSize: int64(raw.Len()), FirstSample: first, Samples: sample - first}
-		if _, err := out.Write(stored); err != nil {
-			return err
-		}
-		sh.Chunks = append(sh.Chunks, c)
-	}
-	if comp == manifest.CompressionNone {
-		if _, err := out.Write(make([]byte, 1024)); err != nil { // tar end-of-archive
+	sw := wds.NewShardWriter(w, comp, chunkSize)
+	for i := 0; sw.Size() < size; i++ {
+		n := sampleSize/2 + rng.IntN(sampleSize)
+		off := rng.IntN(len(pool) - n)
+		err := sw.WriteSample(wds.Sample{Key: fmt.Sprintf("%09d", i), Fields: []wds.Field{
+			{Name: "bin", Data: pool[off : off+n]},
+			{Name: "cls", Data: []byte(strconv.Itoa(i % 1000))},
+		}})
+		if err != nil {
 			return err
 		}
 	}
-	sh.Size, sh.Samples = out.n, sample
-	if sh.Samples == 0 {
-		return errors.New("no samples written")
+	got, err := sw.Close()
+	if err != nil {
+		return err
 	}
+	got.Path = sh.Path
+	*sh = got
 	return nil
 }
