@@ -13,6 +13,7 @@ import (
 	"github.com/shardstream/shardstream/manifest"
 	"github.com/shardstream/shardstream/worker"
 	"github.com/shardstream/shardstream/worker/store"
+	"github.com/shardstream/shardstream/worker/wds"
 )
 
 // dataset describes a test dataset; build writes it.
@@ -96,6 +97,45 @@ func (d dataset) build(t testing.TB, st store.Store) *manifest.Manifest {
 	}
 	if err := m.Validate(); err != nil {
 		t.Fatal(err)
+	}
+	data, err := m.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Write(ctx, manifest.FileName, bytes.NewReader(data)); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// buildWDS writes the dataset with wds.ShardWriter (chunks cut by raw
+// size, zstd shards with their seek table), the way pack does.
+func (d dataset) buildWDS(t testing.TB, st store.Store, chunkSize int64) *manifest.Manifest {
+	t.Helper()
+	ctx := context.Background()
+	m := &manifest.Manifest{Version: manifest.Version}
+	for s := range d.shards {
+		var obj bytes.Buffer
+		sw := wds.NewShardWriter(&obj, d.compression, chunkSize)
+		for i := range d.samples {
+			if err := sw.WriteSample(sampleOf(s, i, d.maxField)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		sh, err := sw.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		sh.Path = fmt.Sprintf("wds/shard-%04d.tar", s)
+		if err := st.Write(ctx, sh.Path, bytes.NewReader(obj.Bytes())); err != nil {
+			t.Fatal(err)
+		}
+		info, err := st.Stat(ctx, sh.Path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sh.ETag = info.ETag
+		m.Shards = append(m.Shards, sh)
 	}
 	data, err := m.Marshal()
 	if err != nil {

@@ -32,6 +32,31 @@ func s3Config(endpoint string, srv *miniotest.Server) worker.Config {
 	return worker.Config{S3Endpoint: endpoint, S3PathStyle: true, S3Region: srv.Region, AccessKey: srv.AccessKey, SecretKey: srv.SecretKey}
 }
 
+// TestS3WDS reads shards written by wds.ShardWriter (as pack writes them)
+// from MinIO, both formats.
+func TestS3WDS(t *testing.T) {
+	srv := miniotest.Start(t)
+	srv.CreateBucket(t, "data")
+	for _, comp := range []string{manifest.CompressionNone, manifest.CompressionZstd} {
+		t.Run(comp, func(t *testing.T) {
+			uri := "s3://data/" + comp
+			st, err := store.Open(context.Background(), uri, store.Config{
+				S3Endpoint: srv.Endpoint, S3PathStyle: true, AccessKey: srv.AccessKey, SecretKey: srv.SecretKey})
+			if err != nil {
+				t.Fatal(err)
+			}
+			d := dataset{shards: 2, samples: 60, compression: comp, maxField: 8000}
+			m := d.buildWDS(t, st, 64<<10)
+			if len(m.Shards[0].Chunks) < 3 {
+				t.Fatalf("%d chunks per shard; want several", len(m.Shards[0].Chunks))
+			}
+			cfg := s3Config(srv.Endpoint, srv)
+			cfg.PartSize = 16 << 10
+			checkAll(t, open(t, uri, cfg), d)
+		})
+	}
+}
+
 func TestS3(t *testing.T) {
 	d := dataset{shards: 2, samples: 40, perChunk: 9, compression: manifest.CompressionZstd, maxField: 8000}
 	srv := minioDataset(t, d)
