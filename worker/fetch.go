@@ -13,11 +13,11 @@ import (
 )
 
 // fetchRange reads [off, off+n) of path into buf (len n) with parallel
-// ranged GETs of PartSize, each retried on its own. The first part to fail
-// for good cancels the others.
+// ranged GETs, each retried on its own. The first part to fail for good
+// cancels the others.
 func (r *Reader) fetchRange(ctx context.Context, shard int, path string, off int64, buf []byte) error {
 	n := int64(len(buf))
-	ps := r.cfg.PartSize
+	ps := partSize(n, r.cfg.PartSize)
 	if n <= ps {
 		return r.fetchPart(ctx, shard, path, off, buf)
 	}
@@ -38,6 +38,18 @@ func (r *Reader) fetchRange(ctx context.Context, shard int, path string, off int
 	}
 	wg.Wait()
 	return firstErr
+}
+
+// partSize splits n bytes into parts of about max bytes of equal size, so
+// that parallel parts take equally long: a chunk a little over PartSize
+// (chunks end at a sample boundary) is one GET, not one plus a sliver; a
+// larger one splits evenly.
+func partSize(n, max int64) int64 {
+	parts := n / max
+	if n%max > max/8 || parts == 0 {
+		parts++
+	}
+	return (n + parts - 1) / parts
 }
 
 // fetchPart fills buf from [off, off+len(buf)) of path, retrying
