@@ -49,11 +49,11 @@ type Reader struct {
 	checkMu sync.Mutex
 	checked map[int]bool // shards whose object matched the manifest
 
-	ctx    context.Context // ends at Close; parent of prefetches
-	cancel context.CancelFunc
-	mu     sync.Mutex // guards closed and wg.Add
-	closed bool
-	wg     sync.WaitGroup // prefetch goroutines
+	mu         sync.Mutex // guards closed, prefetches and wg.Add
+	closed     bool
+	prefetchN  uint64
+	prefetches map[uint64]context.CancelFunc // running, for Close to stop
+	wg         sync.WaitGroup                // prefetch goroutines
 }
 
 // Open opens the dataset at uri (a local directory, file://, or
@@ -88,6 +88,8 @@ func Open(ctx context.Context, uri string, cfg Config, log *slog.Logger) (*Reade
 		prefetch: newWeighted(int64(cfg.PrefetchConcurrency)),
 		cache:    newChunkCache(cfg.MemoryCacheBytes),
 		checked:  make(map[int]bool),
+
+		prefetches: make(map[uint64]context.CancelFunc),
 	}
 	if cfg.CacheDir != "" {
 		d, err := openDiskCache(cfg.CacheDir, cfg.CacheBytes)
@@ -102,7 +104,6 @@ func Open(ctx context.Context, uri string, cfg Config, log *slog.Logger) (*Reade
 		return nil, err
 	}
 	r.man = man
-	r.ctx, r.cancel = context.WithCancel(context.Background())
 	return r, nil
 }
 
@@ -307,12 +308,18 @@ func (r *Reader) Prefetch(ctx context.Context, s, c int) bool {
 	if r.closed || !r.prefetch.tryAcquire(1) {
 		return false
 	}
+	pctx, cancel := context.WithCancel(ctx)
+	id := r.prefetchN
+	r.prefetchN++
+	r.prefetches[id] = cancel
 	r.wg.Go(func() {
-		defer r.prefetch.release(1)
-		pctx, cancel := context.WithCancel(r.ctx)
-		defer cancel()
-		stop := context.AfterFunc(ctx, cancel)
-		defer stop()
+		defer func() {
+			r.mu.Lock()
+			delete(r.prefetches, id)
+			r.mu.Unlock()
+			cancel()
+			r.prefetch.release(1)
+		}()
 		if _, err := r.Chunk(pctx, s, c); err != nil && KindOf(err) != Canceled {
 			r.log.Debug("prefetch", "shard", s, "chunk", c, "err", err)
 		}
@@ -329,8 +336,10 @@ func (r *Reader) Close() error {
 		return nil
 	}
 	r.closed = true
+	for _, cancel := range r.prefetches {
+		cancel()
+	}
 	r.mu.Unlock()
-	r.cancel()
 	r.wg.Wait()
 	r.cache.clear()
 	// r.dec stays usable: Chunk calls in flight may still decode, and a
