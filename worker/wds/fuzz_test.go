@@ -1,0 +1,167 @@
+package wds
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/shardstream/shardstream/manifest"
+)
+
+var writeSeeds = flag.Bool("write-fuzz-seeds", false, "rewrite the committed fuzz seed corpora under testdata/fuzz")
+
+// fuzzDecoder caps decompression so that the fuzzer's zstd bombs fail
+// fast instead of exhausting memory.
+func fuzzDecoder() *Decoder { return &Decoder{MaxRawSize: 16 << 20} }
+
+// FuzzDecodeChunk: any bytes, plain or zstd, decode to exactly the number
+// of samples asked for or to an error; never a panic or a hang. Where a
+// plain chunk decodes, the streaming scanner IndexShard uses agrees on
+// where its samples start.
+func FuzzDecodeChunk(f *testing.F) {
+	for _, s := range decodeSeeds(f) {
+		f.Add(s.data, s.zstd, s.want)
+	}
+	d := fuzzDecoder()
+	f.Fuzz(func(t *testing.T, data []byte, compressed bool, want uint8) {
+		comp := manifest.CompressionNone
+		if compressed {
+			comp = manifest.CompressionZstd
+		}
+		samples, err := d.DecodeChunk(data, comp, 0, int64(want))
+		if err != nil {
+			return
+		}
+		if len(samples) != int(want) {
+			t.Fatalf("%d samples, asked for %d", len(samples), want)
+		}
+		for i, s := range samples {
+			if len(s.Fields) == 0 {
+				t.Fatalf("sample %d (%q) has no fields", i, s.Key)
+			}
+			if i > 0 && samples[i-1].Key == s.Key {
+				t.Fatalf("samples %d and %d share key %q", i-1, i, s.Key)
+			}
+		}
+		if compressed {
+			return
+		}
+		starts, _, err := scanTar(context.Background(), bytes.NewReader(data))
+		if err != nil {
+			t.Fatalf("ParseTar decoded %d samples, scanTar failed: %v", len(samples), err)
+		}
+		if len(starts) != len(samples) {
+			t.Fatalf("ParseTar found %d samples, scanTar %d", len(samples), len(starts))
+		}
+	})
+}
+
+// FuzzSeekTable: any tail parses to a table or an error; a parsed table
+// without checksums re-encodes to the same bytes.
+func FuzzSeekTable(f *testing.F) {
+	for _, s := range seekSeeds() {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		size, ok := SeekTableSize(data)
+		if !ok {
+			return
+		}
+		if size < skippableHeader+seekFooterSize {
+			t.Fatalf("SeekTableSize = %d, below the minimum", size)
+		}
+		if size > int64(len(data)) {
+			return
+		}
+		table := data[int64(len(data))-size:]
+		entries, err := ParseSeekTable(table)
+		if err != nil {
+			return
+		}
+		if table[len(table)-5]&seekChecksumFlag == 0 {
+			if again := AppendSeekTable(nil, entries); !bytes.Equal(again, table) {
+				t.Fatalf("table %x re-encodes as %x", table, again)
+			}
+		}
+	})
+}
+
+type decodeSeed struct {
+	data []byte
+	zstd bool
+	want uint8
+}
+
+func decodeSeeds(t testing.TB) []decodeSeed {
+	var out []decodeSeed
+	// Small seeds: the fuzzer minimizes every new input, at a cost that
+	// grows with its size.
+	small := []Sample{
+		{Key: "a/x", Fields: []Field{{"jpg", []byte("jpeg")}, {"seg.png", []byte("png")}}},
+		{Key: "a/y", Fields: []Field{{"cls", []byte("7")}}},
+		{Key: "z", Fields: []Field{{"", nil}}},
+	}
+	for _, comp := range []string{manifest.CompressionNone, manifest.CompressionZstd} {
+		data, sh := writeShard(t, small, comp, 1<<20)
+		c := sh.Chunks[0]
+		out = append(out, decodeSeed{data[c.Offset : c.Offset+c.Size], comp == manifest.CompressionZstd, uint8(c.Samples)})
+	}
+	long := "d/" + string(bytes.Repeat([]byte("x"), 101))
+	for _, format := range []tar.Format{tar.FormatGNU, tar.FormatPAX} {
+		data := tarOf(t, format, tar.Header{Name: "d/", Typeflag: tar.TypeDir}, tar.Header{Name: long + ".a.b"}, tar.Header{Name: long + ".c"}, tar.Header{Name: "k.x"})
+		out = append(out, decodeSeed{data, false, 2})
+		z, _ := zstd.NewWriter(nil)
+		out = append(out, decodeSeed{z.EncodeAll(data, nil), true, 2})
+		z.Close()
+	}
+	out = append(out, decodeSeed{nil, false, 0}, decodeSeed{make([]byte, 1024), false, 0})
+	return out
+}
+
+func seekSeeds() [][]byte {
+	withSum := AppendSeekTable(nil, []SeekEntry{{1, 2}})
+	withSum[len(withSum)-5] = seekChecksumFlag // a footer that claims checksums
+	return [][]byte{
+		AppendSeekTable(nil, nil),
+		AppendSeekTable(nil, []SeekEntry{{100, 4096}, {7, 1 << 20}}),
+		AppendSeekTable([]byte("frames before"), []SeekEntry{{13, 0}}),
+		withSum,
+	}
+}
+
+// TestWriteFuzzSeeds rewrites testdata/fuzz/<Name>/ with -write-fuzz-seeds.
+func TestWriteFuzzSeeds(t *testing.T) {
+	if !*writeSeeds {
+		t.Skip("run with -write-fuzz-seeds to rewrite the seed corpora")
+	}
+	var dec []string
+	for _, s := range decodeSeeds(t) {
+		dec = append(dec, fmt.Sprintf("[]byte(%s)\nbool(%v)\nuint8(%d)\n", strconv.Quote(string(s.data)), s.zstd, s.want))
+	}
+	writeCorpus(t, "FuzzDecodeChunk", dec)
+	var seek []string
+	for _, s := range seekSeeds() {
+		seek = append(seek, fmt.Sprintf("[]byte(%s)\n", strconv.Quote(string(s))))
+	}
+	writeCorpus(t, "FuzzSeekTable", seek)
+}
+
+func writeCorpus(t *testing.T, name string, entries []string) {
+	dir := filepath.Join("testdata", "fuzz", name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i, e := range entries {
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("seed-%02d", i)), []byte("go test fuzz v1\n"+e), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
