@@ -1,12 +1,148 @@
 package main
 
 import (
+	"bytes"
 	"context"
-	"errors"
+	"flag"
+	"fmt"
 	"io"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/shardstream/shardstream/manifest"
+	"github.com/shardstream/shardstream/worker/store"
+	"github.com/shardstream/shardstream/worker/wds"
 )
 
-// runIndex is a placeholder until the subcommand lands.
+// indexFlags are index's command line.
+type indexFlags struct {
+	data                 string
+	chunkSize            string
+	parallel             int
+	s3Endpoint, s3Region string
+	s3PathStyle          bool
+}
+
+func (f *indexFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.data, "data", "", "dataset root holding *.tar and *.tar.zst shards: a directory or s3://bucket/prefix (required)")
+	fs.StringVar(&f.chunkSize, "chunk-size", "8MiB", "raw size after which a chunk ends at the next sample boundary (zstd: at the next frame that ends on one)")
+	fs.IntVar(&f.parallel, "parallel", 4, "shards indexed at once (each reads its shard once, start to end)")
+	registerS3Flags(fs, &f.s3Endpoint, &f.s3PathStyle, &f.s3Region)
+}
+
 func runIndex(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return errors.New("not implemented yet")
+	var f indexFlags
+	fs := newFlagSet("index", stderr)
+	f.register(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if f.data == "" {
+		return usageError{"index: --data is required"}
+	}
+	if f.parallel < 1 {
+		return usageError{fmt.Sprintf("index: --parallel %d < 1", f.parallel)}
+	}
+	chunkSize, err := parseByteSize(f.chunkSize)
+	if err != nil || chunkSize == 0 {
+		return usageError{fmt.Sprintf("index: --chunk-size %q: want a size like 8MiB", f.chunkSize)}
+	}
+	start := time.Now()
+	st, err := store.Open(ctx, f.data, store.Config{S3Endpoint: f.s3Endpoint, S3PathStyle: f.s3PathStyle, S3Region: f.s3Region})
+	if err != nil {
+		return err
+	}
+	infos, err := st.List(ctx, "")
+	if err != nil {
+		return err
+	}
+	var paths []string
+	for _, in := range infos {
+		if strings.HasSuffix(in.Path, ".tar") || strings.HasSuffix(in.Path, ".tar.zst") {
+			paths = append(paths, in.Path)
+		}
+	}
+	if len(paths) == 0 {
+		return fmt.Errorf("index: no *.tar or *.tar.zst objects under %s", f.data)
+	}
+	shards, err := indexShards(ctx, st, paths, chunkSize, f.parallel, newProgress(stderr, "index", start))
+	if err != nil {
+		return fmt.Errorf("index %s: %w", f.data, err)
+	}
+	m := &manifest.Manifest{Version: manifest.Version, Shards: shards}
+	if err := m.Validate(); err != nil {
+		return fmt.Errorf("index %s: %w", f.data, err)
+	}
+	data, err := m.Marshal()
+	if err != nil {
+		return err
+	}
+	if err := st.Write(ctx, manifest.FileName, bytes.NewReader(data)); err != nil {
+		return err
+	}
+	var chunks int
+	for _, sh := range shards {
+		chunks += len(sh.Chunks)
+	}
+	elapsed := time.Since(start)
+	fmt.Fprintf(stdout, "indexed %d shards: %d samples, %d chunks, %d bytes, in %s (%.1f MB/s)\n",
+		len(shards), m.TotalSamples(), chunks, m.TotalBytes(), elapsed.Round(time.Millisecond), float64(m.TotalBytes())/1e6/elapsed.Seconds())
+	return nil
+}
+
+// indexShards indexes the shards at paths, parallel at once, and returns
+// their entries in the order of paths; the first error stops the rest.
+func indexShards(ctx context.Context, st store.Store, paths []string, chunkSize int64, parallel int, prog *progress) ([]manifest.Shard, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	out := make([]manifest.Shard, len(paths))
+	var (
+		mu              sync.Mutex
+		firstErr        error
+		done            int64
+		samples, stored int64
+		wg              sync.WaitGroup
+		work            = make(chan int)
+	)
+	for range min(parallel, len(paths)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				sh, err := wds.IndexShard(ctx, st, paths[i], "", chunkSize)
+				mu.Lock()
+				if err != nil && firstErr == nil {
+					firstErr = err
+					cancel()
+				}
+				if err == nil {
+					out[i] = sh
+					done++
+					samples += sh.Samples
+					stored += sh.Size
+					prog.update(done, samples, stored)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+feed:
+	for i := range paths {
+		select {
+		case work <- i:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(work)
+	wg.Wait()
+	prog.done()
+	if firstErr != nil {
+		return nil, firstErr
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return out, nil
 }

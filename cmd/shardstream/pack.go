@@ -2,11 +2,242 @@ package main
 
 import (
 	"context"
-	"errors"
+	"flag"
+	"fmt"
 	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/shardstream/shardstream/manifest"
+	"github.com/shardstream/shardstream/worker/store"
+	"github.com/shardstream/shardstream/worker/wds"
 )
 
-// runPack is a placeholder until the subcommand lands.
+// packFlags are pack's command line.
+type packFlags struct {
+	input, output        string
+	shardSize, chunkSize string
+	compress             string
+	s3Endpoint, s3Region string
+	s3PathStyle          bool
+}
+
+func (f *packFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.input, "input", "", "directory of files to pack (required); a file's path up to the first dot of its base name is its sample key, the rest its field")
+	fs.StringVar(&f.output, "output", "", "dataset root to write: a directory (created if missing) or s3://bucket/prefix (required)")
+	fs.StringVar(&f.shardSize, "shard-size", "256MiB", "stored size after which a shard ends (64MiB, 1GB, 512k, bytes)")
+	fs.StringVar(&f.chunkSize, "chunk-size", "8MiB", "raw size after which a chunk (the unit of a ranged read, one zstd frame) ends")
+	fs.StringVar(&f.compress, "compress", "zstd", "shard compression: zstd (seekable frames) or none")
+	registerS3Flags(fs, &f.s3Endpoint, &f.s3PathStyle, &f.s3Region)
+}
+
+// registerS3Flags adds the S3 flags pack and index share.
+func registerS3Flags(fs *flag.FlagSet, endpoint *string, pathStyle *bool, region *string) {
+	fs.StringVar(endpoint, "s3-endpoint", "", "S3 endpoint URL for S3-compatible stores, e.g. http://127.0.0.1:9000 (empty: AWS)")
+	fs.BoolVar(pathStyle, "s3-path-style", false, "path-style S3 addressing (MinIO and most S3-compatible stores)")
+	fs.StringVar(region, "s3-region", "", "S3 region (empty: from the AWS config, else us-east-1)")
+}
+
+// packFile is one input file: its path on disk and its place in a sample.
+type packFile struct {
+	path       string
+	key, field string
+}
+
 func runPack(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return errors.New("not implemented yet")
+	var f packFlags
+	fs := newFlagSet("pack", stderr)
+	f.register(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if f.input == "" || f.output == "" {
+		return usageError{"pack: --input and --output are required"}
+	}
+	opts := wds.DatasetOptions{Compression: f.compress}
+	if f.compress != manifest.CompressionZstd && f.compress != manifest.CompressionNone {
+		return usageError{fmt.Sprintf("pack: --compress %q: want zstd or none", f.compress)}
+	}
+	var err error
+	if opts.ShardSize, err = parseByteSize(f.shardSize); err != nil || opts.ShardSize == 0 {
+		return usageError{fmt.Sprintf("pack: --shard-size %q: want a size like 256MiB", f.shardSize)}
+	}
+	if opts.ChunkSize, err = parseByteSize(f.chunkSize); err != nil || opts.ChunkSize == 0 {
+		return usageError{fmt.Sprintf("pack: --chunk-size %q: want a size like 8MiB", f.chunkSize)}
+	}
+	start := time.Now()
+	files, skipped, err := listInput(f.input)
+	if err != nil {
+		return err
+	}
+	if skipped > 0 {
+		fmt.Fprintf(stderr, "pack: skipped %d hidden or non-regular files\n", skipped)
+	}
+	if len(files) == 0 {
+		return fmt.Errorf("pack: no files under %s", f.input)
+	}
+	st, err := openOutput(ctx, f.output, store.Config{S3Endpoint: f.s3Endpoint, S3PathStyle: f.s3PathStyle, S3Region: f.s3Region})
+	if err != nil {
+		return err
+	}
+	prog := newProgress(stderr, "pack", start)
+	opts.Progress = prog.update
+	i := 0
+	next := func() (wds.Sample, bool, error) {
+		if i == len(files) {
+			return wds.Sample{}, false, nil
+		}
+		s := wds.Sample{Key: files[i].key}
+		for ; i < len(files) && files[i].key == s.Key; i++ {
+			data, err := os.ReadFile(files[i].path)
+			if err != nil {
+				return wds.Sample{}, false, fmt.Errorf("pack: %w", err)
+			}
+			s.Fields = append(s.Fields, wds.Field{Name: files[i].field, Data: data})
+		}
+		return s, true, nil
+	}
+	m, err := wds.WriteDataset(ctx, st, next, opts)
+	prog.done()
+	if err != nil {
+		return fmt.Errorf("pack %s into %s: %w", f.input, f.output, err)
+	}
+	elapsed := time.Since(start)
+	fmt.Fprintf(stdout, "packed %d samples (%d files) into %d shards, %d bytes, in %s (%.1f MB/s)\n",
+		m.TotalSamples(), len(files), len(m.Shards), m.TotalBytes(), elapsed.Round(time.Millisecond), float64(m.TotalBytes())/1e6/elapsed.Seconds())
+	return nil
+}
+
+// listInput returns the regular files under dir (symbolic links followed
+// to files), sorted by sample key and field so that a sample's files are
+// consecutive, and how many hidden (dot) or non-regular entries it
+// skipped.
+func listInput(dir string) ([]packFile, int, error) {
+	var files []packFile
+	skipped := 0
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return fmt.Errorf("pack: %w", err)
+		}
+		if p != dir && strings.HasPrefix(d.Name(), ".") {
+			skipped++
+			if d.IsDir() {
+				return fs.SkipDir
+			}
+			return nil
+		}
+		if d.IsDir() {
+			return nil
+		}
+		if !d.Type().IsRegular() {
+			fi, err := os.Stat(p) // a link to a regular file counts
+			if err != nil || !fi.Mode().IsRegular() {
+				skipped++
+				return nil
+			}
+		}
+		rel, err := filepath.Rel(dir, p)
+		if err != nil {
+			return fmt.Errorf("pack: %w", err)
+		}
+		rel = filepath.ToSlash(rel)
+		key, field := wds.SplitName(rel)
+		if wds.EntryName(key, field) != rel {
+			return fmt.Errorf("pack: %s: a name ending in a dot cannot be stored as a sample field", p)
+		}
+		files = append(files, packFile{path: p, key: key, field: field})
+		return nil
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	sort.Slice(files, func(i, j int) bool {
+		if files[i].key != files[j].key {
+			return files[i].key < files[j].key
+		}
+		return files[i].field < files[j].field
+	})
+	return files, skipped, nil
+}
+
+// openOutput opens a dataset root for writing, creating a local directory
+// if it is missing.
+func openOutput(ctx context.Context, uri string, cfg store.Config) (store.Store, error) {
+	if dir, ok := strings.CutPrefix(uri, "file://"); ok || !strings.Contains(uri, "://") {
+		if !ok {
+			dir = uri
+		}
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, err
+		}
+	}
+	return store.Open(ctx, uri, cfg)
+}
+
+// parseByteSize reads a size: what parseSize reads, or a number with a
+// one-letter suffix k, m, g or t (either case, powers of 1024).
+func parseByteSize(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	if t != "" {
+		if i := strings.IndexByte("kmgtKMGT", t[len(t)-1]); i >= 0 {
+			n, err := strconv.ParseInt(strings.TrimSpace(t[:len(t)-1]), 10, 64)
+			shift := 10 * (i%4 + 1)
+			if err != nil || n < 0 || n > (1<<62)>>shift {
+				return 0, fmt.Errorf("size %q: want a byte count like 1048576, 512k, 512MiB or 20GiB", s)
+			}
+			return n << shift, nil
+		}
+	}
+	return parseSize(s)
+}
+
+// progress reports a long write or index on stderr: a bar redrawn in
+// place on a terminal, one line per shard otherwise.
+type progress struct {
+	w      io.Writer
+	what   string
+	tty    bool
+	start  time.Time
+	drawn  time.Time
+	shards int64
+	line   bool
+}
+
+func newProgress(w io.Writer, what string, start time.Time) *progress {
+	p := &progress{w: w, what: what, start: start}
+	if f, ok := w.(*os.File); ok {
+		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+			p.tty = true
+		}
+	}
+	return p
+}
+
+func (p *progress) update(shards, samples, bytes int64) {
+	now := time.Now()
+	rate := float64(bytes) / 1e6 / max(now.Sub(p.start).Seconds(), 1e-9)
+	if p.tty {
+		if now.Sub(p.drawn) < 100*time.Millisecond && shards == p.shards {
+			return
+		}
+		p.drawn, p.shards, p.line = now, shards, true
+		fmt.Fprintf(p.w, "\r%s: %d shards, %d samples, %.1f MB, %.1f MB/s   ", p.what, shards, samples, float64(bytes)/1e6, rate)
+		return
+	}
+	if shards != p.shards {
+		p.shards = shards
+		fmt.Fprintf(p.w, "%s: %d shards done, %d samples, %.1f MB, %.1f MB/s\n", p.what, shards, samples, float64(bytes)/1e6, rate)
+	}
+}
+
+// done ends the bar's line on a terminal.
+func (p *progress) done() {
+	if p.tty && p.line {
+		fmt.Fprintln(p.w)
+	}
 }

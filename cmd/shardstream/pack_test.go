@@ -1,0 +1,183 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shardstream/shardstream/manifest"
+	"github.com/shardstream/shardstream/worker/store"
+	"github.com/shardstream/shardstream/worker/wds"
+)
+
+// packTestTree writes files under dir: nested directories, several fields
+// per key, dots in field names, a hidden file; it returns the files pack
+// must store, as "key|field" → contents.
+func packTestTree(t *testing.T, dir string, n int) map[string][]byte {
+	t.Helper()
+	r := rand.New(rand.NewPCG(3, 4))
+	want := map[string][]byte{}
+	for i := range n {
+		key := fmt.Sprintf("class%d/img%04d", i%4, i)
+		if i%7 == 0 {
+			key = fmt.Sprintf("top%04d", i)
+		}
+		for _, field := range []string{"jpg", "cls", "seg.png"}[:1+i%3] {
+			data := make([]byte, r.IntN(5000))
+			for j := range data {
+				data[j] = byte(r.IntN(8))
+			}
+			p := filepath.Join(dir, filepath.FromSlash(key+"."+field))
+			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(p, data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			want[key+"|"+field] = data
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, ".DS_Store"), []byte("junk"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return want
+}
+
+// readDatasetTest decodes every chunk of the dataset at uri into
+// "key|field" → contents, failing on a key/field seen twice.
+func readDatasetTest(t *testing.T, ctx context.Context, uri string) (*manifest.Manifest, map[string][]byte) {
+	t.Helper()
+	st, err := store.Open(ctx, uri, store.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := func(path string, off, n int64) []byte {
+		rc, err := st.ReadRange(ctx, path, off, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rc.Close()
+		b, err := io.ReadAll(rc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	m, err := manifest.Parse(read(manifest.FileName, 0, -1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d wds.Decoder
+	got := map[string][]byte{}
+	for _, sh := range m.Shards {
+		for ci, c := range sh.Chunks {
+			samples, err := d.DecodeChunk(read(sh.Path, c.Offset, c.Size), sh.Compression, c.FirstSample, c.Samples)
+			if err != nil {
+				t.Fatalf("%s chunk %d: %v", sh.Path, ci, err)
+			}
+			for _, s := range samples {
+				for _, f := range s.Fields {
+					k := s.Key + "|" + f.Name
+					if _, dup := got[k]; dup {
+						t.Fatalf("%s: sample %q field %q seen twice", sh.Path, s.Key, f.Name)
+					}
+					got[k] = f.Data
+				}
+			}
+		}
+	}
+	return m, got
+}
+
+func compareFiles(t *testing.T, want, got map[string][]byte) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Errorf("dataset holds %d fields, input has %d files", len(got), len(want))
+	}
+	for k, w := range want {
+		if g, ok := got[k]; !ok || !bytes.Equal(g, w) {
+			t.Errorf("%s: present %v, %d bytes, want %d bytes", k, ok, len(g), len(w))
+		}
+	}
+}
+
+func TestPack(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	in := t.TempDir()
+	want := packTestTree(t, in, 300)
+	for _, comp := range []string{"zstd", "none"} {
+		t.Run(comp, func(t *testing.T) {
+			var fps []string
+			for run := range 2 {
+				out := filepath.Join(t.TempDir(), "ds")
+				var stdout, stderr bytes.Buffer
+				err := runPack(ctx, []string{"--input", in, "--output", out, "--shard-size", "100k", "--chunk-size", "8k", "--compress", comp}, &stdout, &stderr)
+				if err != nil {
+					t.Fatalf("pack: %v\nstderr: %s", err, stderr.String())
+				}
+				if !strings.HasPrefix(stdout.String(), "packed ") || !strings.Contains(stderr.String(), "shards done") {
+					t.Errorf("run %d: stdout %q, stderr %q: want a final line and per-shard progress", run, stdout.String(), stderr.String())
+				}
+				m, got := readDatasetTest(t, ctx, out)
+				if len(m.Shards) < 3 {
+					t.Errorf("%d shards, want several of 100 kB", len(m.Shards))
+				}
+				compareFiles(t, want, got)
+				fps = append(fps, m.Fingerprint())
+			}
+			if fps[0] != fps[1] {
+				t.Errorf("two packs of one tree differ: fingerprints %s, %s", fps[0], fps[1])
+			}
+		})
+	}
+}
+
+func TestPackErrors(t *testing.T) {
+	ctx := context.Background()
+	bad := t.TempDir()
+	if err := os.WriteFile(filepath.Join(bad, "odd."), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--output", t.TempDir()}, "required"},
+		{[]string{"--input", bad, "--output", t.TempDir(), "--compress", "gzip"}, "gzip"},
+		{[]string{"--input", bad, "--output", t.TempDir(), "--shard-size", "lots"}, "lots"},
+		{[]string{"--input", bad, "--output", t.TempDir()}, "odd."},
+		{[]string{"--input", filepath.Join(bad, "missing"), "--output", t.TempDir()}, "missing"},
+		{[]string{"--input", t.TempDir(), "--output", t.TempDir()}, "no files"},
+	} {
+		err := runPack(ctx, tc.args, io.Discard, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("pack %q: err = %v, want one naming %q", tc.args, err, tc.want)
+		}
+	}
+}
+
+func TestParseByteSize(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want int64
+	}{
+		{"512k", 512 << 10}, {"64MiB", 64 << 20}, {"1GB", 1e9}, {"2G", 2 << 30}, {"1000", 1000}, {"3m", 3 << 20},
+	} {
+		if got, err := parseByteSize(tc.in); err != nil || got != tc.want {
+			t.Errorf("parseByteSize(%q) = %d, %v, want %d", tc.in, got, err, tc.want)
+		}
+	}
+	for _, in := range []string{"", "k", "-1k", "1.5G", "99999999999999999999k"} {
+		if _, err := parseByteSize(in); err == nil {
+			t.Errorf("parseByteSize(%q) accepted", in)
+		}
+	}
+}
