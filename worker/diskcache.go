@@ -109,6 +109,9 @@ func (c *diskCache) get(key string, buf []byte) (hit, corrupt bool) {
 	_, err = f.ReadAt(hdr[:], 0)
 	good := err == nil && string(hdr[:4]) == diskMagic &&
 		binary.LittleEndian.Uint64(hdr[8:]) == uint64(len(buf))
+	if fi, serr := f.Stat(); serr != nil || fi.Size() != int64(diskHeaderLen+len(buf)) {
+		good = false // torn, or grown by something else
+	}
 	if good {
 		var n int
 		n, err = f.ReadAt(buf, diskHeaderLen)
