@@ -99,3 +99,10 @@ func (s *weighted) held() int64 {
 	defer s.mu.Unlock()
 	return s.cur
 }
+
+// queued is the number of waiters (for tests).
+func (s *weighted) queued() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.waiters.Len()
+}
