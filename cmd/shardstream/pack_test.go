@@ -12,6 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/shardstream/shardstream/internal/miniotest"
 	"github.com/shardstream/shardstream/manifest"
 	"github.com/shardstream/shardstream/worker/store"
 	"github.com/shardstream/shardstream/worker/wds"
@@ -52,9 +55,10 @@ func packTestTree(t *testing.T, dir string, n int) map[string][]byte {
 
 // readDatasetTest decodes every chunk of the dataset at uri into
 // "key|field" → contents, failing on a key/field seen twice.
-func readDatasetTest(t *testing.T, ctx context.Context, uri string) (*manifest.Manifest, map[string][]byte) {
+func readDatasetTest(t *testing.T, ctx context.Context, uri string, cfg ...store.Config) (*manifest.Manifest, map[string][]byte) {
 	t.Helper()
-	st, err := store.Open(ctx, uri, store.Config{})
+	cfg = append(cfg, store.Config{})
+	st, err := store.Open(ctx, uri, cfg[0])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,6 +141,39 @@ func TestPack(t *testing.T) {
 				t.Errorf("two packs of one tree differ: fingerprints %s, %s", fps[0], fps[1])
 			}
 		})
+	}
+}
+
+// TestPackIndexS3 packs into and indexes a bucket of a real MinIO.
+func TestPackIndexS3(t *testing.T) {
+	srv := miniotest.Start(t)
+	srv.CreateBucket(t, "data")
+	srv.Env(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	in := t.TempDir()
+	want := packTestTree(t, in, 200)
+	uri := "s3://data/packed"
+	s3 := []string{"--s3-endpoint", srv.Endpoint, "--s3-path-style", "--s3-region", srv.Region}
+	var stdout, stderr bytes.Buffer
+	if err := runPack(ctx, append([]string{"--input", in, "--output", uri, "--shard-size", "100k", "--chunk-size", "8k"}, s3...), &stdout, &stderr); err != nil {
+		t.Fatalf("pack: %v\nstderr: %s", err, stderr.String())
+	}
+	cfg := store.Config{S3Endpoint: srv.Endpoint, S3PathStyle: true, S3Region: srv.Region}
+	packed, got := readDatasetTest(t, ctx, uri, cfg)
+	compareFiles(t, want, got)
+	for _, sh := range packed.Shards {
+		if sh.ETag == "" {
+			t.Errorf("%s: no ETag in the manifest of an S3 dataset", sh.Path)
+		}
+	}
+	if err := runIndex(ctx, append([]string{"--data", uri, "--chunk-size", "8k"}, s3...), &stdout, &stderr); err != nil {
+		t.Fatalf("index: %v\nstderr: %s", err, stderr.String())
+	}
+	indexed, got := readDatasetTest(t, ctx, uri, cfg)
+	compareFiles(t, want, got)
+	if diff := cmp.Diff(packed, indexed); diff != "" {
+		t.Errorf("index of a packed bucket differs from pack's manifest:\n%s", diff)
 	}
 }
 
