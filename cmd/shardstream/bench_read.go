@@ -70,6 +70,12 @@ func runBenchRead(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if f.partMiB <= 0 || f.concurrency <= 0 || f.chunkMiB <= 0 || f.sampleKiB <= 0 || f.reps <= 0 {
 		return usageError{"--part-size, --concurrency, --chunk, --sample and --reps must be positive"}
 	}
+	formats := strings.Split(f.formats, ",")
+	for _, comp := range formats {
+		if comp != manifest.CompressionNone && comp != manifest.CompressionZstd {
+			return usageError{fmt.Sprintf("--formats: unknown format %q", comp)}
+		}
+	}
 	progress := func(format string, a ...any) { fmt.Fprintf(stderr, "bench-read: "+format+"\n", a...) }
 
 	endpoint, access, secret := f.endpoint, f.accessKey, f.secretKey
@@ -102,12 +108,6 @@ func runBenchRead(ctx context.Context, args []string, stdout, stderr io.Writer) 
 
 	fmt.Fprintf(stdout, "store %s; shards %s MiB; part %d MiB; concurrency %d; chunk %d MiB; GOMAXPROCS %d\n",
 		endpoint, f.sizes, f.partMiB, f.concurrency, f.chunkMiB, runtime.GOMAXPROCS(0))
-	formats := strings.Split(f.formats, ",")
-	for _, comp := range formats {
-		if comp != manifest.CompressionNone && comp != manifest.CompressionZstd {
-			return usageError{fmt.Sprintf("--formats: unknown format %q", comp)}
-		}
-	}
 	ratio := math.NaN() // printed as NaN when uncompressed shards were not measured
 	for _, comp := range formats {
 		uri := fmt.Sprintf("s3://%s/%s", f.bucket, comp)

@@ -1,0 +1,58 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shardstream/shardstream/internal/miniotest"
+)
+
+// TestBenchRead runs a tiny bench-read end to end (MinIO started by the
+// command) and checks the figures it prints and its last line.
+func TestBenchRead(t *testing.T) {
+	bin, err := miniotest.Binary()
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal(err)
+		}
+		t.Skip(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	err = runBenchRead(ctx, []string{"--minio", bin, "--sizes", "2,3", "--chunk", "1", "--sample", "16", "--reps", "1"}, &stdout, &stderr)
+	if err != nil {
+		t.Fatalf("bench-read: %v\nstderr:\n%s", err, stderr.String())
+	}
+	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
+	if len(lines) != 4 {
+		t.Fatalf("bench-read printed %d lines, want 4:\n%s", len(lines), stdout.String())
+	}
+	for i, re := range []string{
+		`^store http://127\.0\.0\.1:\d+; shards 2,3 MiB; `,
+		`^uncompressed: plain GET \d+ MB/s .*read path \d+ MB/s`,
+		`^zstd \([\d.]+x\): plain GET \d+ MB/s stored; read path \d+ MB/s stored = \d+ MB/s decompressed`,
+		`^read path / plain GET \(uncompressed\): \d+\.\d\d$`,
+	} {
+		if !regexp.MustCompile(re).MatchString(lines[i]) {
+			t.Errorf("line %d = %q, want it to match %s", i+1, lines[i], re)
+		}
+	}
+	if !strings.Contains(stderr.String(), "pass 1") {
+		t.Errorf("no progress on stderr:\n%s", stderr.String())
+	}
+}
+
+func TestBenchReadFlags(t *testing.T) {
+	for _, args := range [][]string{{"--sizes", "0"}, {"--sizes", "x"}, {"--reps", "0"}, {"--formats", "gzip"}} {
+		err := runBenchRead(context.Background(), args, &bytes.Buffer{}, &bytes.Buffer{})
+		if _, ok := err.(usageError); !ok {
+			t.Errorf("bench-read %q = %v, want a usage error", args, err)
+		}
+	}
+}
