@@ -32,6 +32,7 @@ import (
 	"github.com/shardstream/shardstream/manifest"
 	pb "github.com/shardstream/shardstream/proto/shardstream/v1"
 	"github.com/shardstream/shardstream/worker/store"
+	"github.com/shardstream/shardstream/worker/wds"
 )
 
 // buildBinary builds the shardstream binary into a test directory.
@@ -301,6 +302,15 @@ func streamEpoch(t *testing.T, ctx context.Context, addr string, job *pb.JobSpec
 // dropped = all), at least once under pad.
 func checkEpoch(t *testing.T, m *manifest.Manifest, job *pb.JobSpec, e epoch) {
 	t.Helper()
+	checkEpochWith(t, m, job, e, func(s *pb.Sample) (string, []byte, []byte) {
+		return e2eSample(int(s.Shard), int(s.Index))
+	})
+}
+
+// checkEpochWith is checkEpoch with the expected key, cls and bin of a
+// delivered sample given by want.
+func checkEpochWith(t *testing.T, m *manifest.Manifest, job *pb.JobSpec, e epoch, want func(*pb.Sample) (key string, cls, bin []byte)) {
+	t.Helper()
 	type id struct{ shard, index uint64 }
 	seen := map[id]int{}
 	for rank, bs := range e.batches {
@@ -312,7 +322,7 @@ func checkEpoch(t *testing.T, m *manifest.Manifest, job *pb.JobSpec, e epoch) {
 				t.Fatalf("rank %d batch %d: rank %d step %d, %d samples, token %q", rank, step, b.Rank, b.Step, len(b.Samples), b.ResumeToken)
 			}
 			for _, s := range b.Samples {
-				key, cls, bin := e2eSample(int(s.Shard), int(s.Index))
+				key, cls, bin := want(s)
 				if s.Key != key || len(s.Fields) != 2 || s.Fields[0].Name != "cls" || !bytes.Equal(s.Fields[0].Data, cls) ||
 					s.Fields[1].Name != "bin" || !bytes.Equal(s.Fields[1].Data, bin) {
 					t.Fatalf("sample %d/%d: key %q, %d fields; want key %q with cls %q and %d bytes of bin", s.Shard, s.Index, s.Key, len(s.Fields), key, cls, len(bin))
@@ -453,6 +463,101 @@ func TestE2ELoaderDeath(t *testing.T) {
 			t.Fatalf("batch %d differs after the loader died at step %d:\n got  %v\n want %v", i, k, got[i], full[i])
 		}
 	}
+}
+
+// wdsSample is sample i of the zstd test dataset.
+func wdsSample(i int) wds.Sample {
+	return wds.Sample{Key: fmt.Sprintf("k%06d", i), Fields: []wds.Field{
+		{Name: "cls", Data: []byte(fmt.Sprint(i))},
+		{Name: "bin", Data: bytes.Repeat([]byte{byte(i), byte(i >> 8)}, 50+i%200)},
+	}}
+}
+
+// makeZstdDataset writes n samples with wds.WriteDataset: seekable zstd
+// shards of about shardSize bytes in chunks of about chunkSize raw bytes.
+func makeZstdDataset(t *testing.T, dir string, n int, shardSize, chunkSize int64) *manifest.Manifest {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	st, err := store.Open(ctx, dir, store.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := 0
+	m, err := wds.WriteDataset(ctx, st, func() (wds.Sample, bool, error) {
+		if i == n {
+			return wds.Sample{}, false, nil
+		}
+		i++
+		return wdsSample(i - 1), true, nil
+	}, wds.DatasetOptions{ShardSize: shardSize, ChunkSize: chunkSize, Compression: manifest.CompressionZstd})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// TestE2EZstd serves a dataset of seekable zstd shards written by the
+// format package and checks every epoch sample by content; then a frame
+// with garbage in it ends the stream with DataLoss naming shard and offset.
+func TestE2EZstd(t *testing.T) {
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	const n = 1000
+	m := makeZstdDataset(t, dir, n, 24<<10, 4<<10)
+	if len(m.Shards) < 4 || len(m.Shards[0].Chunks) < 2 || m.Shards[0].Compression != manifest.CompressionZstd {
+		t.Fatalf("dataset has %d shards, %d chunks in the first, compression %q: want several zstd shards of several chunks",
+			len(m.Shards), len(m.Shards[0].Chunks), m.Shards[0].Compression)
+	}
+	p := startServe(t, bin, "--data", dir)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	byKey := func(s *pb.Sample) (string, []byte, []byte) {
+		var i int
+		if _, err := fmt.Sscanf(s.Key, "k%06d", &i); err != nil {
+			return "k?", nil, nil
+		}
+		w := wdsSample(i)
+		return w.Key, w.Fields[0].Data, w.Fields[1].Data
+	}
+	for _, job := range []*pb.JobSpec{
+		{WorldSize: 3, BatchSize: 16, Seed: 5},
+		{WorldSize: 2, BatchSize: 7, Seed: 6, LastBatch: pb.LastBatchPolicy_LAST_BATCH_POLICY_PAD},
+	} {
+		checkEpochWith(t, m, job, streamEpoch(t, ctx, p.addr, job), byKey)
+	}
+
+	// Garbage in the middle of one zstd frame: same size, bad bytes.
+	bad := m.Shards[len(m.Shards)/2]
+	c := bad.Chunks[1]
+	f, err := os.OpenFile(filepath.Join(dir, bad.Path), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(bytes.Repeat([]byte{0x5A}, int(min(c.Size/2, 256))), c.Offset+c.Size/4); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	q := startServe(t, bin, "--data", dir) // a fresh process: nothing cached
+	st, err := pb.NewLoaderServiceClient(dial(t, q.addr)).StreamBatches(ctx, &pb.StreamBatchesRequest{Job: &pb.JobSpec{WorldSize: 1, BatchSize: 10}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := 0
+	for {
+		_, err = st.Recv()
+		if err != nil {
+			break
+		}
+		got++
+	}
+	if status.Code(err) != codes.DataLoss {
+		t.Fatalf("stream over a damaged zstd frame ended after %d batches with %v, want DataLoss", got, err)
+	}
+	if msg := status.Convert(err).Message(); !strings.Contains(msg, bad.Path) || !strings.Contains(msg, fmt.Sprint(c.Offset)) {
+		t.Errorf("error %q does not name shard %s and offset %d", msg, bad.Path, c.Offset)
+	}
+	t.Logf("after %d batches: %v", got, err)
 }
 
 func TestE2EMinIO(t *testing.T) {
