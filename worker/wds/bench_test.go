@@ -2,6 +2,7 @@ package wds
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -113,11 +114,16 @@ func BenchmarkWriteShard(b *testing.B) {
 			size += int64(len(f.Data))
 		}
 	}
-	for _, comp := range []string{manifest.CompressionNone, manifest.CompressionZstd} {
-		b.Run(comp, func(b *testing.B) {
+	for _, tc := range []struct {
+		comp string
+		conc int
+	}{{manifest.CompressionNone, 1}, {manifest.CompressionZstd, 1}, {manifest.CompressionZstd, runtime.GOMAXPROCS(0)}} {
+		b.Run(fmt.Sprintf("%s/conc=%d", tc.comp, tc.conc), func(b *testing.B) {
+			enc, _ := newEncoder(tc.conc)
+			defer enc.Close()
 			b.SetBytes(size)
 			for b.Loop() {
-				sw := NewShardWriter(io.Discard, comp, DefaultChunkSize)
+				sw := newShardWriter(io.Discard, tc.comp, DefaultChunkSize, enc, tc.conc)
 				for _, s := range samples {
 					if err := sw.WriteSample(s); err != nil {
 						b.Fatal(err)

@@ -369,3 +369,33 @@ func TestSeekTable(t *testing.T) {
 		t.Error("SeekTableSize found a footer in plain text")
 	}
 }
+
+// TestParallelFrames: frames compressed in parallel give the same bytes
+// and chunk table as frames compressed one by one.
+func TestParallelFrames(t *testing.T) {
+	samples := testSamples(400, 12)
+	want, wantSh := writeShard(t, samples, manifest.CompressionZstd, 10_000)
+	enc, err := newEncoder(4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer enc.Close()
+	var buf bytes.Buffer
+	w := newShardWriter(&buf, manifest.CompressionZstd, 10_000, enc, 4)
+	for _, s := range samples {
+		if err := w.WriteSample(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sh, err := w.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sh.Path = wantSh.Path
+	if diff := cmp.Diff(wantSh, sh); diff != "" {
+		t.Errorf("chunk table with 4 frames at once differs:\n%s", diff)
+	}
+	if !bytes.Equal(want, buf.Bytes()) {
+		t.Error("shard bytes with 4 frames at once differ from one at a time")
+	}
+}

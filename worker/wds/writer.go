@@ -32,6 +32,9 @@ type ShardWriter struct {
 	chunkSize int64
 	enc       *zstd.Encoder
 	ownEnc    bool
+	conc      int         // zstd frames compressed at once; 1: inline
+	pending   []*frameJob // frames being compressed, in shard order
+	pendRaw   int64       // raw bytes in pending
 
 	raw     bytes.Buffer // tar bytes of the open chunk
 	tw      *tar.Writer
@@ -52,11 +55,14 @@ type ShardWriter struct {
 // DefaultChunkSize). Errors in the arguments surface at the first
 // WriteSample or Close.
 func NewShardWriter(w io.Writer, compression string, chunkSize int64) *ShardWriter {
-	return newShardWriter(w, compression, chunkSize, nil)
+	return newShardWriter(w, compression, chunkSize, nil, 1)
 }
 
-func newShardWriter(w io.Writer, compression string, chunkSize int64, enc *zstd.Encoder) *ShardWriter {
-	sw := &ShardWriter{w: w, comp: compression, chunkSize: chunkSize, enc: enc}
+// newShardWriter is NewShardWriter with a shared encoder (nil: its own)
+// compressing up to conc frames at once; enc must allow conc concurrent
+// EncodeAll calls.
+func newShardWriter(w io.Writer, compression string, chunkSize int64, enc *zstd.Encoder, conc int) *ShardWriter {
+	sw := &ShardWriter{w: w, comp: compression, chunkSize: chunkSize, enc: enc, conc: max(conc, 1)}
 	sw.tw = tar.NewWriter(&sw.raw)
 	sw.shard.Compression = compression
 	if chunkSize == 0 {
@@ -68,7 +74,7 @@ func newShardWriter(w io.Writer, compression string, chunkSize int64, enc *zstd.
 	case compression == manifest.CompressionNone:
 	case compression == manifest.CompressionZstd:
 		if sw.enc == nil {
-			sw.enc, sw.err = newEncoder()
+			sw.enc, sw.err = newEncoder(sw.conc)
 			sw.ownEnc = true
 		}
 	default:
@@ -77,10 +83,18 @@ func newShardWriter(w io.Writer, compression string, chunkSize int64, enc *zstd.
 	return sw
 }
 
-// newEncoder returns the encoder of zstd chunks. EncodeAll is safe for
-// concurrent use. Level: see BenchmarkEncode and docs/format.md.
-func newEncoder() (*zstd.Encoder, error) {
-	return zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1))
+// newEncoder returns the encoder of zstd chunks, good for conc EncodeAll
+// calls at once (more wait for one). Level: see BenchmarkEncode and
+// docs/format.md.
+func newEncoder(conc int) (*zstd.Encoder, error) {
+	return zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(conc))
+}
+
+// frameJob is one chunk's raw bytes on their way to a zstd frame.
+type frameJob struct {
+	rawSize        int64
+	first, samples int64
+	done           chan []byte // the frame; buffered, so an abandoned job ends
 }
 
 // WriteSample appends one sample. Its key must differ from the previous
@@ -147,32 +161,69 @@ func checkSample(s Sample) error {
 }
 
 // flush closes the open chunk: writes it (compressed as one frame for
-// zstd) and adds it to the chunk table.
+// zstd) and adds it to the chunk table. With conc > 1 the frame is
+// compressed in the background and written, in order, once the frames
+// before it are and no more than conc are in flight.
 func (sw *ShardWriter) flush() error {
 	data := sw.raw.Bytes()
 	if len(data) == 0 {
 		return nil
 	}
-	stored := data
-	if sw.comp == manifest.CompressionZstd {
+	first, n := sw.first, sw.shard.Samples-sw.first
+	sw.first = sw.shard.Samples
+	switch {
+	case sw.comp != manifest.CompressionZstd:
+		err := sw.writeChunk(data, int64(len(data)), first, n)
+		sw.raw.Reset()
+		return err
+	case sw.conc == 1:
 		sw.out = sw.enc.EncodeAll(data, sw.out[:0])
-		stored = sw.out
-		if !fitsSeekEntry(int64(len(stored)), int64(len(data))) {
-			return fmt.Errorf("wds: chunk of %d raw bytes does not fit the zstd seek table's 32-bit sizes", len(data))
+		err := sw.writeChunk(sw.out, int64(len(data)), first, n)
+		sw.raw.Reset()
+		return err
+	}
+	// The job owns data; the tar writer goes on in a fresh buffer.
+	job := &frameJob{rawSize: int64(len(data)), first: first, samples: n, done: make(chan []byte, 1)}
+	go func(enc *zstd.Encoder) { job.done <- enc.EncodeAll(data, nil) }(sw.enc)
+	sw.pending = append(sw.pending, job)
+	sw.pendRaw += job.rawSize
+	sw.raw = *bytes.NewBuffer(make([]byte, 0, min(sw.chunkSize+sw.chunkSize/8, 64<<20)))
+	return sw.drain(sw.conc)
+}
+
+// drain writes finished frames, in order, until at most keep are pending.
+func (sw *ShardWriter) drain(keep int) error {
+	var err error
+	for len(sw.pending) > keep {
+		job := sw.pending[0]
+		sw.pending = sw.pending[1:]
+		sw.pendRaw -= job.rawSize
+		frame := <-job.done
+		if err == nil {
+			err = sw.writeChunk(frame, job.rawSize, job.first, job.samples)
 		}
-		sw.seek = append(sw.seek, SeekEntry{CompressedSize: uint32(len(stored)), DecompressedSize: uint32(len(data))})
+	}
+	return err
+}
+
+// writeChunk writes one chunk's stored bytes and adds it to the chunk
+// table (and, for zstd, the seek table).
+func (sw *ShardWriter) writeChunk(stored []byte, rawSize, first, samples int64) error {
+	if sw.comp == manifest.CompressionZstd {
+		if !fitsSeekEntry(int64(len(stored)), rawSize) {
+			return fmt.Errorf("wds: chunk of %d raw bytes does not fit the zstd seek table's 32-bit sizes", rawSize)
+		}
+		sw.seek = append(sw.seek, SeekEntry{CompressedSize: uint32(len(stored)), DecompressedSize: uint32(rawSize)})
 	}
 	if _, err := sw.w.Write(stored); err != nil {
 		return fmt.Errorf("wds: write chunk at offset %d: %w", sw.off, err)
 	}
 	sw.shard.Chunks = append(sw.shard.Chunks, manifest.Chunk{
-		Offset: sw.off, Size: int64(len(stored)), RawSize: int64(len(data)),
-		FirstSample: sw.first, Samples: sw.shard.Samples - sw.first,
+		Offset: sw.off, Size: int64(len(stored)), RawSize: rawSize,
+		FirstSample: first, Samples: samples,
 	})
 	sw.off += int64(len(stored))
-	sw.flushed += int64(len(data))
-	sw.first = sw.shard.Samples
-	sw.raw.Reset()
+	sw.flushed += rawSize
 	return nil
 }
 
@@ -182,7 +233,7 @@ func (sw *ShardWriter) Samples() int64 { return sw.shard.Samples }
 // Size estimates the shard's stored size so far: bytes written plus the
 // open chunk, scaled by the compression ratio seen so far.
 func (sw *ShardWriter) Size() int64 {
-	open := int64(sw.raw.Len())
+	open := int64(sw.raw.Len()) + sw.pendRaw
 	if sw.comp == manifest.CompressionZstd && sw.flushed > 0 {
 		open = int64(float64(open) * float64(sw.off) / float64(sw.flushed))
 	}
@@ -201,12 +252,17 @@ func (sw *ShardWriter) Close() (manifest.Shard, error) {
 		defer sw.enc.Close()
 	}
 	if sw.err != nil {
+		sw.drain(0) // wait for the frames in flight
 		return manifest.Shard{}, sw.err
 	}
-	if err := sw.tw.Close(); err != nil {
-		return manifest.Shard{}, err
+	err := sw.tw.Close()
+	if err == nil {
+		err = sw.flush()
 	}
-	if err := sw.flush(); err != nil {
+	if derr := sw.drain(0); err == nil {
+		err = derr
+	}
+	if err != nil {
 		return manifest.Shard{}, err
 	}
 	if sw.comp == manifest.CompressionZstd {
