@@ -35,11 +35,18 @@ import (
 	"github.com/shardstream/shardstream/worker/wds"
 )
 
-// buildBinary builds the shardstream binary into a test directory.
+// buildBinary returns the shardstream binary: $SHARDSTREAM_BIN when set
+// (`make go-test` builds it first), else one built into a test directory.
 func buildBinary(t testing.TB) string {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("e2e: builds and runs the binary; skipped with -short")
+	}
+	if bin := os.Getenv("SHARDSTREAM_BIN"); bin != "" {
+		if _, err := os.Stat(bin); err != nil {
+			t.Fatalf("SHARDSTREAM_BIN: %v", err)
+		}
+		return bin
 	}
 	bin := filepath.Join(t.TempDir(), "shardstream")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
