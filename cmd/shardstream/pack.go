@@ -71,7 +71,7 @@ func runPack(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return usageError{fmt.Sprintf("pack: --chunk-size %q: want a size like 8MiB", f.chunkSize)}
 	}
 	start := time.Now()
-	files, skipped, err := listInput(f.input)
+	files, skipped, err := listInput(f.input, localDir(f.output))
 	if err != nil {
 		return err
 	}
@@ -84,6 +84,9 @@ func runPack(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	st, err := openOutput(ctx, f.output, store.Config{S3Endpoint: f.s3Endpoint, S3PathStyle: f.s3PathStyle, S3Region: f.s3Region})
 	if err != nil {
 		return err
+	}
+	if _, err := st.Stat(ctx, manifest.FileName); err == nil {
+		fmt.Fprintf(stderr, "pack: replacing the dataset at %s (shards beyond the new ones stay, unlisted)\n", f.output)
 	}
 	prog := newProgress(stderr, "pack", start)
 	opts.Progress = prog.update
@@ -116,13 +119,22 @@ func runPack(ctx context.Context, args []string, stdout, stderr io.Writer) error
 // listInput returns the regular files under dir (symbolic links followed
 // to files), sorted by sample key and field so that a sample's files are
 // consecutive, and how many hidden (dot) or non-regular entries it
-// skipped.
-func listInput(dir string) ([]packFile, int, error) {
+// skipped. The directory skip (pack's output, when inside dir) is left
+// out.
+func listInput(dir, skip string) ([]packFile, int, error) {
 	var files []packFile
 	skipped := 0
+	if skip != "" {
+		skip, _ = filepath.Abs(skip)
+	}
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return fmt.Errorf("pack: %w", err)
+		}
+		if d.IsDir() && skip != "" {
+			if abs, _ := filepath.Abs(p); abs == skip {
+				return fs.SkipDir
+			}
 		}
 		if p != dir && strings.HasPrefix(d.Name(), ".") {
 			skipped++
@@ -165,13 +177,21 @@ func listInput(dir string) ([]packFile, int, error) {
 	return files, skipped, nil
 }
 
+// localDir is the directory of a local dataset uri, "" for other stores.
+func localDir(uri string) string {
+	if dir, ok := strings.CutPrefix(uri, "file://"); ok {
+		return dir
+	}
+	if strings.Contains(uri, "://") {
+		return ""
+	}
+	return uri
+}
+
 // openOutput opens a dataset root for writing, creating a local directory
 // if it is missing.
 func openOutput(ctx context.Context, uri string, cfg store.Config) (store.Store, error) {
-	if dir, ok := strings.CutPrefix(uri, "file://"); ok || !strings.Contains(uri, "://") {
-		if !ok {
-			dir = uri
-		}
+	if dir := localDir(uri); dir != "" {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, err
 		}

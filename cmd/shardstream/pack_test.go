@@ -177,6 +177,23 @@ func TestPackIndexS3(t *testing.T) {
 	}
 }
 
+// TestPackOutputInsideInput: packing into a directory of the input, twice,
+// never packs the previous output.
+func TestPackOutputInsideInput(t *testing.T) {
+	ctx := context.Background()
+	in := t.TempDir()
+	want := packTestTree(t, in, 40)
+	out := filepath.Join(in, "packed")
+	for range 2 {
+		var stderr bytes.Buffer
+		if err := runPack(ctx, []string{"--input", in, "--output", out, "--shard-size", "64k"}, io.Discard, &stderr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, got := readDatasetTest(t, ctx, out)
+	compareFiles(t, want, got)
+}
+
 func TestPackErrors(t *testing.T) {
 	ctx := context.Background()
 	bad := t.TempDir()
