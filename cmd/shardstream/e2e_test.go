@@ -43,8 +43,8 @@ func buildBinary(t testing.TB) string {
 		t.Skip("e2e: builds and runs the binary; skipped with -short")
 	}
 	if bin := os.Getenv("SHARDSTREAM_BIN"); bin != "" {
-		if _, err := os.Stat(bin); err != nil {
-			t.Fatalf("SHARDSTREAM_BIN: %v", err)
+		if fi, err := os.Stat(bin); err != nil || !fi.Mode().IsRegular() {
+			t.Fatalf("SHARDSTREAM_BIN=%s: not a file (%v)", bin, err)
 		}
 		return bin
 	}
