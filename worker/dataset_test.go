@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"testing"
@@ -25,11 +26,12 @@ type dataset struct {
 
 // sampleOf is the expected content of sample i of shard s.
 func sampleOf(s, i int, maxField int) worker.Sample {
-	rng := rand.New(rand.NewPCG(uint64(s), uint64(i)))
-	bin := make([]byte, 1+rng.IntN(maxField))
-	for j := range bin {
-		bin[j] = byte(rng.Uint32())
-	}
+	var seed [32]byte
+	binary.LittleEndian.PutUint64(seed[:], uint64(s))
+	binary.LittleEndian.PutUint64(seed[8:], uint64(i))
+	rng := rand.NewChaCha8(seed)
+	bin := make([]byte, 1+rand.New(rng).IntN(maxField))
+	rng.Read(bin)
 	return worker.Sample{
 		Key: fmt.Sprintf("s%03d-%06d", s, i),
 		Fields: []worker.Field{
