@@ -11,6 +11,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/shardstream/shardstream/manifest"
@@ -47,7 +49,127 @@ func registerS3Flags(fs *flag.FlagSet, endpoint *string, pathStyle *bool, region
 type packFile struct {
 	path       string
 	key, field string
+	size       int64 // at listing time, for the read-ahead budget
 }
+
+// Read-ahead of pack's input: files are read by packReaders goroutines
+// ahead of the writer, up to packAheadBytes (and packAheadSamples) in
+// memory, so that per-file latency (network file systems, cold disks)
+// overlaps the compression.
+const (
+	packReaders      = 8
+	packAheadBytes   = 256 << 20
+	packAheadSamples = 256
+)
+
+// loader reads the samples of a sorted file list ahead of their use. Its
+// goroutines end when all samples are read or ctx ends; wait waits for
+// them.
+type loader struct {
+	queue    chan chan loaded // samples in order, each filled when read
+	freed    chan struct{}    // signalled when next hands a sample over
+	inflight atomic.Int64     // bytes read ahead and not handed over
+	wg       sync.WaitGroup
+}
+
+type loaded struct {
+	s    wds.Sample
+	size int64
+	err  error
+}
+
+func startLoader(ctx context.Context, files []packFile, readers int, budget int64) *loader {
+	ld := &loader{queue: make(chan chan loaded, packAheadSamples), freed: make(chan struct{}, 1)}
+	ld.wg.Add(1)
+	go func() {
+		defer ld.wg.Done()
+		defer close(ld.queue)
+		sem := make(chan struct{}, readers)
+		for i := 0; i < len(files); {
+			j, size := i, int64(0)
+			for ; j < len(files) && files[j].key == files[i].key; j++ {
+				size += files[j].size
+			}
+			group := files[i:j]
+			i = j
+			// A sample larger than the budget goes alone.
+			for ld.inflight.Load() > 0 && ld.inflight.Load()+size > budget {
+				select {
+				case <-ld.freed:
+				case <-ctx.Done():
+					return
+				}
+			}
+			ch := make(chan loaded, 1)
+			select {
+			case ld.queue <- ch:
+			case <-ctx.Done():
+				return
+			}
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				ch <- loaded{err: ctx.Err()}
+				return
+			}
+			ld.inflight.Add(size)
+			ld.wg.Add(1)
+			go func() {
+				defer ld.wg.Done()
+				defer func() { <-sem }()
+				ch <- loadSample(group, size)
+			}()
+		}
+	}()
+	return ld
+}
+
+// loadSample reads the files of one sample.
+func loadSample(group []packFile, size int64) loaded {
+	l := loaded{s: wds.Sample{Key: group[0].key}, size: size}
+	for _, f := range group {
+		data, err := os.ReadFile(f.path)
+		if err != nil {
+			l.err = fmt.Errorf("pack: %w", err)
+			return l
+		}
+		l.s.Fields = append(l.s.Fields, wds.Field{Name: f.field, Data: data})
+	}
+	return l
+}
+
+// next returns the next sample in order; false when all are read.
+func (ld *loader) next(ctx context.Context) (wds.Sample, bool, error) {
+	var ch chan loaded
+	select {
+	case c, ok := <-ld.queue:
+		if !ok {
+			return wds.Sample{}, false, ctx.Err()
+		}
+		ch = c
+	case <-ctx.Done():
+		return wds.Sample{}, false, ctx.Err()
+	}
+	var l loaded
+	select {
+	case l = <-ch:
+	case <-ctx.Done():
+		return wds.Sample{}, false, ctx.Err()
+	}
+	ld.inflight.Add(-l.size)
+	select {
+	case ld.freed <- struct{}{}:
+	default:
+	}
+	if l.err != nil {
+		return wds.Sample{}, false, l.err
+	}
+	return l.s, true, nil
+}
+
+// wait waits for the loader's goroutines; cancel its ctx first to stop it
+// early.
+func (ld *loader) wait() { ld.wg.Wait() }
 
 func runPack(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var f packFlags
@@ -90,20 +212,19 @@ func runPack(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	prog := newProgress(stderr, "pack", start)
 	opts.Progress = prog.update
-	i := 0
+	ctx, cancel := context.WithCancel(ctx)
+	ld := startLoader(ctx, files, packReaders, packAheadBytes)
+	defer func() {
+		cancel()
+		ld.wait()
+	}()
+	var inBytes int64
 	next := func() (wds.Sample, bool, error) {
-		if i == len(files) {
-			return wds.Sample{}, false, nil
+		s, ok, err := ld.next(ctx)
+		for _, f := range s.Fields {
+			inBytes += int64(len(f.Data))
 		}
-		s := wds.Sample{Key: files[i].key}
-		for ; i < len(files) && files[i].key == s.Key; i++ {
-			data, err := os.ReadFile(files[i].path)
-			if err != nil {
-				return wds.Sample{}, false, fmt.Errorf("pack: %w", err)
-			}
-			s.Fields = append(s.Fields, wds.Field{Name: files[i].field, Data: data})
-		}
-		return s, true, nil
+		return s, ok, err
 	}
 	m, err := wds.WriteDataset(ctx, st, next, opts)
 	prog.done()
@@ -111,8 +232,8 @@ func runPack(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return fmt.Errorf("pack %s into %s: %w", f.input, f.output, err)
 	}
 	elapsed := time.Since(start)
-	fmt.Fprintf(stdout, "packed %d samples (%d files) into %d shards, %d bytes, in %s (%.1f MB/s)\n",
-		m.TotalSamples(), len(files), len(m.Shards), m.TotalBytes(), elapsed.Round(time.Millisecond), float64(m.TotalBytes())/1e6/elapsed.Seconds())
+	fmt.Fprintf(stdout, "packed %d samples (%d files, %d bytes) into %d shards, %d bytes, in %s (%.1f MB/s of input)\n",
+		m.TotalSamples(), len(files), inBytes, len(m.Shards), m.TotalBytes(), elapsed.Round(time.Millisecond), float64(inBytes)/1e6/elapsed.Seconds())
 	return nil
 }
 
@@ -162,7 +283,11 @@ func listInput(dir, skip string) ([]packFile, int, error) {
 		if wds.EntryName(key, field) != rel {
 			return fmt.Errorf("pack: %s: a name ending in a dot cannot be stored as a sample field", p)
 		}
-		files = append(files, packFile{path: p, key: key, field: field})
+		info, err := d.Info()
+		if err != nil {
+			return fmt.Errorf("pack: %w", err)
+		}
+		files = append(files, packFile{path: p, key: key, field: field, size: info.Size()})
 		return nil
 	})
 	if err != nil {
