@@ -16,6 +16,7 @@ import (
 
 	"github.com/shardstream/shardstream/internal/miniotest"
 	"github.com/shardstream/shardstream/manifest"
+	"github.com/shardstream/shardstream/worker"
 	"github.com/shardstream/shardstream/worker/store"
 	"github.com/shardstream/shardstream/worker/wds"
 )
@@ -100,6 +101,32 @@ func readDatasetTest(t *testing.T, ctx context.Context, uri string, cfg ...store
 	return m, got
 }
 
+// readWithWorker reads every chunk of the dataset at uri through the
+// loader's read path (worker.Reader) into "key|field" → contents.
+func readWithWorker(t *testing.T, ctx context.Context, uri string) map[string][]byte {
+	t.Helper()
+	r, err := worker.Open(ctx, uri, worker.Config{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	got := map[string][]byte{}
+	for si, sh := range r.Manifest().Shards {
+		for ci := range sh.Chunks {
+			c, err := r.Chunk(ctx, si, ci)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, s := range c.Samples {
+				for _, f := range s.Fields {
+					got[s.Key+"|"+f.Name] = f.Data
+				}
+			}
+		}
+	}
+	return got
+}
+
 func compareFiles(t *testing.T, want, got map[string][]byte) {
 	t.Helper()
 	if len(got) != len(want) {
@@ -135,6 +162,7 @@ func TestPack(t *testing.T) {
 					t.Errorf("%d shards, want several of 100 kB", len(m.Shards))
 				}
 				compareFiles(t, want, got)
+				compareFiles(t, want, readWithWorker(t, ctx, out))
 				fps = append(fps, m.Fingerprint())
 			}
 			if fps[0] != fps[1] {
