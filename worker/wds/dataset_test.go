@@ -262,3 +262,63 @@ func TestIndexCorrupt(t *testing.T) {
 		t.Error("indexed a missing shard")
 	}
 }
+
+// TestIndexGlobalHeader: a PAX global header mid-archive (git archive
+// writes one) does not shift the chunk boundaries after it.
+func TestIndexGlobalHeader(t *testing.T) {
+	ctx := testContext(t)
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	var want []Sample
+	for i := range 6 {
+		if i == 3 {
+			if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeXGlobalHeader, Name: "pax_global_header", PAXRecords: map[string]string{"comment": "a commit id of 40 characters, say, 0123456789"}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		key := fmt.Sprintf("s%d", i)
+		data := bytes.Repeat([]byte{byte(i)}, 100*i)
+		tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: key + ".bin", Size: int64(len(data)), Mode: 0o644})
+		tw.Write(data)
+		want = append(want, Sample{Key: key, Fields: []Field{{"bin", data}}})
+	}
+	tw.Close()
+	st := store.NewMem()
+	st.Write(ctx, "g.tar", bytes.NewReader(buf.Bytes()))
+	sh, got := indexAndDecode(t, ctx, st, "g.tar", 1)
+	if len(sh.Chunks) != len(want) {
+		t.Errorf("%d chunks, want one per sample (%d)", len(sh.Chunks), len(want))
+	}
+	if diff := diffSamples(want, got); diff != "" {
+		t.Error(diff)
+	}
+}
+
+// TestIndexDirWithSize: a directory header whose size field is not zero
+// has no data after it (as archive/tar reads it); chunk boundaries after
+// it stay on headers.
+func TestIndexDirWithSize(t *testing.T) {
+	ctx := testContext(t)
+	data := tarOf(t, tar.FormatUSTAR, tar.Header{Name: "d/", Typeflag: tar.TypeDir}, tar.Header{Name: "d/a.x"}, tar.Header{Name: "d/b.x"}, tar.Header{Name: "d/c.x"})
+	hdr := data[:512]
+	copy(hdr[124:136], fmt.Sprintf("%011o\x00", 1024)) // size field
+	copy(hdr[148:156], "        ")                     // checksum over spaces
+	var sum int
+	for _, b := range hdr {
+		sum += int(b)
+	}
+	copy(hdr[148:156], fmt.Sprintf("%06o\x00 ", sum))
+	want, err := ParseTar(data, 0, 3)
+	if err != nil {
+		t.Fatalf("a directory with a size field: %v", err)
+	}
+	st := store.NewMem()
+	st.Write(ctx, "d.tar", bytes.NewReader(data))
+	sh, got := indexAndDecode(t, ctx, st, "d.tar", 1)
+	if len(sh.Chunks) != 3 {
+		t.Errorf("%d chunks, want 3", len(sh.Chunks))
+	}
+	if diff := diffSamples(want, got); diff != "" {
+		t.Error(diff)
+	}
+}

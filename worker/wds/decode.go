@@ -132,10 +132,11 @@ func ParseTar(buf []byte, firstSample, want int64) ([]Sample, error) {
 		// After Next the reader sits at the entry's data; the following
 		// Next seeks past it, so data is sliced without a copy.
 		pos := int64(len(buf)) - int64(br.Len())
-		if h.Size < 0 || h.Size > int64(len(buf))-pos {
-			return nil, &FormatError{Offset: pos, Msg: fmt.Sprintf("tar entry %q of %d bytes runs past the chunk end %d", h.Name, h.Size, len(buf))}
+		size := dataSize(h)
+		if size < 0 || size > int64(len(buf))-pos {
+			return nil, &FormatError{Offset: pos, Msg: fmt.Sprintf("tar entry %q of %d bytes runs past the chunk end %d", h.Name, size, len(buf))}
 		}
-		next = pos + padded(h.Size)
+		next = pos + padded(size)
 		if !regular(h) {
 			continue
 		}
@@ -185,6 +186,17 @@ func EntryName(key, field string) string {
 	return key + "." + field
 }
 
+// dataSize is the number of data bytes that follow an entry's header:
+// none for header-only types, whatever their size field says (as
+// archive/tar reads them).
+func dataSize(h *tar.Header) int64 {
+	switch h.Typeflag {
+	case tar.TypeLink, tar.TypeSymlink, tar.TypeChar, tar.TypeBlock, tar.TypeDir, tar.TypeFifo:
+		return 0
+	}
+	return h.Size
+}
+
 func regular(h *tar.Header) bool {
 	return h.Typeflag == tar.TypeReg || h.Typeflag == tar.TypeGNUSparse
 }
@@ -202,5 +214,5 @@ func sparse(h *tar.Header) bool {
 	return false
 }
 
-// padded rounds a tar entry's data size up to whole 512-byte blocks.
+// padded rounds a tar offset or size up to whole 512-byte blocks.
 func padded(n int64) int64 { return (n + 511) &^ 511 }

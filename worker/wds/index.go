@@ -262,11 +262,15 @@ func scanTar(ctx context.Context, r io.Reader) (starts []int64, end int64, err e
 			}
 			return nil, 0, &FormatError{Offset: next, Msg: fmt.Sprintf("tar header after sample %d: %v", len(starts), err)}
 		}
-		hdr, pos := next, cr.n-base
-		if h.Size < 0 {
-			return nil, 0, &FormatError{Offset: pos, Msg: fmt.Sprintf("tar entry %q has size %d", h.Name, h.Size)}
+		// Headers start on block boundaries; rounding up also covers a
+		// PAX global header, after which archive/tar leaves the reader
+		// before its data's padding.
+		hdr, pos := padded(next), cr.n-base
+		size := dataSize(h)
+		if size < 0 {
+			return nil, 0, &FormatError{Offset: pos, Msg: fmt.Sprintf("tar entry %q has size %d", h.Name, size)}
 		}
-		next = pos + padded(h.Size)
+		next = pos + padded(size)
 		if !regular(h) {
 			continue
 		}
