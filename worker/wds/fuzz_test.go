@@ -24,8 +24,9 @@ func fuzzDecoder() *Decoder { return &Decoder{MaxRawSize: 16 << 20} }
 
 // FuzzDecodeChunk: any bytes, plain or zstd, decode to exactly the number
 // of samples asked for or to an error; never a panic or a hang. Where a
-// plain chunk decodes, the streaming scanner IndexShard uses agrees on
-// where its samples start.
+// plain chunk decodes, the streaming scanner IndexShard uses finds the
+// same samples, and cutting at its sample starts gives pieces that decode
+// to one sample each (what the index's chunks rely on).
 func FuzzDecodeChunk(f *testing.F) {
 	for _, s := range decodeSeeds(f) {
 		f.Add(s.data, s.zstd, s.want)
@@ -60,6 +61,23 @@ func FuzzDecodeChunk(f *testing.F) {
 		}
 		if len(starts) != len(samples) {
 			t.Fatalf("ParseTar found %d samples, scanTar %d", len(samples), len(starts))
+		}
+		// Cut where the index would: every piece is exactly its sample.
+		for k, from := range starts {
+			to := int64(len(data))
+			if k+1 < len(starts) {
+				to = starts[k+1]
+			}
+			if from > to || to > int64(len(data)) {
+				t.Fatalf("sample starts %v out of order or past %d bytes", starts, len(data))
+			}
+			one, err := ParseTar(data[from:to], int64(k), 1)
+			if err != nil {
+				t.Fatalf("sample %d cut at [%d,%d): %v", k, from, to, err)
+			}
+			if one[0].Key != samples[k].Key || len(one[0].Fields) != len(samples[k].Fields) {
+				t.Fatalf("sample %d cut at [%d,%d) is %q with %d fields, want %q with %d", k, from, to, one[0].Key, len(one[0].Fields), samples[k].Key, len(samples[k].Fields))
+			}
 		}
 	})
 }
@@ -123,6 +141,15 @@ func decodeSeeds(t testing.TB) []decodeSeed {
 		out = append(out, decodeSeed{z.EncodeAll(data, nil), true, 2})
 		z.Close()
 	}
+	var g bytes.Buffer // a PAX global header between samples, as git archive writes
+	tw := tar.NewWriter(&g)
+	tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "a.x", Size: 1, Mode: 0o644})
+	tw.Write([]byte("a"))
+	tw.WriteHeader(&tar.Header{Typeflag: tar.TypeXGlobalHeader, Name: "pax_global_header", PAXRecords: map[string]string{"comment": "c"}})
+	tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "b.x", Size: 1, Mode: 0o644})
+	tw.Write([]byte("b"))
+	tw.Close()
+	out = append(out, decodeSeed{g.Bytes(), false, 2})
 	out = append(out, decodeSeed{nil, false, 0}, decodeSeed{make([]byte, 1024), false, 0})
 	return out
 }
