@@ -229,6 +229,20 @@ func TestIndexZstd(t *testing.T) {
 		t.Error(diff)
 	}
 
+	// A seek table that does not describe the frames is ignored: one chunk.
+	var lying bytes.Buffer
+	lying.Write(seek.Bytes()[:seek.Len()-len(AppendSeekTable(nil, entries))])
+	entries[0].DecompressedSize++
+	lying.Write(AppendSeekTable(nil, entries))
+	st.Write(ctx, "lying.tar.zst", bytes.NewReader(lying.Bytes()))
+	sh, got = indexAndDecode(t, ctx, st, "lying.tar.zst", 1)
+	if len(sh.Chunks) != 1 {
+		t.Errorf("seek table with a wrong size: %d chunks, want 1", len(sh.Chunks))
+	}
+	if diff := diffSamples(want, got); diff != "" {
+		t.Error(diff)
+	}
+
 	// Our own shards index to the chunk table they were written with.
 	samples := testSamples(200, 9)
 	own, wrote := writeShard(t, samples, manifest.CompressionZstd, 20_000)
