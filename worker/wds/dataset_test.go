@@ -6,6 +6,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -334,5 +336,42 @@ func TestIndexDirWithSize(t *testing.T) {
 	}
 	if diff := diffSamples(want, got); diff != "" {
 		t.Error(diff)
+	}
+}
+
+// failingStore fails every Write after reading limit bytes of it.
+type failingStore struct {
+	store.Store
+	limit int64
+}
+
+func (f failingStore) Write(ctx context.Context, path string, r io.Reader) error {
+	io.CopyN(io.Discard, r, f.limit)
+	return fmt.Errorf("write %s: disk full", path)
+}
+
+// TestWriteDatasetStoreFails: an upload that fails mid-shard ends
+// WriteDataset with an error naming the shard, without a hang, and leaves
+// no goroutine behind (frames in flight included).
+func TestWriteDatasetStoreFails(t *testing.T) {
+	ctx := testContext(t)
+	samples := testSamples(2000, 13)
+	before := runtime.NumGoroutine()
+	for _, limit := range []int64{0, 50_000} {
+		i := 0
+		next := func() (Sample, bool, error) {
+			if i == len(samples) {
+				return Sample{}, false, nil
+			}
+			i++
+			return samples[i-1], true, nil
+		}
+		_, err := WriteDataset(ctx, failingStore{store.NewMem(), limit}, next, DatasetOptions{ChunkSize: 4096})
+		if err == nil || !strings.Contains(err.Error(), "shard-000000.tar.zst") || !strings.Contains(err.Error(), "disk full") {
+			t.Errorf("limit %d: err = %v, want one naming the shard and the store's error", limit, err)
+		}
+	}
+	if after := runtime.NumGoroutine(); after > before {
+		t.Errorf("%d goroutines before, %d after failed writes", before, after)
 	}
 }
