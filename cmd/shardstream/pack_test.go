@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -311,5 +312,21 @@ func TestParseByteSize(t *testing.T) {
 		if _, err := parseByteSize(in); err == nil {
 			t.Errorf("parseByteSize(%q) accepted", in)
 		}
+	}
+}
+
+// TestPackCancel: a cancelled pack returns the context's error and
+// writes no manifest.
+func TestPackCancel(t *testing.T) {
+	in, out := t.TempDir(), t.TempDir()
+	packTestTree(t, in, 50)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	err := runPack(ctx, []string{"--input", in, "--output", out}, io.Discard, io.Discard)
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("err = %v, want context.Canceled", err)
+	}
+	if _, err := os.Stat(filepath.Join(out, manifest.FileName)); err == nil {
+		t.Error("a cancelled pack wrote a manifest")
 	}
 }
