@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -51,9 +52,9 @@ class Packed:
 
 def sample_files(i: int, size: int) -> dict[str, bytes]:
     """The fields of sample ``i``: ``cls`` is ``i`` in ASCII, ``bin`` is
-    ``size`` bytes that depend on ``i`` (so a mixed-up sample is noticed)."""
-    pattern = i.to_bytes(4, "little") * (size // 4 + 1)
-    return {"cls": str(i).encode(), "bin": pattern[:size]}
+    ``size`` pseudo-random bytes seeded by ``i`` (so a mixed-up sample is
+    noticed, and shards compress little: shard sizes are predictable)."""
+    return {"cls": str(i).encode(), "bin": random.Random(i).randbytes(size)}
 
 
 def write_files(out: Path, samples: int, *, size: int = 200, spread: int = 300) -> None:
@@ -90,12 +91,19 @@ def pack(
 
 
 def pack_local(
-    bin_path: Path, root: Path, samples: int, *, shard_size: str, size: int = 200, spread: int = 300
+    bin_path: Path,
+    root: Path,
+    samples: int,
+    *,
+    shard_size: str,
+    chunk_size: str = "8MiB",
+    size: int = 200,
+    spread: int = 300,
 ) -> Packed:
     """Writes ``samples`` samples as files and packs them into ``root/dataset``."""
     files, out = root / "files", root / "dataset"
     write_files(files, samples, size=size, spread=spread)
-    pack(bin_path, files, str(out), shard_size=shard_size)
+    pack(bin_path, files, str(out), shard_size=shard_size, extra=("--chunk-size", chunk_size))
     manifest = json.loads((out / "manifest.json").read_text())
     n = sum(int(s["samples"]) for s in manifest["shards"])
     assert n == samples, f"pack wrote {n} samples into the manifest, want {samples}"
