@@ -152,7 +152,8 @@ def check_epoch(epoch: int, results: list[dict[str, Any]], total: int) -> bool:
     ok = repeated == 0 and delivered + dropped == total and len(set(steps)) == 1
     tokens = {r["state"]["resume_token"] for r in results}
     print(
-        f"epoch {epoch}: {delivered} samples read in {seconds:.2f}s, "
+        f"epoch {epoch}: {delivered} samples read in {seconds:.2f}s "
+        f"({delivered / seconds:.0f} samples/s), "
         f"{mb / seconds:.1f} MB/s ({mb:.1f} MB; {wait:.2f}s of it in the data path, "
         f"{mb / max(wait, 1e-9):.1f} MB/s there), steps per rank {steps}, "
         f"loss {np.mean([r['loss'] for r in results]):.3f}, "
