@@ -45,7 +45,9 @@ const DefaultMaxRawSize = 4 << 30
 
 // Decoder decodes chunks. The zero value is ready to use; it creates its
 // zstd decoder on first use. Safe for concurrent use: zstd decoding runs
-// up to GOMAXPROCS chunks at once.
+// up to GOMAXPROCS chunks at once. It needs no Close: a zstd decoder used
+// only through DecodeAll holds no goroutines. Do not copy a Decoder after
+// first use.
 type Decoder struct {
 	// MaxRawSize bounds a chunk's decompressed size in bytes; larger
 	// chunks are an error. Zero means DefaultMaxRawSize.
