@@ -26,7 +26,7 @@ from shardstream.dataset import (
     sample_from_proto,
 )
 from shardstream.errors import ShardStreamError
-from shardstream.world import World, current_worker, current_world, resolve_world
+from shardstream.world import World, current_worker, current_world, dist_world, resolve_world
 
 __all__ = [
     "Batch",
@@ -40,6 +40,7 @@ __all__ = [
     "batch_from_proto",
     "current_worker",
     "current_world",
+    "dist_world",
     "resolve_world",
     "sample_from_proto",
 ]

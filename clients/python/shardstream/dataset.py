@@ -20,7 +20,7 @@ from torch.utils.data import IterableDataset
 from shardstream.errors import ShardStreamError, from_rpc_error
 from shardstream.v1 import shardstream_pb2 as pb
 from shardstream.v1 import shardstream_pb2_grpc as pb_grpc
-from shardstream.world import current_worker, current_world
+from shardstream.world import current_worker, current_world, dist_world
 
 __all__ = [
     "Batch",
@@ -255,6 +255,17 @@ class ShardStreamDataset(IterableDataset[Any]):
         )
         self.stats = Stats()
         self.last_plan: Plan | None = None
+        # torch.distributed's (rank, world size) in the process that pickled
+        # this dataset for a DataLoader worker (see __getstate__).
+        self._inherited_dist: tuple[int, int] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A DataLoader worker started with spawn gets a pickled copy, and
+        # torch.distributed is not initialised in it: carry the parent's
+        # rank along, or the worker would read as rank 0 of 1.
+        state = dict(self.__dict__)
+        state["_inherited_dist"] = dist_world() or self._inherited_dist
+        return state
 
     # ---- state ---------------------------------------------------------
 
@@ -350,7 +361,7 @@ class ShardStreamDataset(IterableDataset[Any]):
     def plan(self) -> Plan:
         """Asks the coordinator for this rank's plan (PlanEpoch) without
         streaming anything."""
-        world = current_world(self.rank, self.world_size)
+        world = current_world(self.rank, self.world_size, self._inherited_dist)
         with self._channel(self.address) as ch:
             return self._plan(pb_grpc.CoordinatorServiceStub(ch), self.job(world.world_size))
 
@@ -383,7 +394,7 @@ class ShardStreamDataset(IterableDataset[Any]):
                 "batches are one ordered stream, use num_workers=0 or 1 "
                 "(the loader service does the reading and decompression)"
             )
-        world = current_world(self.rank, self.world_size)
+        world = current_world(self.rank, self.world_size, self._inherited_dist)
         return self._iterate(world.rank, world.world_size)
 
     def _iterate(self, rank: int, world_size: int) -> Iterator[Any]:

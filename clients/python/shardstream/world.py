@@ -20,7 +20,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-__all__ = ["World", "current_worker", "current_world", "resolve_world"]
+__all__ = ["World", "current_worker", "current_world", "dist_world", "resolve_world"]
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,9 @@ def resolve_world(
     return World(rank=r, world_size=w, source=where)
 
 
-def _dist_world() -> tuple[int, int] | None:
+def dist_world() -> tuple[int, int] | None:
+    """(rank, world size) of torch.distributed's default group, or None
+    when it is not initialised in this process."""
     try:
         import torch.distributed as dist
     except ImportError:  # pragma: no cover - torch built without distributed
@@ -102,9 +104,17 @@ def _dist_world() -> tuple[int, int] | None:
     return None
 
 
-def current_world(rank: int | None = None, world_size: int | None = None) -> World:
-    """:func:`resolve_world` for this process: torch.distributed, then os.environ."""
-    return resolve_world(rank=rank, world_size=world_size, dist=_dist_world(), env=os.environ)
+def current_world(
+    rank: int | None = None,
+    world_size: int | None = None,
+    inherited: tuple[int, int] | None = None,
+) -> World:
+    """:func:`resolve_world` for this process: torch.distributed, else
+    ``inherited`` (the group of the process that started this DataLoader
+    worker), else os.environ."""
+    return resolve_world(
+        rank=rank, world_size=world_size, dist=dist_world() or inherited, env=os.environ
+    )
 
 
 def current_worker() -> tuple[int, int]:

@@ -12,6 +12,7 @@ from typing import Any
 
 import grpc
 import pytest
+import torch.distributed as dist
 from torch.utils.data import DataLoader
 
 import shardstream
@@ -323,3 +324,27 @@ def test_loader_killed_rank_moves_to_another(shardstream_bin: Path, tmp_path: Pa
     finally:
         a.stop()
         b.stop()
+
+
+def test_rank_from_torch_distributed_reaches_the_worker(server: Server) -> None:
+    # Rank 1 of 2 from torch.distributed (a fake group: one process), not
+    # from arguments. A spawned DataLoader worker has no process group of
+    # its own; it must still read rank 1's batches, not rank 0 of 1's.
+    from torch.testing._internal.distributed.fake_pg import FakeStore
+
+    want, _ = read_epoch(server.address, 2, seed=8)
+    dist.init_process_group("fake", rank=1, world_size=2, store=FakeStore())
+    try:
+        ds = shardstream.ShardStreamDataset(
+            server.address, seed=8, batch_size=16, decode=decode_numbers
+        )
+        in_process = [i for _, b in ds for i in b]
+        ds = shardstream.ShardStreamDataset(
+            server.address, seed=8, batch_size=16, decode=decode_numbers
+        )
+        loader = DataLoader(ds, batch_size=None, num_workers=1, multiprocessing_context="spawn")
+        in_worker = [i for _, b in loader for i in b]
+    finally:
+        dist.destroy_process_group()
+    assert in_process == want[1]
+    assert in_worker == want[1]
