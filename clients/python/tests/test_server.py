@@ -149,19 +149,26 @@ def test_resume_from_state_dict(server: Server) -> None:
         assert list(ds) == []
 
 
-def test_elastic_resume(server: Server) -> None:
-    kw: dict[str, Any] = {"seed": 9, "batch_size": 16}
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [((2, 16), (3, 5)), ((3, 7), (1, 32)), ((2, 8), (4, 8))],
+    ids=["grow", "shrink", "double"],
+)
+def test_elastic_resume(server: Server, before: tuple[int, int], after: tuple[int, int]) -> None:
+    (world, batch), (new_world, new_batch) = before, after
     first: list[int] = []
     tokens = set()
-    for r in range(2):
-        ds = shardstream.ShardStreamDataset(server.address, rank=r, world_size=2, **kw)
+    for r in range(world):
+        ds = shardstream.ShardStreamDataset(
+            server.address, rank=r, world_size=world, seed=9, batch_size=batch
+        )
         first += numbers(take(iter(ds), 10))
         tokens.add(ds.state_dict()["resume_token"])
-    assert len(tokens) == 1
+    assert len(tokens) == 1, "ranks at the same step hold different tokens"
     (token,) = tokens
-    # Three ranks of batch 5 take over from the checkpoint of two of 16.
+    # Another world and batch size take over from the checkpoint.
     rest, plan = read_epoch(
-        server.address, 3, seed=9, batch_size=5, resume_token=token, last_batch="drop"
+        server.address, new_world, seed=9, batch_size=new_batch, resume_token=token
     )
     assert len({len(r) for r in rest}) == 1, "unbalanced after the resize"
     assert_exactly_once(first + [i for r in rest for i in r], plan.dropped)
