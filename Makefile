@@ -113,7 +113,7 @@ check-proto: $(TOOLS)/buf $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc ven
 lint: venv
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
-	cd clients/python && $(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+	cd clients/python && $(VENV)/bin/ruff check . ../../examples && $(VENV)/bin/ruff format --check . ../../examples
 	cd clients/python && $(VENV)/bin/mypy
 
 # ---- tests -----------------------------------------------------------------
