@@ -19,6 +19,7 @@ import (
 type indexFlags struct {
 	data                 string
 	chunkSize            string
+	compression          string
 	parallel             int
 	s3Endpoint, s3Region string
 	s3PathStyle          bool
@@ -27,6 +28,7 @@ type indexFlags struct {
 func (f *indexFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.data, "data", "", "dataset root holding *.tar and *.tar.zst shards: a directory or s3://bucket/prefix (required)")
 	fs.StringVar(&f.chunkSize, "chunk-size", "8MiB", "raw size after which a chunk ends at the next sample boundary (zstd: at the next frame that ends on one)")
+	fs.StringVar(&f.compression, "compression", "auto", "shard compression: auto (by name: *.tar.zst is zstd, *.tar none), zstd or none (every shard)")
 	fs.IntVar(&f.parallel, "parallel", 4, "shards indexed at once (each reads its shard once, start to end)")
 	registerS3Flags(fs, &f.s3Endpoint, &f.s3PathStyle, &f.s3Region)
 }
@@ -43,6 +45,14 @@ func runIndex(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if f.parallel < 1 {
 		return usageError{fmt.Sprintf("index: --parallel %d < 1", f.parallel)}
+	}
+	comp := f.compression
+	switch comp {
+	case "auto":
+		comp = "" // IndexShard: by name
+	case manifest.CompressionZstd, manifest.CompressionNone:
+	default:
+		return usageError{fmt.Sprintf("index: --compression %q: want auto, zstd or none", f.compression)}
 	}
 	chunkSize, err := parseByteSize(f.chunkSize)
 	if err != nil || chunkSize == 0 {
@@ -66,7 +76,7 @@ func runIndex(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if len(paths) == 0 {
 		return fmt.Errorf("index: no *.tar or *.tar.zst objects under %s", f.data)
 	}
-	shards, err := indexShards(ctx, st, paths, chunkSize, f.parallel, newProgress(stderr, "index", start))
+	shards, err := indexShards(ctx, st, paths, comp, chunkSize, f.parallel, newProgress(stderr, "index", start))
 	if err != nil {
 		return fmt.Errorf("index %s: %w", f.data, err)
 	}
@@ -93,7 +103,8 @@ func runIndex(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 // indexShards indexes the shards at paths, parallel at once, and returns
 // their entries in the order of paths; the first error stops the rest.
-func indexShards(ctx context.Context, st store.Store, paths []string, chunkSize int64, parallel int, prog *progress) ([]manifest.Shard, error) {
+// compression "" picks each shard's by its name.
+func indexShards(ctx context.Context, st store.Store, paths []string, compression string, chunkSize int64, parallel int, prog *progress) ([]manifest.Shard, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	out := make([]manifest.Shard, len(paths))
@@ -110,7 +121,7 @@ func indexShards(ctx context.Context, st store.Store, paths []string, chunkSize 
 		go func() {
 			defer wg.Done()
 			for i := range work {
-				sh, err := wds.IndexShard(ctx, st, paths[i], "", chunkSize)
+				sh, err := wds.IndexShard(ctx, st, paths[i], compression, chunkSize)
 				mu.Lock()
 				if err != nil && firstErr == nil {
 					firstErr = err

@@ -116,10 +116,43 @@ func TestIndexErrors(t *testing.T) {
 		{[]string{"--data", empty}, "no *.tar"},
 		{[]string{"--data", bad}, "x.tar"},
 		{[]string{"--data", empty, "--parallel", "0"}, "parallel"},
+		{[]string{"--data", empty, "--compression", "gzip"}, "--compression"},
 	} {
 		err := runIndex(ctx, tc.args, &bytes.Buffer{}, &bytes.Buffer{})
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("index %q: err = %v, want one naming %q", tc.args, err, tc.want)
 		}
 	}
+}
+
+// TestIndexCompression: --compression overrides the name's compression for
+// every shard; a plain tar read as zstd is an error naming the shard.
+func TestIndexCompression(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	want := map[string][]byte{}
+	var z bytes.Buffer
+	zw, err := zstd.NewWriter(&z)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zw.Write(indexTestTar(t, tar.FormatGNU, "z", 40, want))
+	zw.Close()
+	// A zstd shard whose name says plain tar: only --compression zstd reads it.
+	if err := os.WriteFile(filepath.Join(dir, "odd.tar"), z.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	if err := runIndex(ctx, []string{"--data", dir}, &stdout, &stderr); err == nil || !strings.Contains(err.Error(), "odd.tar") {
+		t.Errorf("index --compression auto of a zstd shard named .tar: err = %v, want one naming odd.tar", err)
+	}
+	if err := runIndex(ctx, []string{"--data", dir, "--compression", "zstd"}, &stdout, &stderr); err != nil {
+		t.Fatalf("index --compression zstd: %v", err)
+	}
+	m, got := readDatasetTest(t, ctx, dir)
+	if len(m.Shards) != 1 || m.Shards[0].Compression != manifest.CompressionZstd || m.Shards[0].Samples != 40 {
+		t.Errorf("manifest %+v, want one zstd shard of 40 samples", m.Shards)
+	}
+	compareFiles(t, want, got)
 }

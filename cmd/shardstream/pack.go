@@ -34,6 +34,7 @@ func (f *packFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.output, "output", "", "dataset root to write: a directory (created if missing) or s3://bucket/prefix (required)")
 	fs.StringVar(&f.shardSize, "shard-size", "256MiB", "stored size after which a shard ends (64MiB, 1GB, 512k, bytes)")
 	fs.StringVar(&f.chunkSize, "chunk-size", "8MiB", "raw size after which a chunk (the unit of a ranged read, one zstd frame) ends")
+	fs.StringVar(&f.chunkSize, "frame-size", "8MiB", "the same as --chunk-size (with zstd a chunk is one frame)")
 	fs.StringVar(&f.compress, "compress", "zstd", "shard compression: zstd (seekable frames) or none")
 	registerS3Flags(fs, &f.s3Endpoint, &f.s3PathStyle, &f.s3Region)
 }

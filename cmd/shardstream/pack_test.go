@@ -330,3 +330,32 @@ func TestPackCancel(t *testing.T) {
 		t.Error("a cancelled pack wrote a manifest")
 	}
 }
+
+// TestPackFrameSize: --frame-size is --chunk-size by its zstd name.
+func TestPackFrameSize(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	in := t.TempDir()
+	want := packTestTree(t, in, 100)
+	chunks := map[string]int{}
+	for _, flag := range []string{"--chunk-size", "--frame-size"} {
+		for _, size := range []string{"4k", "64k"} {
+			out := filepath.Join(t.TempDir(), "ds")
+			var stdout, stderr bytes.Buffer
+			if err := runPack(ctx, []string{"--input", in, "--output", out, "--shard-size", "1MiB", flag, size}, &stdout, &stderr); err != nil {
+				t.Fatalf("pack %s %s: %v", flag, size, err)
+			}
+			m, got := readDatasetTest(t, ctx, out)
+			compareFiles(t, want, got)
+			for _, sh := range m.Shards {
+				chunks[flag+size] += len(sh.Chunks)
+			}
+		}
+	}
+	if chunks["--frame-size4k"] != chunks["--chunk-size4k"] || chunks["--frame-size64k"] != chunks["--chunk-size64k"] {
+		t.Errorf("chunk counts %v: --frame-size and --chunk-size differ", chunks)
+	}
+	if chunks["--frame-size4k"] <= chunks["--frame-size64k"] {
+		t.Errorf("chunk counts %v: 4k frames should make more chunks than 64k", chunks)
+	}
+}
