@@ -56,21 +56,89 @@ type Decoder struct {
 	once sync.Once
 	zd   *zstd.Decoder
 	err  error
+
+	cappedOnce sync.Once
+	capped     *zstd.Decoder // DecodeAll output limited to cap(dst)
+	cappedErr  error
 }
 
 func (d *Decoder) zstd() (*zstd.Decoder, error) {
 	d.once.Do(func() {
-		max := d.MaxRawSize
-		if max <= 0 {
-			max = DefaultMaxRawSize
-		}
-		d.zd, d.err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(uint64(max)))
+		d.zd, d.err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(uint64(d.maxRawSize())))
 	})
 	return d.zd, d.err
 }
 
+func (d *Decoder) zstdCapped() (*zstd.Decoder, error) {
+	d.cappedOnce.Do(func() {
+		d.capped, d.cappedErr = zstd.NewReader(nil, zstd.WithDecoderConcurrency(0),
+			zstd.WithDecoderMaxMemory(uint64(d.maxRawSize())), zstd.WithDecodeAllCapLimit(true))
+	})
+	return d.capped, d.cappedErr
+}
+
+func (d *Decoder) maxRawSize() int64 {
+	if d.MaxRawSize <= 0 {
+		return DefaultMaxRawSize
+	}
+	return d.MaxRawSize
+}
+
+// DecompressChunk returns the decompressed bytes of a chunk the manifest
+// says holds rawSize bytes, in one buffer of exactly that size. A chunk
+// that decodes to any other size is a *FormatError, and one that would
+// decode to more stops there: a corrupt frame header or manifest cannot
+// make it allocate more than rawSize (itself at most MaxRawSize). Plain
+// tar chunks are returned as they are (raw itself) when their size is
+// rawSize.
+func (d *Decoder) DecompressChunk(raw []byte, compression string, rawSize int64) ([]byte, error) {
+	if rawSize < 0 || rawSize > d.maxRawSize() {
+		return nil, &FormatError{Offset: 0, Msg: fmt.Sprintf("chunk of %d raw bytes (limit %d)", rawSize, d.maxRawSize())}
+	}
+	switch compression {
+	case manifest.CompressionNone, "":
+		if int64(len(raw)) != rawSize {
+			return nil, &FormatError{Offset: 0, Msg: fmt.Sprintf("plain chunk of %d bytes, the manifest says %d", len(raw), rawSize)}
+		}
+		return raw, nil
+	case manifest.CompressionZstd:
+		zd, err := d.zstdCapped()
+		if err != nil {
+			return nil, err
+		}
+		out, err := zd.DecodeAll(raw, make([]byte, 0, rawSize))
+		if errors.Is(err, zstd.ErrDecoderSizeExceeded) {
+			return nil, &FormatError{Offset: 0, Msg: fmt.Sprintf("zstd chunk decodes to more than the %d bytes the manifest says", rawSize)}
+		}
+		if err != nil {
+			return nil, &FormatError{Offset: 0, Msg: "zstd: " + err.Error()}
+		}
+		if int64(len(out)) != rawSize {
+			return nil, &FormatError{Offset: int64(len(out)), Msg: fmt.Sprintf("zstd chunk decodes to %d bytes, the manifest says %d", len(out), rawSize)}
+		}
+		return out, nil
+	default:
+		return nil, fmt.Errorf("wds: unknown compression %q", compression)
+	}
+}
+
+// Decode decodes the chunk c of a shard from its stored bytes: exactly
+// c.Samples samples from exactly c.RawSize decompressed bytes (see
+// DecompressChunk). Field data alias raw (plain tar) or the one
+// decompressed buffer (zstd).
+func (d *Decoder) Decode(raw []byte, compression string, c manifest.Chunk) ([]Sample, error) {
+	buf, err := d.DecompressChunk(raw, compression, c.RawSize)
+	if err != nil {
+		return nil, err
+	}
+	return ParseTar(buf, c.FirstSample, c.Samples)
+}
+
 // Decompress returns a chunk's decompressed bytes: raw itself for plain
-// tar, the decoded frames for zstd. dst, if it has room, receives them.
+// tar, the decoded frames for zstd. dst, if it has room, receives them;
+// zstd output is bounded only by MaxRawSize (a frame header claiming 3 GiB
+// makes it allocate 3 GiB). Readers that know the chunk's RawSize use
+// DecompressChunk, which allocates only that.
 func (d *Decoder) Decompress(raw []byte, compression string, dst []byte) ([]byte, error) {
 	switch compression {
 	case manifest.CompressionNone, "":
@@ -107,10 +175,18 @@ func (d *Decoder) DecodeChunk(raw []byte, compression string, firstSample, want 
 func DecodeChunk(raw []byte, compression string, firstSample, want int64) ([]Sample, error) {
 	var d Decoder
 	s, err := d.DecodeChunk(raw, compression, firstSample, want)
+	d.close()
+	return s, err
+}
+
+// close releases the zstd decoders of a Decoder that is done.
+func (d *Decoder) close() {
 	if d.zd != nil {
 		d.zd.Close()
 	}
-	return s, err
+	if d.capped != nil {
+		d.capped.Close()
+	}
 }
 
 // ParseTar groups the entries of a tar byte stream into exactly want

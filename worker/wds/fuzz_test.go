@@ -37,6 +37,19 @@ func FuzzDecodeChunk(f *testing.F) {
 		if compressed {
 			comp = manifest.CompressionZstd
 		}
+		// DecompressChunk with the true size gives the same bytes;
+		// with one byte less it fails.
+		if full, err := d.Decompress(data, comp, nil); err == nil {
+			got, err := d.DecompressChunk(data, comp, int64(len(full)))
+			if err != nil || !bytes.Equal(got, full) {
+				t.Fatalf("DecompressChunk(%d bytes) = %d bytes, %v; Decompress gave %d bytes", len(full), len(got), err, len(full))
+			}
+			if len(full) > 0 {
+				if _, err := d.DecompressChunk(data, comp, int64(len(full)-1)); err == nil {
+					t.Fatalf("DecompressChunk with a raw size one short of %d bytes succeeded", len(full))
+				}
+			}
+		}
 		samples, err := d.DecodeChunk(data, comp, 0, int64(want))
 		if err != nil {
 			return

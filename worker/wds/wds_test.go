@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"runtime"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -408,5 +409,70 @@ func TestParallelFrames(t *testing.T) {
 	}
 	if !bytes.Equal(want, buf.Bytes()) {
 		t.Error("shard bytes with 4 frames at once differ from one at a time")
+	}
+}
+
+// TestDecodeBounded: Decoder.Decode decodes every chunk a writer made from
+// exactly the manifest's RawSize, and a chunk whose frame claims (or
+// decodes to) more than RawSize fails without allocating what it claims.
+func TestDecodeBounded(t *testing.T) {
+	samples := testSamples(200, 7)
+	for _, comp := range []string{manifest.CompressionNone, manifest.CompressionZstd} {
+		data, sh := writeShard(t, samples, comp, 20_000)
+		var d Decoder
+		var got []Sample
+		for i, c := range sh.Chunks {
+			s, err := d.Decode(data[c.Offset:c.Offset+c.Size], comp, c)
+			if err != nil {
+				t.Fatalf("%s chunk %d: %v", comp, i, err)
+			}
+			got = append(got, s...)
+			for _, delta := range []int64{-1, 1} {
+				wrong := c
+				wrong.RawSize += delta
+				var fe *FormatError
+				if _, err := d.Decode(data[c.Offset:c.Offset+c.Size], comp, wrong); !errors.As(err, &fe) {
+					t.Errorf("%s chunk %d with RawSize %+d: err = %v, want a *FormatError", comp, i, delta, err)
+				}
+			}
+		}
+		if diff := diffSamples(samples, got); diff != "" {
+			t.Fatalf("%s: Decode samples differ: %s", comp, diff)
+		}
+	}
+
+	// 64 MiB of zeros compress to a few kB. A manifest saying 1 MiB must
+	// not cost 64 MiB, whether the frame header states its size (EncodeAll)
+	// or not (a streaming encoder).
+	zeros := make([]byte, 64<<20)
+	enc, err := zstd.NewWriter(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	withSize := enc.EncodeAll(zeros, nil)
+	var stream bytes.Buffer
+	sw, err := zstd.NewWriter(&stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sw.Write(zeros)
+	sw.Close()
+	enc.Close()
+	zeros = nil
+	for name, frame := range map[string][]byte{"content size in header": withSize, "streamed": stream.Bytes()} {
+		var d Decoder
+		d.DecompressChunk(nil, manifest.CompressionZstd, 0) // create the decoder outside the measurement
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		_, err := d.DecompressChunk(frame, manifest.CompressionZstd, 1<<20)
+		runtime.ReadMemStats(&after)
+		var fe *FormatError
+		if !errors.As(err, &fe) {
+			t.Errorf("%s: 64 MiB frame as a 1 MiB chunk: err = %v, want a *FormatError", name, err)
+		}
+		if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 16<<20 {
+			t.Errorf("%s: decoding a 64 MiB frame as a 1 MiB chunk allocated %d MiB, want a bound near 1 MiB", name, alloc>>20)
+		}
 	}
 }
