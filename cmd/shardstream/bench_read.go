@@ -128,32 +128,44 @@ func runBenchRead(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		if err != nil {
 			return err
 		}
-		var plain, read []benchPass
-		for rep := range f.reps {
-			p, err := plainPass(ctx, st, m, int64(f.partMiB)<<20, f.concurrency)
+		// Each shard size on its own, then all shards together; the last
+		// gives the headline ratio. Every group gets one untimed pass of
+		// each reader first (heap growth, connection pool, MinIO's page
+		// cache), then reps timed passes in alternating order, so neither
+		// reader always runs on a machine warmed by the other.
+		groups := make([][]int, 0, len(sizes)+1)
+		var all []int
+		for i := range sizes {
+			groups = append(groups, []int{i})
+			all = append(all, i)
+		}
+		if len(sizes) > 1 {
+			groups = append(groups, all)
+		}
+		for _, g := range groups {
+			label := fmt.Sprintf("%d MiB shard", sizes[g[0]]>>20)
+			if len(g) > 1 {
+				label = "all shards"
+			}
+			p, q, rat, err := benchGroup(ctx, st, r, m, g, int64(f.partMiB)<<20, f.concurrency, f.reps,
+				func(rep int, p, q benchPass, stored int64) {
+					progress("%s %s pass %d: plain GET %.0f MB/s, read path %.0f MB/s", comp, label, rep+1, p.mbps(stored), q.mbps(stored))
+				})
 			if err != nil {
 				r.Close()
 				return err
 			}
-			plain = append(plain, p)
-			q, err := readerPass(ctx, r, m, f.concurrency)
-			if err != nil {
-				r.Close()
-				return err
+			stored, raw := groupBytes(m, g)
+			if comp == manifest.CompressionNone {
+				fmt.Fprintf(stdout, "uncompressed, %s: plain GET %.0f MB/s (%.0f MB/s per core of this process's CPU); read path %.0f MB/s (GET, tar parse, samples; %.0f MB/s per core); ratio %.2f\n",
+					label, p.mbps(stored), float64(stored)/1e6/p.cpu.Seconds(), q.mbps(stored), float64(raw)/1e6/q.cpu.Seconds(), rat)
+				ratio = rat
+			} else {
+				fmt.Fprintf(stdout, "zstd (%.2fx), %s: plain GET %.0f MB/s stored; read path %.0f MB/s stored = %.0f MB/s decompressed; %.0f MB/s decompressed per core of CPU used\n",
+					float64(raw)/float64(stored), label, p.mbps(stored), q.mbps(stored), q.mbps(raw), float64(raw)/1e6/q.cpu.Seconds())
 			}
-			read = append(read, q)
-			progress("%s pass %d: plain GET %.0f MB/s, read path %.0f MB/s", comp, rep+1, p.mbps(stored), q.mbps(stored))
 		}
 		r.Close()
-		p, q := median(plain), median(read)
-		if comp == manifest.CompressionNone {
-			ratio = q.mbps(stored) / p.mbps(stored)
-			fmt.Fprintf(stdout, "uncompressed: plain GET %.0f MB/s (%.0f MB/s per core of this process's CPU); read path %.0f MB/s (GET, tar parse, samples; %.0f MB/s per core)\n",
-				p.mbps(stored), float64(stored)/1e6/p.cpu.Seconds(), q.mbps(stored), float64(raw)/1e6/q.cpu.Seconds())
-		} else {
-			fmt.Fprintf(stdout, "zstd (%.2fx): plain GET %.0f MB/s stored; read path %.0f MB/s stored = %.0f MB/s decompressed; %.0f MB/s decompressed per core of CPU used\n",
-				float64(raw)/float64(stored), p.mbps(stored), q.mbps(stored), q.mbps(raw), float64(raw)/1e6/q.cpu.Seconds())
-		}
 	}
 	fmt.Fprintf(stdout, "read path / plain GET (uncompressed): %.2f\n", ratio)
 	return nil
@@ -237,13 +249,14 @@ feed:
 // plainPass reads every shard whole with ranged GETs of partSize, at most
 // concurrency at once, discarding the bytes: the store's and the network's
 // speed with nothing on top.
-func plainPass(ctx context.Context, st store.Store, m *manifest.Manifest, partSize int64, concurrency int) (benchPass, error) {
+func plainPass(ctx context.Context, st store.Store, m *manifest.Manifest, shards []int, partSize int64, concurrency int) (benchPass, error) {
 	type part struct {
 		path   string
 		off, n int64
 	}
 	var parts []part
-	for _, s := range m.Shards {
+	for _, i := range shards {
+		s := m.Shards[i]
 		for off := int64(0); off < s.Size; off += partSize {
 			parts = append(parts, part{s.Path, off, min(partSize, s.Size-off)})
 		}
@@ -264,11 +277,11 @@ func plainPass(ctx context.Context, st store.Store, m *manifest.Manifest, partSi
 }
 
 // readerPass reads every chunk through the Reader with concurrency callers.
-func readerPass(ctx context.Context, r *worker.Reader, m *manifest.Manifest, concurrency int) (benchPass, error) {
+func readerPass(ctx context.Context, r *worker.Reader, m *manifest.Manifest, shards []int, concurrency int) (benchPass, error) {
 	type ref struct{ s, c int }
 	var refs []ref
-	for s, sh := range m.Shards {
-		for c := range sh.Chunks {
+	for _, s := range shards {
+		for c := range m.Shards[s].Chunks {
 			refs = append(refs, ref{s, c})
 		}
 	}
@@ -364,4 +377,56 @@ func writeBenchShard(w io.Writer, sh *manifest.Shard, pool []byte, size int64, c
 	got.Path = sh.Path
 	*sh = got
 	return nil
+}
+
+// benchGroup measures shards with both readers: one untimed pass of each,
+// then reps timed pairs in alternating order. It returns the median pass of
+// each reader and the median of the per-pair ratios (read path / plain).
+func benchGroup(ctx context.Context, st store.Store, r *worker.Reader, m *manifest.Manifest, shards []int, partSize int64, concurrency, reps int,
+	report func(rep int, plain, read benchPass, stored int64)) (benchPass, benchPass, float64, error) {
+	stored, _ := groupBytes(m, shards)
+	plainFn := func() (benchPass, error) { return plainPass(ctx, st, m, shards, partSize, concurrency) }
+	readFn := func() (benchPass, error) { return readerPass(ctx, r, m, shards, concurrency) }
+	if _, err := plainFn(); err != nil {
+		return benchPass{}, benchPass{}, 0, err
+	}
+	if _, err := readFn(); err != nil {
+		return benchPass{}, benchPass{}, 0, err
+	}
+	var plain, read []benchPass
+	var ratios []float64
+	for rep := range reps {
+		first, second := plainFn, readFn
+		if rep%2 == 1 {
+			first, second = readFn, plainFn
+		}
+		a, err := first()
+		if err != nil {
+			return benchPass{}, benchPass{}, 0, err
+		}
+		b, err := second()
+		if err != nil {
+			return benchPass{}, benchPass{}, 0, err
+		}
+		p, q := a, b
+		if rep%2 == 1 {
+			p, q = b, a
+		}
+		plain, read = append(plain, p), append(read, q)
+		ratios = append(ratios, q.mbps(stored)/p.mbps(stored))
+		report(rep, p, q, stored)
+	}
+	slices.Sort(ratios)
+	return median(plain), median(read), ratios[len(ratios)/2], nil
+}
+
+// groupBytes is the stored and raw size of the given shards.
+func groupBytes(m *manifest.Manifest, shards []int) (stored, raw int64) {
+	for _, i := range shards {
+		stored += m.Shards[i].Size
+		for _, c := range m.Shards[i].Chunks {
+			raw += c.RawSize
+		}
+	}
+	return stored, raw
 }
