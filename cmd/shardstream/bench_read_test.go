@@ -30,15 +30,19 @@ func TestBenchRead(t *testing.T) {
 		t.Fatalf("bench-read: %v\nstderr:\n%s", err, stderr.String())
 	}
 	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
-	if len(lines) != 4 {
-		t.Fatalf("bench-read printed %d lines, want 4:\n%s", len(lines), stdout.String())
+	// One line per format and shard size, then both sizes together.
+	want := []string{`^store http://127\.0\.0\.1:\d+; shards 2,3 MiB; `}
+	for _, group := range []string{"2 MiB shard", "3 MiB shard", "all shards"} {
+		want = append(want, `^uncompressed, `+group+`: plain GET \d+ MB/s .*read path \d+ MB/s .*; ratio \d+\.\d\d$`)
 	}
-	for i, re := range []string{
-		`^store http://127\.0\.0\.1:\d+; shards 2,3 MiB; `,
-		`^uncompressed: plain GET \d+ MB/s .*read path \d+ MB/s`,
-		`^zstd \([\d.]+x\): plain GET \d+ MB/s stored; read path \d+ MB/s stored = \d+ MB/s decompressed`,
-		`^read path / plain GET \(uncompressed\): \d+\.\d\d$`,
-	} {
+	for _, group := range []string{"2 MiB shard", "3 MiB shard", "all shards"} {
+		want = append(want, `^zstd \([\d.]+x\), `+group+`: plain GET \d+ MB/s stored; read path \d+ MB/s stored = \d+ MB/s decompressed`)
+	}
+	want = append(want, `^read path / plain GET \(uncompressed\): \d+\.\d\d$`)
+	if len(lines) != len(want) {
+		t.Fatalf("bench-read printed %d lines, want %d:\n%s", len(lines), len(want), stdout.String())
+	}
+	for i, re := range want {
 		if !regexp.MustCompile(re).MatchString(lines[i]) {
 			t.Errorf("line %d = %q, want it to match %s", i+1, lines[i], re)
 		}
