@@ -102,6 +102,18 @@ func BenchmarkDecodeChunk(b *testing.B) {
 				}
 			}
 		})
+		// Decode: the manifest's RawSize bounds and presizes the buffer.
+		c := sh.Chunks[0]
+		c.Size, c.RawSize = int64(len(in)), int64(len(raw))
+		b.Run(comp+"/bounded", func(b *testing.B) {
+			var d Decoder
+			b.SetBytes(int64(len(raw)))
+			for b.Loop() {
+				if _, err := d.Decode(in, comp, c); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
 

@@ -310,30 +310,34 @@ func TestWriterRejects(t *testing.T) {
 // padding or the end-of-archive blocks of a plain chunk, which
 // archive/tar reads as the end — must decode to every sample.
 func TestTruncated(t *testing.T) {
-	samples := testSamples(20, 4)
 	var d Decoder
-	for _, comp := range []string{manifest.CompressionNone, manifest.CompressionZstd} {
-		data, sh := writeShard(t, samples, comp, 1<<30)
-		c := sh.Chunks[0]
-		chunk := data[c.Offset : c.Offset+c.Size]
-		lossless := len(chunk) - 1024 - 511 // plain: at most the last padding and the end blocks cut
-		for n := 0; n < len(chunk); n++ {
-			if n < len(chunk)-2048 && n%7 != 0 { // every byte near the end, some before
-				continue
-			}
-			got, err := d.DecodeChunk(chunk[:n], comp, 0, c.Samples)
-			if err == nil {
-				if comp == manifest.CompressionNone && n >= lossless {
-					if diff := diffSamples(samples, got); diff != "" {
-						t.Fatalf("cut at %d of %d decoded without error: %s", n, len(chunk), diff)
-					}
+	// A small chunk cut at every byte; a larger one at every byte near
+	// the end and every 7th before.
+	for _, tc := range []struct{ samples, every int }{{6, 1}, {20, 7}} {
+		samples := testSamples(tc.samples, 4)
+		for _, comp := range []string{manifest.CompressionNone, manifest.CompressionZstd} {
+			data, sh := writeShard(t, samples, comp, 1<<30)
+			c := sh.Chunks[0]
+			chunk := data[c.Offset : c.Offset+c.Size]
+			lossless := len(chunk) - 1024 - 511 // plain: at most the last padding and the end blocks cut
+			for n := 0; n < len(chunk); n++ {
+				if n < len(chunk)-2048 && n%tc.every != 0 {
 					continue
 				}
-				t.Fatalf("%s: chunk cut to %d of %d bytes decoded to %d samples without error", comp, n, len(chunk), len(got))
-			}
-			var fe *FormatError
-			if !errors.As(err, &fe) {
-				t.Fatalf("%s: cut to %d: %v is not a *FormatError", comp, n, err)
+				got, err := d.DecodeChunk(chunk[:n], comp, 0, c.Samples)
+				if err == nil {
+					if comp == manifest.CompressionNone && n >= lossless {
+						if diff := diffSamples(samples, got); diff != "" {
+							t.Fatalf("cut at %d of %d decoded without error: %s", n, len(chunk), diff)
+						}
+						continue
+					}
+					t.Fatalf("%s: chunk cut to %d of %d bytes decoded to %d samples without error", comp, n, len(chunk), len(got))
+				}
+				var fe *FormatError
+				if !errors.As(err, &fe) {
+					t.Fatalf("%s: cut to %d: %v is not a *FormatError", comp, n, err)
+				}
 			}
 		}
 	}
