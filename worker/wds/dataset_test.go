@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -243,6 +244,37 @@ func TestIndexZstd(t *testing.T) {
 	}
 	if diff := diffSamples(want, got); diff != "" {
 		t.Error(diff)
+	}
+
+	// A table whose sizes add up but misplace frame ends (one byte moved
+	// from frame 1's decompressed size to frame 0's, or compressed sizes
+	// that cut frames apart) is ignored too: IndexShard checks every
+	// frame against its entry.
+	entries[0].DecompressedSize--
+	for name, move := range map[string]func(e []SeekEntry){
+		"raw sizes":        func(e []SeekEntry) { e[2].DecompressedSize++; e[3].DecompressedSize-- },
+		"compressed sizes": func(e []SeekEntry) { e[2].CompressedSize++; e[3].CompressedSize-- },
+		"a 3 GiB frame":    func(e []SeekEntry) { e[1].DecompressedSize = 3 << 30 },
+	} {
+		moved := slices.Clone(entries)
+		move(moved)
+		var b bytes.Buffer
+		b.Write(seek.Bytes()[:seek.Len()-len(AppendSeekTable(nil, entries))])
+		b.Write(AppendSeekTable(nil, moved))
+		st.Write(ctx, "moved.tar.zst", bytes.NewReader(b.Bytes()))
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		sh, got = indexAndDecode(t, ctx, st, "moved.tar.zst", 1)
+		runtime.ReadMemStats(&after)
+		if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 256<<20 {
+			t.Errorf("seek table with moved %s: indexing and decoding %d kB allocated %d MiB", name, len(data)>>10, alloc>>20)
+		}
+		if len(sh.Chunks) != 1 {
+			t.Errorf("seek table with moved %s: %d chunks, want 1", name, len(sh.Chunks))
+		}
+		if diff := diffSamples(want, got); diff != "" {
+			t.Errorf("seek table with moved %s: %s", name, diff)
+		}
 	}
 
 	// Our own shards index to the chunk table they were written with.

@@ -122,6 +122,13 @@ func indexZstd(ctx context.Context, st store.Store, sh *manifest.Shard, chunkSiz
 	if err != nil {
 		return err
 	}
+	if frames != nil {
+		ok, err := indexFrames(ctx, st, sh, frames, chunkSize)
+		if ok || err != nil {
+			return err
+		}
+		// The table does not describe the frames: index as one chunk.
+	}
 	rc, err := st.ReadRange(ctx, sh.Path, 0, -1)
 	if err != nil {
 		return err
@@ -141,19 +148,37 @@ func indexZstd(ctx context.Context, st store.Store, sh *manifest.Shard, chunkSiz
 	if _, err := io.Copy(io.Discard, cr); err != nil {
 		return &FormatError{Offset: cr.n, Msg: "zstd: " + err.Error()}
 	}
-	rawSize := cr.n
-	if frames != nil {
-		var rawSum int64
-		for _, f := range frames {
-			rawSum += int64(f.DecompressedSize)
-		}
-		if rawSum != rawSize {
-			frames = nil // a table that does not describe the frames: ignore it
-		}
+	sh.Chunks, sh.Samples = chunksAt([]int64{sh.Size}, []int64{cr.n}, starts)
+	return nil
+}
+
+// indexFrames indexes a zstd shard by the frames its seek table lists,
+// decoding each frame on its own and checking it against its entry. It
+// reports false (and no error) when the table does not describe the
+// frames: the caller indexes the shard as one chunk instead.
+func indexFrames(ctx context.Context, st store.Store, sh *manifest.Shard, frames []SeekEntry, chunkSize int64) (bool, error) {
+	rc, err := st.ReadRange(ctx, sh.Path, 0, -1)
+	if err != nil {
+		return false, err
 	}
-	if frames == nil {
-		sh.Chunks, sh.Samples = chunksAt([]int64{sh.Size}, []int64{rawSize}, starts)
-		return nil
+	defer rc.Close()
+	zd, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1),
+		zstd.WithDecoderMaxMemory(DefaultMaxRawSize), zstd.WithDecodeAllCapLimit(true))
+	if err != nil {
+		return false, err
+	}
+	defer zd.Close()
+	fr := &frameReader{ctx: ctx, r: rc, frames: frames, zd: zd}
+	cr := &countReader{ctx: ctx, r: fr}
+	starts, _, err := scanTar(ctx, cr)
+	if err == nil {
+		_, err = io.Copy(io.Discard, cr) // the rest still counts as raw bytes
+	}
+	switch {
+	case fr.mismatch:
+		return false, nil
+	case err != nil:
+		return false, err
 	}
 	isStart := make(map[int64]bool, len(starts))
 	for _, s := range starts {
@@ -170,7 +195,56 @@ func indexZstd(ctx context.Context, st store.Store, sh *manifest.Shard, chunkSiz
 		}
 	}
 	sh.Chunks, sh.Samples = chunksAt(storedEnds, rawEnds, starts)
-	return nil
+	return true, nil
+}
+
+// frameReader reads the decompressed bytes of the frames a seek table
+// lists, one frame at a time, each decoded on its own into a buffer of the
+// entry's decompressed size. A frame that does not decode to exactly its
+// entry's size sets mismatch and ends the stream with an error.
+type frameReader struct {
+	ctx      context.Context
+	r        io.Reader
+	frames   []SeekEntry
+	zd       *zstd.Decoder // DecodeAll limited to cap(dst)
+	in, buf  []byte
+	mismatch bool
+}
+
+func (f *frameReader) Read(p []byte) (int, error) {
+	for len(f.buf) == 0 {
+		if len(f.frames) == 0 {
+			return 0, io.EOF
+		}
+		if err := f.ctx.Err(); err != nil {
+			return 0, err
+		}
+		e := f.frames[0]
+		f.frames = f.frames[1:]
+		if cap(f.in) < int(e.CompressedSize) {
+			f.in = make([]byte, e.CompressedSize)
+		}
+		f.in = f.in[:e.CompressedSize]
+		if _, err := io.ReadFull(f.r, f.in); err != nil {
+			return 0, err
+		}
+		// A header that states another size fails before any allocation;
+		// one that states none allocates the entry's size (< 4 GiB).
+		var h zstd.Header
+		if err := h.Decode(f.in); err != nil || (h.HasFCS && h.FrameContentSize != uint64(e.DecompressedSize)) {
+			f.mismatch = true
+			return 0, fmt.Errorf("zstd frame header %+v does not match its seek table entry {%d, %d}: %v", h, e.CompressedSize, e.DecompressedSize, err)
+		}
+		out, err := f.zd.DecodeAll(f.in, make([]byte, 0, e.DecompressedSize))
+		if err != nil || len(out) != int(e.DecompressedSize) {
+			f.mismatch = true
+			return 0, fmt.Errorf("zstd frame does not match its seek table entry {%d, %d}: %d bytes, %v", e.CompressedSize, e.DecompressedSize, len(out), err)
+		}
+		f.buf = out
+	}
+	n := copy(p, f.buf)
+	f.buf = f.buf[n:]
+	return n, nil
 }
 
 // readSeekTable returns the frames listed by the seek table at the end of

@@ -66,7 +66,7 @@ func decodeShard(t testing.TB, d *Decoder, data []byte, sh manifest.Shard) []Sam
 	t.Helper()
 	var all []Sample
 	for i, c := range sh.Chunks {
-		s, err := d.DecodeChunk(data[c.Offset:c.Offset+c.Size], sh.Compression, c.FirstSample, c.Samples)
+		s, err := d.Decode(data[c.Offset:c.Offset+c.Size], sh.Compression, c) // RawSize exact too
 		if err != nil {
 			t.Fatalf("chunk %d: %v", i, err)
 		}
