@@ -207,7 +207,8 @@ type frameReader struct {
 	r        io.Reader
 	frames   []SeekEntry
 	zd       *zstd.Decoder // DecodeAll limited to cap(dst)
-	in, buf  []byte
+	in, out  []byte        // reused
+	buf      []byte        // the unread rest of out
 	mismatch bool
 }
 
@@ -235,7 +236,10 @@ func (f *frameReader) Read(p []byte) (int, error) {
 			f.mismatch = true
 			return 0, fmt.Errorf("zstd frame header %+v does not match its seek table entry {%d, %d}: %v", h, e.CompressedSize, e.DecompressedSize, err)
 		}
-		out, err := f.zd.DecodeAll(f.in, make([]byte, 0, e.DecompressedSize))
+		if cap(f.out) < int(e.DecompressedSize) {
+			f.out = make([]byte, 0, e.DecompressedSize)
+		}
+		out, err := f.zd.DecodeAll(f.in, f.out[:0:e.DecompressedSize]) // cap: the entry's size
 		if err != nil || len(out) != int(e.DecompressedSize) {
 			f.mismatch = true
 			return 0, fmt.Errorf("zstd frame does not match its seek table entry {%d, %d}: %d bytes, %v", e.CompressedSize, e.DecompressedSize, len(out), err)
