@@ -16,6 +16,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
+	"github.com/shardstream/shardstream/internal/leaktest"
 	pb "github.com/shardstream/shardstream/proto/shardstream/v1"
 	"github.com/shardstream/shardstream/sampler"
 	"github.com/shardstream/shardstream/worker"
@@ -65,7 +66,7 @@ func TestConfigValidate(t *testing.T) {
 }
 
 func TestGetDatasetAndPlanEpoch(t *testing.T) {
-	checkLeaks(t)
+	leaktest.Check(t)
 	r := &fakeReader{m: testManifest(3, 10, 4)}
 	cfg := testConfig(r)
 	cfg.LoaderAddrs = []string{"a:1", "b:2"}
@@ -104,7 +105,7 @@ func TestGetDatasetAndPlanEpoch(t *testing.T) {
 }
 
 func TestPlanEpochOwnAddress(t *testing.T) {
-	checkLeaks(t)
+	leaktest.Check(t)
 	r := &fakeReader{m: testManifest(1, 10, 10)}
 	ts := startServer(t, testConfig(r), fakePlanner)
 	resp, err := ts.coord.PlanEpoch(testCtx(t), &pb.PlanEpochRequest{Job: &pb.JobSpec{WorldSize: 2, BatchSize: 1}})
@@ -117,7 +118,7 @@ func TestPlanEpochOwnAddress(t *testing.T) {
 }
 
 func TestValidationCodes(t *testing.T) {
-	checkLeaks(t)
+	leaktest.Check(t)
 	r := &fakeReader{m: testManifest(2, 10, 5)}
 	ts := startServer(t, testConfig(r), fakePlanner)
 	fp := r.m.Fingerprint()
@@ -224,7 +225,7 @@ func tokenSteps(t *testing.T, pl planner, tok string) int64 {
 func TestStreamEveryRank(t *testing.T) { forPlanners(t, testStreamEveryRank) }
 
 func testStreamEveryRank(t *testing.T, pl planner) {
-	checkLeaks(t)
+	leaktest.Check(t)
 	r := &fakeReader{m: testManifest(5, 37, 8), fieldSize: 100}
 	cfg := testConfig(r)
 	cfg.ReadaheadSteps = 3
@@ -271,7 +272,7 @@ func testStreamEveryRank(t *testing.T, pl planner) {
 func TestReconnectFromStep(t *testing.T) { forPlanners(t, testReconnectFromStep) }
 
 func testReconnectFromStep(t *testing.T, pl planner) {
-	checkLeaks(t)
+	leaktest.Check(t)
 	r := &fakeReader{m: testManifest(4, 50, 7)}
 	ts := startServer(t, testConfig(r), pl)
 	ctx := testCtx(t)
@@ -318,7 +319,7 @@ func testReconnectFromStep(t *testing.T, pl planner) {
 func TestTwoLoadersSameStream(t *testing.T) { forPlanners(t, testTwoLoadersSameStream) }
 
 func testTwoLoadersSameStream(t *testing.T, pl planner) {
-	checkLeaks(t)
+	leaktest.Check(t)
 	r := &fakeReader{m: testManifest(6, 20, 3)}
 	cfgA, cfgB := testConfig(r), testConfig(r)
 	cfgA.ReadaheadSteps, cfgA.FetchConcurrency = 1, 1
@@ -337,7 +338,7 @@ func testTwoLoadersSameStream(t *testing.T, pl planner) {
 }
 
 func TestStreamReadErrors(t *testing.T) {
-	checkLeaks(t)
+	leaktest.Check(t)
 	m := testManifest(3, 20, 5)
 	tests := []struct {
 		name  string
@@ -399,7 +400,7 @@ func TestStreamReadErrors(t *testing.T) {
 }
 
 func TestMaxStreams(t *testing.T) {
-	checkLeaks(t)
+	leaktest.Check(t)
 	r := &fakeReader{m: testManifest(2, 10, 5), gate: make(chan struct{})}
 	cfg := testConfig(r)
 	cfg.MaxStreams = 1
@@ -436,7 +437,7 @@ func TestMaxStreams(t *testing.T) {
 // read-ahead: the loader fetches at most the steps in the transport's
 // buffers plus ReadaheadSteps+2, however long the epoch.
 func TestSlowConsumer(t *testing.T) {
-	checkLeaks(t)
+	leaktest.Check(t)
 	const (
 		readahead  = 4
 		fieldSize  = 64 << 10 // each sample is bigger than the client's flow-control window
@@ -485,7 +486,7 @@ func TestSlowConsumer(t *testing.T) {
 }
 
 func TestCancelMidStream(t *testing.T) {
-	checkLeaks(t)
+	leaktest.Check(t)
 	r := &fakeReader{m: testManifest(4, 100, 10), fieldSize: 1000}
 	ts := startServer(t, testConfig(r), fakePlanner)
 	ctx := testCtx(t)
@@ -501,11 +502,11 @@ func TestCancelMidStream(t *testing.T) {
 	if _, err := collect(st, -1); status.Code(err) != codes.Canceled {
 		t.Errorf("after cancel: %v, want Canceled", err)
 	}
-	// checkLeaks verifies the server's read-ahead goroutines ended.
+	// leaktest.Check verifies the server's read-ahead goroutines ended.
 }
 
 func TestGracefulStopForcesAfterTimeout(t *testing.T) {
-	checkLeaks(t)
+	leaktest.Check(t)
 	r := &fakeReader{m: testManifest(1, 10, 5), gate: make(chan struct{})} // reads never finish
 	cfg := testConfig(r)
 	cfg.ShutdownTimeout = 200 * time.Millisecond
@@ -538,7 +539,7 @@ func TestGracefulStopForcesAfterTimeout(t *testing.T) {
 }
 
 func TestMetricsEndpoint(t *testing.T) {
-	checkLeaks(t)
+	leaktest.Check(t)
 	r := &fakeReader{m: testManifest(2, 10, 5)}
 	ts := startServer(t, testConfig(r), fakePlanner)
 	ctx := testCtx(t)
@@ -571,7 +572,7 @@ func TestMetricsEndpoint(t *testing.T) {
 // world and batch size through the real sampler: the two parts together
 // deliver every sample at most once, and all but the dropped ones.
 func TestResumeElastic(t *testing.T) {
-	checkLeaks(t)
+	leaktest.Check(t)
 	r := &fakeReader{m: testManifest(7, 23, 6)}
 	ts := startServer(t, testConfig(r), samplerPlanner)
 	ctx := testCtx(t)
@@ -651,7 +652,7 @@ func TestResumeElastic(t *testing.T) {
 // TestBatchTooLarge: a batch over MaxSendMsgSize ends the stream with
 // ResourceExhausted instead of hanging or truncating.
 func TestBatchTooLarge(t *testing.T) {
-	checkLeaks(t)
+	leaktest.Check(t)
 	r := &fakeReader{m: testManifest(1, 10, 5), fieldSize: 4 << 10}
 	cfg := testConfig(r)
 	cfg.MaxSendMsgSize = 16 << 10 // a batch of 8 samples is ~32 KiB
@@ -677,7 +678,7 @@ func (p badPlan) Batch(rank int, step int64, dst []sampler.SampleID) []sampler.S
 }
 
 func TestPlanNamesMissingSample(t *testing.T) {
-	checkLeaks(t)
+	leaktest.Check(t)
 	r := &fakeReader{m: testManifest(2, 10, 5)}
 	pl := planner{parseToken: parseFakeToken, newPlan: func(c []int64, j sampler.Job, tok *sampler.Token, w, b int) (epochPlan, error) {
 		p, err := newSeqPlan(c, j, tok, w, b)
@@ -707,7 +708,7 @@ func (p panicReader) Chunk(ctx context.Context, s, c int) (*worker.Chunk, error)
 // TestPanicsStayInTheirStream: a panic in the read path or the planner ends
 // that call with Internal; the server goes on serving.
 func TestPanicsStayInTheirStream(t *testing.T) {
-	checkLeaks(t)
+	leaktest.Check(t)
 	r := &fakeReader{m: testManifest(2, 10, 5)}
 	pl := planner{parseToken: parseFakeToken, newPlan: func(c []int64, j sampler.Job, tok *sampler.Token, w, b int) (epochPlan, error) {
 		if j.Seed == 666 {

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -217,27 +216,6 @@ func startServer(t testing.TB, cfg Config, pl planner, dialOpts ...grpc.DialOpti
 		}
 	})
 	return ts
-}
-
-// checkLeaks fails the test when, after everything else the test
-// registered with Cleanup has run, goroutines started during the test are
-// still running. Call it first in a test. Tests using it must not run in
-// parallel.
-func checkLeaks(t *testing.T) {
-	t.Helper()
-	base := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(10 * time.Second)
-		for runtime.NumGoroutine() > base {
-			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<20)
-				buf = buf[:runtime.Stack(buf, true)]
-				t.Errorf("goroutines: %d at the start, %d at the end:\n%s", base, runtime.NumGoroutine(), buf)
-				return
-			}
-			time.Sleep(10 * time.Millisecond) // polling the count: there is nothing to wait on
-		}
-	})
 }
 
 // testCtx is a context that ends before the test's deadline.

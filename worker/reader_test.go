@@ -19,6 +19,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/shardstream/shardstream/internal/leaktest"
 	"github.com/shardstream/shardstream/manifest"
 	"github.com/shardstream/shardstream/worker"
 	"github.com/shardstream/shardstream/worker/store"
@@ -486,7 +487,7 @@ func TestPrefetch(t *testing.T) {
 func TestCloseEndsGoroutines(t *testing.T) {
 	f := newFlaky(t, small, 0)
 	f.block = make(chan struct{}) // prefetches hang until Close cancels them
-	before := runtime.NumGoroutine()
+	base := runtime.NumGoroutine()
 	r, err := worker.Open(testCtx(t), "mem://leak", worker.Config{Store: f, PrefetchConcurrency: 3}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -502,15 +503,7 @@ func TestCloseEndsGoroutines(t *testing.T) {
 		t.Errorf("started %d prefetches and then one more; want 3 and a refusal", started)
 	}
 	r.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
-		runtime.Gosched()
-		time.Sleep(time.Millisecond)
-	}
-	if n := runtime.NumGoroutine(); n > before {
-		buf := make([]byte, 1<<16)
-		t.Errorf("%d goroutines after Close, %d before:\n%s", n, before, buf[:runtime.Stack(buf, true)])
-	}
+	leaktest.Wait(t, base)
 }
 
 // slow is a store whose ranged reads take a fixed time.
