@@ -95,19 +95,45 @@ func (ps *pendingStep) finishOne() {
 	}
 }
 
+// release gives back the step's chunks once its batch is sent (or will
+// not be): their buffers go back to the read path's pool. Only after
+// every fetch of the step has finished.
+func (ps *pendingStep) release() {
+	if ps == nil {
+		return
+	}
+	for _, f := range ps.fetches {
+		f.chunk.Release()
+		f.chunk = nil
+	}
+}
+
 // stream sends rank's batches for steps [from, end) in order. A producer
 // goroutine plans steps and starts their chunk fetches, at most
 // FetchConcurrency at a time, and queues them; the queue holds at most
 // ReadaheadSteps steps, so a client that reads slowly stops the read-ahead.
 // stream owns every goroutine it starts and waits for them all before it
-// returns.
+// returns. Each step's chunks are released once its batch is sent: grpc-go
+// has marshalled the message when Send returns, and no stats handler that
+// reads messages later is installed (see newServer).
 func (l *loader) stream(ctx context.Context, send func(*pb.StreamBatchesResponse) error, j *job, p epochPlan, rank int, from, end int64) error {
 	ctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancel()
-
+	var (
+		wg       sync.WaitGroup
+		building *pendingStep // the producer's step not yet queued
+		current  *pendingStep // the step being sent
+	)
 	queue := make(chan *pendingStep, l.cfg.ReadaheadSteps)
+	defer func() {
+		cancel()
+		wg.Wait() // every fetch has finished: their chunks can be released
+		building.release()
+		current.release()
+		for ps := range queue { // closed by the producer
+			ps.release()
+		}
+	}()
+
 	sem := make(chan struct{}, l.cfg.FetchConcurrency)
 	wg.Add(1)
 	go func() {
@@ -120,6 +146,7 @@ func (l *loader) stream(ctx context.Context, send func(*pb.StreamBatchesResponse
 				ps.fetches = map[chunkKey]*fetch{{-1, -1}: {err: err}}
 				close(ps.done)
 			}
+			building = ps
 			for _, k := range ps.keys {
 				select {
 				case sem <- struct{}{}:
@@ -139,6 +166,7 @@ func (l *loader) stream(ctx context.Context, send func(*pb.StreamBatchesResponse
 			}
 			select {
 			case queue <- ps:
+				building = nil
 			case <-ctx.Done():
 				return
 			}
@@ -152,6 +180,7 @@ func (l *loader) stream(ctx context.Context, send func(*pb.StreamBatchesResponse
 		if !ok {
 			break
 		}
+		current = ps
 		select {
 		case <-ps.done:
 		case <-ctx.Done():
@@ -168,6 +197,8 @@ func (l *loader) stream(ctx context.Context, send func(*pb.StreamBatchesResponse
 		if err := send(msg); err != nil {
 			return err // already a status: the stream's context ended or the transport failed
 		}
+		current = nil
+		ps.release()
 		l.metrics.stepSend.Observe(time.Since(start).Seconds())
 		l.metrics.batchesSent.Inc()
 		l.metrics.samplesSent.Add(float64(len(batch.Samples)))

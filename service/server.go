@@ -65,6 +65,9 @@ func newServer(cfg Config, pl planner) (*Server, error) {
 		return status.Errorf(codes.Internal, "internal error: %v", p)
 	})}
 
+	// No grpc.StatsHandler: the loader releases a batch's chunk buffers
+	// as soon as Send returns, and a stats handler may read a sent
+	// message later. Logging only logs the call's end, not payloads.
 	gs := grpc.NewServer(
 		// Recovery runs innermost so the logging interceptor sees the
 		// Internal status a panic turns into.

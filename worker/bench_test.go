@@ -74,7 +74,8 @@ func BenchmarkReader(b *testing.B) {
 			b.SetBytes(m.TotalBytes())
 			for b.Loop() {
 				parallel(b, len(refs), 16, func(i int) error {
-					_, err := r.Chunk(context.Background(), refs[i].s, refs[i].c)
+					ch, err := r.Chunk(context.Background(), refs[i].s, refs[i].c)
+					ch.Release()
 					return err
 				})
 			}

@@ -35,15 +35,18 @@ func newChunkCache(max int64) *chunkCache {
 }
 
 // get returns the chunk for key, from the cache, from a load already in
-// flight, or by calling load. hit reports a cache hit. A caller that
+// flight, or by calling load, with a reference for the caller to Release.
+// The cache holds a reference of its own to each chunk it keeps, released
+// when the chunk is evicted. hit reports a cache hit. A caller that
 // waited on a load whose own caller gave up loads again itself.
 func (c *chunkCache) get(ctx context.Context, key chunkKey, load func(context.Context) (*Chunk, int64, error)) (ch *Chunk, hit bool, err error) {
 	for {
 		c.mu.Lock()
 		e, ok := c.entries[key]
 		if ok {
-			if e.el != nil { // cached
+			if e.el != nil { // cached: the cache's reference keeps it alive
 				c.lru.MoveToFront(e.el)
+				e.chunk.retain()
 				c.mu.Unlock()
 				return e.chunk, true, nil
 			}
@@ -54,7 +57,10 @@ func (c *chunkCache) get(ctx context.Context, key chunkKey, load func(context.Co
 				return nil, false, ctx.Err()
 			}
 			if e.err == nil {
-				return e.chunk, true, nil
+				if e.chunk.tryRetain() {
+					return e.chunk, true, nil
+				}
+				continue // released by all before this caller woke: load it again
 			}
 			if KindOf(e.err) == Canceled && ctx.Err() == nil {
 				continue // its caller left; this one still wants the chunk
@@ -72,6 +78,7 @@ func (c *chunkCache) get(ctx context.Context, key chunkKey, load func(context.Co
 		if err != nil || size > c.max {
 			delete(c.entries, key)
 		} else {
+			ch.retain() // the cache's reference
 			e.el = c.lru.PushFront(e)
 			c.size += size
 			c.evictLocked()
@@ -93,6 +100,7 @@ func (c *chunkCache) evictLocked() {
 		e.el = nil
 		delete(c.entries, e.key)
 		c.size -= e.size
+		e.chunk.Release()
 	}
 }
 
@@ -104,6 +112,7 @@ func (c *chunkCache) clear() {
 		e := el.Value.(*cacheEntry)
 		e.el = nil
 		delete(c.entries, e.key)
+		e.chunk.Release()
 	}
 	c.lru.Init()
 	c.size = 0

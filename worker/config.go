@@ -57,6 +57,11 @@ type Config struct {
 	// downloaded and not yet decoded) over the whole Reader. Default
 	// 512 MiB. A chunk larger than this takes the whole budget.
 	FetchBufferBytes int64
+	// BufferPoolBytes bounds the idle chunk buffers kept for reuse after
+	// their chunks are released (Chunk.Release) or evicted. Default
+	// 256 MiB: the buffers of Concurrency chunks of 8–16 MiB in flight,
+	// so a steady stream allocates almost nothing; negative keeps none.
+	BufferPoolBytes int64
 
 	// MemoryCacheBytes bounds the decoded chunks kept in memory (LRU, by
 	// decoded size). Default 1 GiB: a loader's shuffle window of a few
@@ -97,6 +102,7 @@ func (c *Config) validate() error {
 	}
 	def(&c.PartSize, 8<<20)
 	def(&c.FetchBufferBytes, 512<<20)
+	def(&c.BufferPoolBytes, 256<<20)
 	def(&c.MemoryCacheBytes, 1<<30)
 	def(&c.CacheBytes, 10<<30)
 	def(&c.MaxManifestBytes, 1<<30)

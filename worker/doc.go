@@ -9,6 +9,8 @@
 //	...
 //	defer r.Close()
 //	c, err := r.Chunk(ctx, shard, chunk) // c.Samples start at c.FirstSample
+//	...
+//	c.Release() // done with c.Samples: the buffer may be reused
 //
 // Chunk fetches the chunk's byte range with parallel ranged GETs of
 // Config.PartSize, at most Config.Concurrency in flight over the whole
@@ -19,6 +21,11 @@
 // are kept in a bounded LRU memory cache and concurrent callers of one
 // chunk share one fetch; with Config.CacheDir, fetched bytes also go to a
 // bounded, checksummed disk cache.
+//
+// A chunk's samples live in one buffer taken from a pool bounded by
+// Config.BufferPoolBytes. Callers Release a chunk when done with it (the
+// loader does once a batch is sent), and the buffer returns to the pool
+// when its last holder, the memory cache included, lets go.
 //
 // # Errors
 //
@@ -46,4 +53,7 @@
 //	cache_requests_total{cache,result} counter: memory/disk cache hit/miss (disk also "corrupt")
 //	errors_total{kind}               counter: Chunk errors by kind
 //	inflight_bytes                   gauge: fetch buffers held
+//	buffers_total{source}            counter: chunk buffers reused from the pool or newly allocated
+//	buffer_bytes                     gauge: chunk buffers in use (fetching, or held by unreleased chunks)
+//	buffer_pool_bytes                gauge: idle chunk buffers kept for reuse
 package worker

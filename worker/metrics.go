@@ -13,6 +13,9 @@ type metrics struct {
 	cacheReqs *prometheus.CounterVec
 	errs      *prometheus.CounterVec
 	inflight  prometheus.Gauge
+	buffers   *prometheus.CounterVec
+	bufInUse  prometheus.Gauge
+	bufIdle   prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -31,6 +34,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "shardstream_read_errors_total", Help: "Chunk and open errors by kind."}, []string{"kind"}),
 		inflight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "shardstream_read_inflight_bytes", Help: "Bytes held in fetch buffers."}),
+		buffers: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shardstream_read_buffers_total", Help: "Chunk buffers taken, by source: pool (reused) or new (allocated)."},
+			[]string{"source"}),
+		bufInUse: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "shardstream_read_buffer_bytes", Help: "Bytes of chunk buffers in use: being fetched, or holding samples of chunks not yet released by callers or the memory cache."}),
+		bufIdle: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "shardstream_read_buffer_pool_bytes", Help: "Bytes of idle chunk buffers kept for reuse (bounded by BufferPoolBytes)."}),
 	}
 	if reg != nil {
 		m.bytes = register(reg, m.bytes)
@@ -39,6 +49,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.cacheReqs = register(reg, m.cacheReqs)
 		m.errs = register(reg, m.errs)
 		m.inflight = register(reg, m.inflight)
+		m.buffers = register(reg, m.buffers)
+		m.bufInUse = register(reg, m.bufInUse)
+		m.bufIdle = register(reg, m.bufIdle)
 	}
 	return m
 }

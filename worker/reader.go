@@ -23,13 +23,6 @@ type Field = wds.Field
 // order.
 type Sample = wds.Sample
 
-// Chunk is one decoded chunk of a shard: the samples that start in it.
-// Chunks are shared between callers (and the cache): read-only.
-type Chunk struct {
-	FirstSample int64
-	Samples     []Sample
-}
-
 // Reader reads decoded chunks of one dataset. Safe for concurrent use.
 type Reader struct {
 	uri   string
@@ -43,6 +36,7 @@ type Reader struct {
 	buffers  *weighted // fetch buffer bytes
 	prefetch *weighted // Prefetch goroutines
 	cache    *chunkCache
+	pool     *bufPool
 	disk     *diskCache // nil without CacheDir
 	dec      wds.Decoder
 
@@ -77,12 +71,14 @@ func Open(ctx context.Context, uri string, cfg Config, log *slog.Logger) (*Reade
 			return nil, &Error{Shard: -1, Path: uri, Op: "open", Kind: kind, Err: err}
 		}
 	}
+	m := newMetrics(cfg.Registerer)
 	r := &Reader{
 		uri:      uri,
 		cfg:      cfg,
 		log:      log.With("dataset", uri),
 		store:    st,
-		m:        newMetrics(cfg.Registerer),
+		m:        m,
+		pool:     newBufPool(cfg.BufferPoolBytes, m.bufInUse, m.bufIdle),
 		gets:     newWeighted(int64(cfg.Concurrency)),
 		buffers:  newWeighted(cfg.FetchBufferBytes),
 		prefetch: newWeighted(int64(cfg.PrefetchConcurrency)),
@@ -140,7 +136,8 @@ func (r *Reader) readManifest(ctx context.Context) (*manifest.Manifest, error) {
 func (r *Reader) Manifest() *manifest.Manifest { return r.man }
 
 // Chunk returns chunk c of shard s, decoded; errors are *Error naming
-// shard and offset. The result is shared: do not modify it.
+// shard and offset. The result is shared: do not modify it. Release it
+// when done, so its buffer can be reused (see Chunk).
 func (r *Reader) Chunk(ctx context.Context, s, c int) (*Chunk, error) {
 	if s < 0 || s >= len(r.man.Shards) || c < 0 || c >= len(r.man.Shards[s].Chunks) {
 		err := &Error{Shard: s, Op: "chunk", Kind: Other, Err: fmt.Errorf("no chunk %d of shard %d in a manifest of %d shards", c, s, len(r.man.Shards))}
@@ -187,38 +184,64 @@ func (r *Reader) load(ctx context.Context, s, c int) (*Chunk, int64, error) {
 		r.buffers.release(held)
 		r.m.inflight.Sub(float64(held))
 	}()
-	// Not pooled: decoded samples of plain tar alias the buffer, and
-	// the cache holds them after this returns.
-	buf := make([]byte, mc.Size)
+	buf := r.buffer(int(mc.Size))
 	if err := r.fetchChunk(ctx, s, c, buf); err != nil {
+		r.pool.put(buf)
 		return nil, 0, err
 	}
-	samples, err := r.decode(buf, sh.Compression, mc)
+	samples, owner, err := r.decode(buf, sh.Compression, mc)
 	if err == nil && int64(len(samples)) != mc.Samples {
 		err = fmt.Errorf("decoded %d samples, manifest says %d", len(samples), mc.Samples)
 	}
 	if err != nil {
+		r.pool.put(owner)
 		return nil, 0, &Error{Shard: s, Path: sh.Path, Offset: mc.Offset, Op: "decode", Kind: Corrupt, Err: err}
 	}
-	size := mc.RawSize
+	size := max(int64(cap(owner)), mc.RawSize)
 	for _, smp := range samples { // bookkeeping the byte slices do not show
 		size += int64(64 + len(smp.Key) + 40*len(smp.Fields))
 	}
-	return &Chunk{FirstSample: mc.FirstSample, Samples: samples}, size, nil
+	return newChunk(mc.FirstSample, samples, owner, r.pool), size, nil
 }
 
-// decode turns a chunk's stored bytes into samples; zstd output goes into a
-// buffer of the manifest's RawSize, so it is allocated once.
-func (r *Reader) decode(raw []byte, compression string, mc manifest.Chunk) ([]Sample, error) {
+// buffer takes a buffer of n bytes from the pool, counting where it came
+// from.
+func (r *Reader) buffer(n int) []byte {
+	b, reused := r.pool.get(n)
+	if reused {
+		r.m.buffers.WithLabelValues("pool").Inc()
+	} else {
+		r.m.buffers.WithLabelValues("new").Inc()
+	}
+	return b
+}
+
+// decode turns a chunk's stored bytes (raw, a pool buffer) into samples and
+// returns the pool buffer their bytes alias: raw itself for plain tar; for
+// zstd, a second pool buffer of the manifest's RawSize, raw going back to
+// the pool at once. owner is nil if the bytes are in no pool buffer (a
+// zstd chunk larger than the manifest says); on error the caller puts it
+// back.
+func (r *Reader) decode(raw []byte, compression string, mc manifest.Chunk) (samples []Sample, owner []byte, err error) {
+	if compression != manifest.CompressionZstd {
+		samples, err = wds.ParseTar(raw, mc.FirstSample, mc.Samples)
+		return samples, raw, err
+	}
 	var dst []byte
-	if compression == manifest.CompressionZstd && mc.RawSize <= wds.DefaultMaxRawSize {
-		dst = make([]byte, 0, mc.RawSize) // the manifest is only a hint: DecodeAll grows it if short
+	if mc.RawSize <= wds.DefaultMaxRawSize {
+		dst = r.buffer(int(mc.RawSize))[:0] // the manifest is only a hint: DecodeAll grows it if short
 	}
-	buf, err := r.dec.Decompress(raw, compression, dst)
+	out, err := r.dec.Decompress(raw, compression, dst)
+	r.pool.put(raw)
+	if cap(dst) > 0 && (cap(out) == 0 || &out[:1][0] != &dst[:1][0]) {
+		r.pool.put(dst) // not used: DecodeAll failed or grew its own buffer
+		dst = nil
+	}
 	if err != nil {
-		return nil, err
+		return nil, dst, err
 	}
-	return wds.ParseTar(buf, mc.FirstSample, mc.Samples)
+	samples, err = wds.ParseTar(out, mc.FirstSample, mc.Samples)
+	return samples, dst, err
 }
 
 // fetchChunk fills buf with the chunk's stored bytes, from the disk cache

@@ -290,6 +290,7 @@ func readerPass(ctx context.Context, r *worker.Reader, m *manifest.Manifest, sha
 		if err != nil {
 			return err
 		}
+		defer ch.Release() // as the loader does once a batch is sent
 		if want := m.Shards[refs[i].s].Chunks[refs[i].c].Samples; int64(len(ch.Samples)) != want {
 			return fmt.Errorf("chunk %v: %d samples, want %d", refs[i], len(ch.Samples), want)
 		}
