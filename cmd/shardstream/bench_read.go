@@ -35,6 +35,7 @@ type benchFlags struct {
 	chunkMiB    int
 	sampleKiB   int
 	reps        int
+	passMiB     int
 	formats     string
 }
 
@@ -43,8 +44,11 @@ type benchFlags struct {
 // starts MinIO on loopback (or uses --endpoint), uploads shards of the
 // given sizes, uncompressed and zstd, then reads them (a) with plain GETs
 // whose bytes are discarded and (b) through worker.Reader (GET, decompress,
-// parse into samples). Progress goes to stderr, figures to stdout; the last
-// line is "read path / plain GET (uncompressed): R".
+// parse into samples). Each timed pass reads the shards measured, over
+// and over, for at least --pass MiB: a pass of one 64 MiB shard lasts
+// ~50 ms, which scheduler noise on a shared machine swamps. Progress goes
+// to stderr, figures to stdout; the last line is
+// "read path / plain GET (uncompressed): R".
 func runBenchRead(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var f benchFlags
 	fs := newFlagSet("bench-read", stderr)
@@ -59,6 +63,7 @@ func runBenchRead(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.IntVar(&f.chunkMiB, "chunk", 8, "chunk size in MiB (uncompressed bytes)")
 	fs.IntVar(&f.sampleKiB, "sample", 128, "average sample size in KiB")
 	fs.IntVar(&f.reps, "reps", 3, "timed passes of each reader; the median is reported")
+	fs.IntVar(&f.passMiB, "pass", 1024, "MiB (stored) each timed pass reads at least: small shards are read several times over, so a pass is long enough to time")
 	fs.StringVar(&f.formats, "formats", "none,zstd", "shard formats to measure: none, zstd or both")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -67,8 +72,8 @@ func runBenchRead(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err != nil {
 		return usageError{"--sizes: " + err.Error()}
 	}
-	if f.partMiB <= 0 || f.concurrency <= 0 || f.chunkMiB <= 0 || f.sampleKiB <= 0 || f.reps <= 0 {
-		return usageError{"--part-size, --concurrency, --chunk, --sample and --reps must be positive"}
+	if f.partMiB <= 0 || f.concurrency <= 0 || f.chunkMiB <= 0 || f.sampleKiB <= 0 || f.reps <= 0 || f.passMiB <= 0 {
+		return usageError{"--part-size, --concurrency, --chunk, --sample, --reps and --pass must be positive"}
 	}
 	formats := strings.Split(f.formats, ",")
 	for _, comp := range formats {
@@ -106,8 +111,8 @@ func runBenchRead(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		MemoryCacheBytes: -1, // every pass reads the store
 	}
 
-	fmt.Fprintf(stdout, "store %s; shards %s MiB; part %d MiB; concurrency %d; chunk %d MiB; GOMAXPROCS %d\n",
-		endpoint, f.sizes, f.partMiB, f.concurrency, f.chunkMiB, runtime.GOMAXPROCS(0))
+	fmt.Fprintf(stdout, "store %s; shards %s MiB; part %d MiB; concurrency %d; chunk %d MiB; passes of >= %d MiB; GOMAXPROCS %d\n",
+		endpoint, f.sizes, f.partMiB, f.concurrency, f.chunkMiB, f.passMiB, runtime.GOMAXPROCS(0))
 	ratio := math.NaN() // printed as NaN when uncompressed shards were not measured
 	for _, comp := range formats {
 		uri := fmt.Sprintf("s3://%s/%s", f.bucket, comp)
@@ -147,15 +152,17 @@ func runBenchRead(ctx context.Context, args []string, stdout, stderr io.Writer) 
 			if len(g) > 1 {
 				label = "all shards"
 			}
-			p, q, rat, err := benchGroup(ctx, st, r, m, g, int64(f.partMiB)<<20, f.concurrency, f.reps,
-				func(rep int, p, q benchPass, stored int64) {
-					progress("%s %s pass %d: plain GET %.0f MB/s, read path %.0f MB/s", comp, label, rep+1, p.mbps(stored), q.mbps(stored))
+			stored, raw := groupBytes(m, g)
+			rounds := int(max(1, (int64(f.passMiB)<<20+stored-1)/stored))
+			stored, raw = stored*int64(rounds), raw*int64(rounds)
+			p, q, rat, err := benchGroup(ctx, st, r, m, g, rounds, int64(f.partMiB)<<20, f.concurrency, f.reps,
+				func(rep int, p, q benchPass) {
+					progress("%s %s pass %d (each shard read %d times): plain GET %.0f MB/s, read path %.0f MB/s", comp, label, rep+1, rounds, p.mbps(stored), q.mbps(stored))
 				})
 			if err != nil {
 				r.Close()
 				return err
 			}
-			stored, raw := groupBytes(m, g)
 			if comp == manifest.CompressionNone {
 				fmt.Fprintf(stdout, "uncompressed, %s: plain GET %.0f MB/s (%.0f MB/s per core of this process's CPU); read path %.0f MB/s (GET, tar parse, samples; %.0f MB/s per core); ratio %.2f\n",
 					label, p.mbps(stored), float64(stored)/1e6/p.cpu.Seconds(), q.mbps(stored), float64(raw)/1e6/q.cpu.Seconds(), rat)
@@ -249,16 +256,18 @@ feed:
 // plainPass reads every shard whole with ranged GETs of partSize, at most
 // concurrency at once, discarding the bytes: the store's and the network's
 // speed with nothing on top.
-func plainPass(ctx context.Context, st store.Store, m *manifest.Manifest, shards []int, partSize int64, concurrency int) (benchPass, error) {
+func plainPass(ctx context.Context, st store.Store, m *manifest.Manifest, shards []int, rounds int, partSize int64, concurrency int) (benchPass, error) {
 	type part struct {
 		path   string
 		off, n int64
 	}
 	var parts []part
-	for _, i := range shards {
-		s := m.Shards[i]
-		for off := int64(0); off < s.Size; off += partSize {
-			parts = append(parts, part{s.Path, off, min(partSize, s.Size-off)})
+	for range rounds {
+		for _, i := range shards {
+			s := m.Shards[i]
+			for off := int64(0); off < s.Size; off += partSize {
+				parts = append(parts, part{s.Path, off, min(partSize, s.Size-off)})
+			}
 		}
 	}
 	return timed(ctx, len(parts), concurrency, func(ctx context.Context, i int) error {
@@ -277,12 +286,14 @@ func plainPass(ctx context.Context, st store.Store, m *manifest.Manifest, shards
 }
 
 // readerPass reads every chunk through the Reader with concurrency callers.
-func readerPass(ctx context.Context, r *worker.Reader, m *manifest.Manifest, shards []int, concurrency int) (benchPass, error) {
+func readerPass(ctx context.Context, r *worker.Reader, m *manifest.Manifest, shards []int, rounds, concurrency int) (benchPass, error) {
 	type ref struct{ s, c int }
 	var refs []ref
-	for _, s := range shards {
-		for c := range m.Shards[s].Chunks {
-			refs = append(refs, ref{s, c})
+	for range rounds {
+		for _, s := range shards {
+			for c := range m.Shards[s].Chunks {
+				refs = append(refs, ref{s, c})
+			}
 		}
 	}
 	return timed(ctx, len(refs), concurrency, func(ctx context.Context, i int) error {
@@ -380,14 +391,14 @@ func writeBenchShard(w io.Writer, sh *manifest.Shard, pool []byte, size int64, c
 	return nil
 }
 
-// benchGroup measures shards with both readers: one untimed pass of each,
-// then reps timed pairs in alternating order. It returns the median pass of
-// each reader and the median of the per-pair ratios (read path / plain).
-func benchGroup(ctx context.Context, st store.Store, r *worker.Reader, m *manifest.Manifest, shards []int, partSize int64, concurrency, reps int,
-	report func(rep int, plain, read benchPass, stored int64)) (benchPass, benchPass, float64, error) {
-	stored, _ := groupBytes(m, shards)
-	plainFn := func() (benchPass, error) { return plainPass(ctx, st, m, shards, partSize, concurrency) }
-	readFn := func() (benchPass, error) { return readerPass(ctx, r, m, shards, concurrency) }
+// benchGroup measures shards with both readers, each pass reading them
+// rounds times over: one untimed pass of each, then reps timed pairs in
+// alternating order. It returns the median pass of each reader and the
+// median of the per-pair ratios (read path / plain).
+func benchGroup(ctx context.Context, st store.Store, r *worker.Reader, m *manifest.Manifest, shards []int, rounds int, partSize int64, concurrency, reps int,
+	report func(rep int, plain, read benchPass)) (benchPass, benchPass, float64, error) {
+	plainFn := func() (benchPass, error) { return plainPass(ctx, st, m, shards, rounds, partSize, concurrency) }
+	readFn := func() (benchPass, error) { return readerPass(ctx, r, m, shards, rounds, concurrency) }
 	if _, err := plainFn(); err != nil {
 		return benchPass{}, benchPass{}, 0, err
 	}
@@ -414,8 +425,8 @@ func benchGroup(ctx context.Context, st store.Store, r *worker.Reader, m *manife
 			p, q = b, a
 		}
 		plain, read = append(plain, p), append(read, q)
-		ratios = append(ratios, q.mbps(stored)/p.mbps(stored))
-		report(rep, p, q, stored)
+		ratios = append(ratios, p.wall.Seconds()/q.wall.Seconds()) // the same bytes: MB/s ratio
+		report(rep, p, q)
 	}
 	slices.Sort(ratios)
 	return median(plain), median(read), ratios[len(ratios)/2], nil

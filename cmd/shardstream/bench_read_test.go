@@ -25,7 +25,7 @@ func TestBenchRead(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var stdout, stderr bytes.Buffer
-	err = runBenchRead(ctx, []string{"--minio", bin, "--sizes", "2,3", "--chunk", "1", "--sample", "16", "--reps", "1"}, &stdout, &stderr)
+	err = runBenchRead(ctx, []string{"--minio", bin, "--sizes", "2,3", "--chunk", "1", "--sample", "16", "--reps", "1", "--pass", "4"}, &stdout, &stderr)
 	if err != nil {
 		t.Fatalf("bench-read: %v\nstderr:\n%s", err, stderr.String())
 	}

@@ -148,3 +148,23 @@ func BenchmarkWriteShard(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkParseTar compares ParseTar's fast path with archive/tar alone
+// on an 8 MiB chunk of pack's output (docs/read-path.md has the figures).
+func BenchmarkParseTar(b *testing.B) {
+	raw, n := benchChunk(b)
+	for _, p := range []struct {
+		name  string
+		parse func([]byte, int64, int64) ([]Sample, error)
+	}{{"fast", ParseTar}, {"archive-tar", parseArchiveOnly}} {
+		b.Run(p.name, func(b *testing.B) {
+			b.SetBytes(int64(len(raw)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := p.parse(raw, 0, n); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

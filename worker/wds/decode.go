@@ -191,57 +191,104 @@ func (d *Decoder) close() {
 
 // ParseTar groups the entries of a tar byte stream into exactly want
 // samples; want < 0 accepts any number. Field data alias buf.
+//
+// Plain headers (see plainHeader) are read directly from buf; from the
+// first header that is anything else (PAX, GNU long names, directories,
+// base-256 numbers, the end-of-archive blocks, a truncated entry) on,
+// archive/tar reads the rest. Both give the same samples and errors: the
+// fast path only skips work archive/tar would do to the same effect
+// (FuzzParseTarFast checks that).
 func ParseTar(buf []byte, firstSample, want int64) ([]Sample, error) {
-	br := bytes.NewReader(buf)
-	tr := tar.NewReader(br)
-	var out []Sample
-	if want > 0 && want < 1<<16 {
-		out = make([]Sample, 0, want)
+	g := newGrouper(firstSample, want)
+	pos, err := g.plain(buf)
+	if err == nil {
+		err = g.archive(buf, pos)
 	}
-	var next int64 // offset of the next header: where an error points
+	if err != nil {
+		return nil, err
+	}
+	return g.finish(int64(len(buf)))
+}
+
+// grouper collects tar entries into samples: consecutive entries with the
+// same key are one sample's fields.
+type grouper struct {
+	first, want int64
+	out         []Sample
+}
+
+func newGrouper(firstSample, want int64) *grouper {
+	g := &grouper{first: firstSample, want: want}
+	if want > 0 && want < 1<<16 {
+		g.out = make([]Sample, 0, want)
+	}
+	return g
+}
+
+// add files a regular entry's data (at offset pos of the chunk) under its
+// sample.
+func (g *grouper) add(name string, data []byte, pos int64) error {
+	key, field := SplitName(name)
+	if n := len(g.out); n > 0 && g.out[n-1].Key == key {
+		s := &g.out[n-1]
+		for _, f := range s.Fields {
+			if f.Name == field {
+				return &FormatError{Offset: pos, Msg: fmt.Sprintf("sample %d (%q) has field %q twice", g.first+int64(n-1), key, field)}
+			}
+		}
+		s.Fields = append(s.Fields, Field{Name: field, Data: data})
+		return nil
+	}
+	if g.want >= 0 && int64(len(g.out)) >= g.want {
+		return &FormatError{Offset: pos, Msg: fmt.Sprintf("more than the %d samples the manifest lists (sample %q)", g.want, key)}
+	}
+	g.out = append(g.out, Sample{Key: key, Fields: []Field{{Name: field, Data: data}}})
+	return nil
+}
+
+func (g *grouper) finish(end int64) ([]Sample, error) {
+	if g.want >= 0 && int64(len(g.out)) != g.want {
+		return nil, &FormatError{Offset: end, Msg: fmt.Sprintf("%d samples, the manifest lists %d", len(g.out), g.want)}
+	}
+	return g.out, nil
+}
+
+// archive reads the entries of buf from offset start (a header) to the
+// end with archive/tar.
+func (g *grouper) archive(buf []byte, start int64) error {
+	if start == int64(len(buf)) {
+		return nil // the fast path read everything; archive/tar would see EOF
+	}
+	br := bytes.NewReader(buf)
+	br.Seek(start, io.SeekStart)
+	tr := tar.NewReader(br)
+	next := start // offset of the next header: where an error points
 	for {
 		h, err := tr.Next()
 		if errors.Is(err, io.EOF) {
-			break
+			return nil
 		}
 		if err != nil {
-			return nil, &FormatError{Offset: next, Msg: fmt.Sprintf("tar header after sample %d: %v", firstSample+int64(len(out)), err)}
+			return &FormatError{Offset: next, Msg: fmt.Sprintf("tar header after sample %d: %v", g.first+int64(len(g.out)), err)}
 		}
 		// After Next the reader sits at the entry's data; the following
 		// Next seeks past it, so data is sliced without a copy.
 		pos := int64(len(buf)) - int64(br.Len())
 		size := dataSize(h)
 		if size < 0 || size > int64(len(buf))-pos {
-			return nil, &FormatError{Offset: pos, Msg: fmt.Sprintf("tar entry %q of %d bytes runs past the chunk end %d", h.Name, size, len(buf))}
+			return &FormatError{Offset: pos, Msg: fmt.Sprintf("tar entry %q of %d bytes runs past the chunk end %d", h.Name, size, len(buf))}
 		}
 		next = pos + padded(size)
 		if !regular(h) {
 			continue
 		}
 		if sparse(h) {
-			return nil, &FormatError{Offset: pos, Msg: fmt.Sprintf("tar entry %q is a sparse file (unsupported)", h.Name)}
+			return &FormatError{Offset: pos, Msg: fmt.Sprintf("tar entry %q is a sparse file (unsupported)", h.Name)}
 		}
-		key, field := SplitName(h.Name)
-		data := buf[pos : pos+h.Size : pos+h.Size]
-		if n := len(out); n > 0 && out[n-1].Key == key {
-			s := &out[n-1]
-			for _, f := range s.Fields {
-				if f.Name == field {
-					return nil, &FormatError{Offset: pos, Msg: fmt.Sprintf("sample %d (%q) has field %q twice", firstSample+int64(n-1), key, field)}
-				}
-			}
-			s.Fields = append(s.Fields, Field{Name: field, Data: data})
-			continue
+		if err := g.add(h.Name, buf[pos:pos+h.Size:pos+h.Size], pos); err != nil {
+			return err
 		}
-		if want >= 0 && int64(len(out)) >= want {
-			return nil, &FormatError{Offset: pos, Msg: fmt.Sprintf("more than the %d samples the manifest lists (sample %q)", want, key)}
-		}
-		out = append(out, Sample{Key: key, Fields: []Field{{Name: field, Data: data}}})
 	}
-	if want >= 0 && int64(len(out)) != want {
-		return nil, &FormatError{Offset: int64(len(buf)), Msg: fmt.Sprintf("%d samples, the manifest lists %d", len(out), want)}
-	}
-	return out, nil
 }
 
 // SplitName splits a tar entry name into its sample key and field name:

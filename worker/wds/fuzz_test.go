@@ -193,6 +193,11 @@ func TestWriteFuzzSeeds(t *testing.T) {
 		seek = append(seek, fmt.Sprintf("[]byte(%s)\n", strconv.Quote(string(s))))
 	}
 	writeCorpus(t, "FuzzSeekTable", seek)
+	var fast []string
+	for _, s := range fastSeeds(t) {
+		fast = append(fast, fmt.Sprintf("[]byte(%s)\nuint8(255)\n", strconv.Quote(string(s))))
+	}
+	writeCorpus(t, "FuzzParseTarFast", fast)
 }
 
 func writeCorpus(t *testing.T, name string, entries []string) {
