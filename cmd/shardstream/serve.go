@@ -31,6 +31,9 @@ type serveFlags struct {
 	s3Region        string
 	cacheDir        string
 	cacheSize       string
+	memoryCache     string
+	fetchBuffers    string
+	bufferPool      string
 	window          int
 	readahead       int
 	maxStreams      int
@@ -50,6 +53,9 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.s3Region, "s3-region", "", "S3 region (empty: from the AWS config, else us-east-1)")
 	fs.StringVar(&f.cacheDir, "cache-dir", "", "directory for the read path's on-disk chunk cache (empty: memory only)")
 	fs.StringVar(&f.cacheSize, "cache-size", "", "chunk cache size, e.g. 512MiB or 20GiB (empty: the read path's default)")
+	fs.StringVar(&f.memoryCache, "memory-cache-size", "", "decoded chunks kept in memory, e.g. 4GiB; 0 turns the cache off (empty: 1GiB)")
+	fs.StringVar(&f.fetchBuffers, "fetch-buffer-size", "", "bytes of chunks being downloaded at once, e.g. 1GiB (empty: 512MiB)")
+	fs.StringVar(&f.bufferPool, "buffer-pool-size", "", "idle chunk buffers kept for reuse, e.g. 512MiB; 0 keeps none (empty: 256MiB)")
 	fs.IntVar(&f.window, "window", service.DefaultWindow, "default shuffle window in shards, for jobs that give none")
 	fs.IntVar(&f.readahead, "readahead", service.DefaultReadaheadSteps, "steps each stream reads ahead of the one it sends")
 	fs.IntVar(&f.maxStreams, "max-streams", service.DefaultMaxStreams, "most streams served at once; more are refused with RESOURCE_EXHAUSTED")
@@ -99,6 +105,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	wcfg := worker.Config{S3Endpoint: f.s3Endpoint, S3PathStyle: f.s3PathStyle, S3Region: f.s3Region, Registerer: reg}
 	if err := setCache(&wcfg, f.cacheDir, f.cacheSize); err != nil {
+		return err
+	}
+	if err := setMemory(&wcfg, f.memoryCache, f.fetchBuffers, f.bufferPool); err != nil {
 		return err
 	}
 
@@ -163,6 +172,36 @@ func setCache(cfg *worker.Config, dir, size string) error {
 		cfg.CacheBytes = n
 	}
 	cfg.CacheDir = dir
+	return nil
+}
+
+// setMemory applies the read path's memory bounds. In the flags 0 means
+// "none" where the read path allows it; in worker.Config that is a
+// negative value, 0 being "the default".
+func setMemory(cfg *worker.Config, memoryCache, fetchBuffers, bufferPool string) error {
+	for _, b := range []struct {
+		flag, value string
+		dst         *int64
+		zeroOK      bool
+	}{
+		{"--memory-cache-size", memoryCache, &cfg.MemoryCacheBytes, true},
+		{"--fetch-buffer-size", fetchBuffers, &cfg.FetchBufferBytes, false},
+		{"--buffer-pool-size", bufferPool, &cfg.BufferPoolBytes, true},
+	} {
+		if b.value == "" {
+			continue
+		}
+		n, err := parseSize(b.value)
+		switch {
+		case err != nil:
+			return usageError{fmt.Sprintf("serve: %s: %v", b.flag, err)}
+		case n == 0 && !b.zeroOK:
+			return usageError{fmt.Sprintf("serve: %s must be positive", b.flag)}
+		case n == 0:
+			n = -1
+		}
+		*b.dst = n
+	}
 	return nil
 }
 

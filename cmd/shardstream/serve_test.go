@@ -10,6 +10,7 @@ import (
 	"time"
 
 	pb "github.com/shardstream/shardstream/proto/shardstream/v1"
+	"github.com/shardstream/shardstream/worker"
 )
 
 func TestServeFlagErrors(t *testing.T) {
@@ -22,6 +23,9 @@ func TestServeFlagErrors(t *testing.T) {
 		{"log format", []string{"--data", "x", "--log-format", "xml"}, "--log-format"},
 		{"cache size", []string{"--data", "x", "--cache-dir", "d", "--cache-size", "lots"}, "--cache-size"},
 		{"cache size without dir", []string{"--data", "x", "--cache-size", "1GiB"}, "needs --cache-dir"},
+		{"memory cache size", []string{"--data", "x", "--memory-cache-size", "1 lot"}, "--memory-cache-size"},
+		{"zero fetch buffers", []string{"--data", "x", "--fetch-buffer-size", "0"}, "--fetch-buffer-size must be positive"},
+		{"buffer pool size", []string{"--data", "x", "--buffer-pool-size", "-1"}, "--buffer-pool-size"},
 		{"empty loader addr", []string{"--data", "x", "--loader-addrs", "a:1,,b:2"}, "empty address"},
 		{"zero window", []string{"--data", "x", "--window", "0"}, "must be positive"},
 		{"unknown flag", []string{"--data", "x", "--bogus"}, "bogus"},
@@ -114,5 +118,20 @@ func TestServeInProcess(t *testing.T) {
 	}
 	if !strings.Contains(stderr.String(), `"msg":"serving"`) {
 		t.Errorf("json log lacks the serving record: %s", stderr.String())
+	}
+}
+
+// TestSetMemory: sizes reach the read path's Config, 0 turning a cache off
+// (negative there), empty leaving the default.
+func TestSetMemory(t *testing.T) {
+	var cfg worker.Config
+	if err := setMemory(&cfg, "0", "1GiB", ""); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.MemoryCacheBytes != -1 || cfg.FetchBufferBytes != 1<<30 || cfg.BufferPoolBytes != 0 {
+		t.Errorf("memory cache %d, fetch buffers %d, buffer pool %d; want -1, 1GiB, 0", cfg.MemoryCacheBytes, cfg.FetchBufferBytes, cfg.BufferPoolBytes)
+	}
+	if err := setMemory(&cfg, "", "", "0"); err != nil || cfg.BufferPoolBytes != -1 || cfg.MemoryCacheBytes != -1 {
+		t.Errorf("buffer pool 0: %d, %v; want -1 and the memory cache left at -1", cfg.BufferPoolBytes, err)
 	}
 }
