@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/shardstream/shardstream/internal/miniotest"
 	"github.com/shardstream/shardstream/manifest"
 	"github.com/shardstream/shardstream/worker"
@@ -62,7 +64,7 @@ func runBenchRead(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.IntVar(&f.concurrency, "concurrency", 16, "GETs in flight, for both readers")
 	fs.IntVar(&f.chunkMiB, "chunk", 8, "chunk size in MiB (uncompressed bytes)")
 	fs.IntVar(&f.sampleKiB, "sample", 128, "average sample size in KiB")
-	fs.IntVar(&f.reps, "reps", 3, "timed passes of each reader; the median is reported")
+	fs.IntVar(&f.reps, "reps", 5, "timed passes of each reader; the median is reported")
 	fs.IntVar(&f.passMiB, "pass", 1024, "MiB (stored) each timed pass reads at least: small shards are read several times over, so a pass is long enough to time")
 	fs.StringVar(&f.formats, "formats", "none,zstd", "shard formats to measure: none, zstd or both")
 	if err := parseFlags(fs, args); err != nil {
@@ -129,6 +131,8 @@ func runBenchRead(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		stored, raw := m.TotalBytes(), rawBytes(m)
 		progress("wrote %d MiB stored (%d MiB raw) in %v", stored>>20, raw>>20, time.Since(start).Round(time.Millisecond))
 
+		reg := prometheus.NewRegistry() // for the buffer pool's counts
+		wcfg.Registerer = reg
 		r, err := worker.Open(ctx, uri, wcfg, slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 		if err != nil {
 			return err
@@ -172,10 +176,32 @@ func runBenchRead(ctx context.Context, args []string, stdout, stderr io.Writer) 
 					float64(raw)/float64(stored), label, p.mbps(stored), q.mbps(stored), q.mbps(raw), float64(raw)/1e6/q.cpu.Seconds())
 			}
 		}
+		progress("%s chunk buffers: %s", comp, bufferCounts(reg))
 		r.Close()
 	}
 	fmt.Fprintf(stdout, "read path / plain GET (uncompressed): %.2f\n", ratio)
 	return nil
+}
+
+// bufferCounts reports where the Reader's chunk buffers came from: after
+// the first pass nearly all should be reused from the pool.
+func bufferCounts(reg *prometheus.Registry) string {
+	mfs, err := reg.Gather()
+	if err != nil {
+		return err.Error()
+	}
+	var parts []string
+	for _, mf := range mfs {
+		if mf.GetName() != "shardstream_read_buffers_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				parts = append(parts, fmt.Sprintf("%.0f %s", m.GetCounter().GetValue(), l.GetValue()))
+			}
+		}
+	}
+	return strings.Join(parts, ", ")
 }
 
 func parseMiBList(s string) ([]int64, error) {

@@ -50,6 +50,10 @@ func TestBenchRead(t *testing.T) {
 	if !strings.Contains(stderr.String(), "pass 1") {
 		t.Errorf("no progress on stderr:\n%s", stderr.String())
 	}
+	// The passes after the first reuse pooled buffers.
+	if !regexp.MustCompile(`none chunk buffers: (\d+ new, )?[1-9]\d* pool`).MatchString(stderr.String()) {
+		t.Errorf("no pooled chunk buffers reported on stderr:\n%s", stderr.String())
+	}
 }
 
 func TestBenchReadFlags(t *testing.T) {
