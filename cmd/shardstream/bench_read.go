@@ -151,6 +151,7 @@ func runBenchRead(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		if len(sizes) > 1 {
 			groups = append(groups, all)
 		}
+		var counted int64 // chunk bytes the reader's passes count as read
 		for _, g := range groups {
 			label := fmt.Sprintf("%d MiB shard", sizes[g[0]]>>20)
 			if len(g) > 1 {
@@ -167,6 +168,7 @@ func runBenchRead(ctx context.Context, args []string, stdout, stderr io.Writer) 
 				r.Close()
 				return err
 			}
+			counted += int64(1+f.reps) * int64(rounds) * chunkBytes(m, g)
 			if comp == manifest.CompressionNone {
 				fmt.Fprintf(stdout, "uncompressed, %s: plain GET %.0f MB/s (%.0f MB/s per core of this process's CPU); read path %.0f MB/s (GET, tar parse, samples; %.0f MB/s per core); ratio %.2f\n",
 					label, p.mbps(stored), float64(stored)/1e6/p.cpu.Seconds(), q.mbps(stored), float64(raw)/1e6/q.cpu.Seconds(), rat)
@@ -178,9 +180,28 @@ func runBenchRead(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		}
 		progress("%s chunk buffers: %s", comp, bufferCounts(reg))
 		r.Close()
+		// A pass that got chunks without fetching them (a shared fetch)
+		// would be credited with bytes it did not read.
+		if fetched := int64(counterSum(reg, "shardstream_read_bytes_total")); fetched < counted {
+			return fmt.Errorf("bench-read: the read path fetched %d bytes of %s shards, its passes counted %d", fetched, comp, counted)
+		}
 	}
 	fmt.Fprintf(stdout, "read path / plain GET (uncompressed): %.2f\n", ratio)
 	return nil
+}
+
+// counterSum is the sum of a counter's series in reg.
+func counterSum(reg *prometheus.Registry, name string) float64 {
+	mfs, _ := reg.Gather()
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
 }
 
 // bufferCounts reports where the Reader's chunk buffers came from: after
@@ -246,35 +267,64 @@ func cpuTime() time.Duration {
 }
 
 // timed runs n jobs on workers goroutines and times them; the first error
-// stops the rest.
-func timed(ctx context.Context, n, workers int, job func(ctx context.Context, i int) error) (benchPass, error) {
+// stops the rest. Jobs are taken in order, but job i never runs while
+// another job with the same i%distinct does: a pass repeats its shards
+// (rounds), and the Reader shares concurrent fetches of one chunk, so
+// overlapping repeats would fetch less than the pass counts. The plain
+// reader keeps the same rule, so both run at most distinct GETs at once.
+func timed(ctx context.Context, n, distinct, workers int, job func(ctx context.Context, i int) error) (benchPass, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	jobs := make(chan int)
 	var (
+		mu       sync.Mutex
+		cond     = sync.NewCond(&mu)
+		pending  = make([]int, n)
+		busy     = make(map[int]bool)
 		wg       sync.WaitGroup
-		once     sync.Once
 		firstErr error
 	)
+	for i := range pending {
+		pending[i] = i
+	}
+	// take removes and returns the first pending job not busy, waiting
+	// for one; false when none are left or the pass failed.
+	take := func() (int, bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		for {
+			if firstErr != nil || len(pending) == 0 {
+				return 0, false
+			}
+			for k, i := range pending {
+				if !busy[i%distinct] {
+					busy[i%distinct] = true
+					pending = slices.Delete(pending, k, k+1)
+					return i, true
+				}
+			}
+			cond.Wait()
+		}
+	}
 	cpu0, start := cpuTime(), time.Now()
 	for range workers {
 		wg.Go(func() {
-			for i := range jobs {
-				if err := job(ctx, i); err != nil {
-					once.Do(func() { firstErr = err; cancel() })
+			for {
+				i, ok := take()
+				if !ok {
+					return
 				}
+				err := job(ctx, i)
+				mu.Lock()
+				delete(busy, i%distinct)
+				if err != nil && firstErr == nil {
+					firstErr = err
+					cancel()
+				}
+				cond.Broadcast()
+				mu.Unlock()
 			}
 		})
 	}
-feed:
-	for i := range n {
-		select {
-		case jobs <- i:
-		case <-ctx.Done():
-			break feed
-		}
-	}
-	close(jobs)
 	wg.Wait()
 	return benchPass{wall: time.Since(start), cpu: cpuTime() - cpu0}, firstErr
 }
@@ -296,7 +346,7 @@ func plainPass(ctx context.Context, st store.Store, m *manifest.Manifest, shards
 			}
 		}
 	}
-	return timed(ctx, len(parts), concurrency, func(ctx context.Context, i int) error {
+	return timed(ctx, len(parts), len(parts)/rounds, concurrency, func(ctx context.Context, i int) error {
 		p := parts[i]
 		rc, err := st.ReadRange(ctx, p.path, p.off, p.n)
 		if err != nil {
@@ -322,7 +372,7 @@ func readerPass(ctx context.Context, r *worker.Reader, m *manifest.Manifest, sha
 			}
 		}
 	}
-	return timed(ctx, len(refs), concurrency, func(ctx context.Context, i int) error {
+	return timed(ctx, len(refs), len(refs)/rounds, concurrency, func(ctx context.Context, i int) error {
 		ch, err := r.Chunk(ctx, refs[i].s, refs[i].c)
 		if err != nil {
 			return err
@@ -456,6 +506,18 @@ func benchGroup(ctx context.Context, st store.Store, r *worker.Reader, m *manife
 	}
 	slices.Sort(ratios)
 	return median(plain), median(read), ratios[len(ratios)/2], nil
+}
+
+// chunkBytes is the stored size of the given shards' chunks: what the
+// Reader fetches (a zstd shard's seek table is not in a chunk).
+func chunkBytes(m *manifest.Manifest, shards []int) int64 {
+	var n int64
+	for _, i := range shards {
+		for _, c := range m.Shards[i].Chunks {
+			n += c.Size
+		}
+	}
+	return n
 }
 
 // groupBytes is the stored and raw size of the given shards.
