@@ -182,7 +182,11 @@ func runBenchRead(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		r.Close()
 		// A pass that got chunks without fetching them (a shared fetch)
 		// would be credited with bytes it did not read.
-		if fetched := int64(counterSum(reg, "shardstream_read_bytes_total")); fetched < counted {
+		var fetched int64
+		for _, c := range counters(reg, "shardstream_read_bytes_total") {
+			fetched += int64(c.value)
+		}
+		if fetched < counted {
 			return fmt.Errorf("bench-read: the read path fetched %d bytes of %s shards, its passes counted %d", fetched, comp, counted)
 		}
 	}
@@ -190,37 +194,38 @@ func runBenchRead(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	return nil
 }
 
-// counterSum is the sum of a counter's series in reg.
-func counterSum(reg *prometheus.Registry, name string) float64 {
-	mfs, _ := reg.Gather()
-	var sum float64
+// counter is one series of a counter: its first label's value, if any,
+// and its count.
+type counter struct {
+	label string
+	value float64
+}
+
+// counters lists the series of the counter name in reg.
+func counters(reg *prometheus.Registry, name string) []counter {
+	mfs, _ := reg.Gather() // our own registry: it always gathers
+	var out []counter
 	for _, mf := range mfs {
-		if mf.GetName() == name {
-			for _, m := range mf.GetMetric() {
-				sum += m.GetCounter().GetValue()
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			c := counter{value: m.GetCounter().GetValue()}
+			if ls := m.GetLabel(); len(ls) > 0 {
+				c.label = ls[0].GetValue()
 			}
+			out = append(out, c)
 		}
 	}
-	return sum
+	return out
 }
 
 // bufferCounts reports where the Reader's chunk buffers came from: after
 // the first pass nearly all should be reused from the pool.
 func bufferCounts(reg *prometheus.Registry) string {
-	mfs, err := reg.Gather()
-	if err != nil {
-		return err.Error()
-	}
 	var parts []string
-	for _, mf := range mfs {
-		if mf.GetName() != "shardstream_read_buffers_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				parts = append(parts, fmt.Sprintf("%.0f %s", m.GetCounter().GetValue(), l.GetValue()))
-			}
-		}
+	for _, c := range counters(reg, "shardstream_read_buffers_total") {
+		parts = append(parts, fmt.Sprintf("%.0f %s", c.value, c.label))
 	}
 	return strings.Join(parts, ", ")
 }
