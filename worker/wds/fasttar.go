@@ -26,13 +26,14 @@ func (g *grouper) plain(buf []byte) (int64, error) {
 			break
 		}
 		data := pos + blockSize
-		if padded(size) > int64(len(buf))-data {
+		end := data + padded(size) // size < 2^36: twelve octal digits
+		if end > int64(len(buf)) {
 			break // archive/tar names the truncation
 		}
 		if err := g.add(name, buf[data:data+size:data+size], data); err != nil {
 			return 0, err
 		}
-		pos = data + padded(size)
+		pos = end
 	}
 	return pos, nil
 }
