@@ -12,9 +12,9 @@ import (
 
 	"github.com/shardstream/shardstream/manifest"
 	pb "github.com/shardstream/shardstream/proto/shardstream/v1"
+	"github.com/shardstream/shardstream/store/memstore"
+	"github.com/shardstream/shardstream/wds"
 	"github.com/shardstream/shardstream/worker"
-	"github.com/shardstream/shardstream/worker/store"
-	"github.com/shardstream/shardstream/worker/wds"
 )
 
 // realReader writes shards of perShard samples of about 100 KiB (chunks
@@ -24,7 +24,7 @@ import (
 func realReader(t *testing.T, shards, perShard int, reg prometheus.Registerer) *worker.Reader {
 	t.Helper()
 	ctx := testCtx(t)
-	st := store.NewMem()
+	st := memstore.New()
 	m := &manifest.Manifest{Version: manifest.Version}
 	for s := range shards {
 		var obj bytes.Buffer

@@ -19,8 +19,8 @@ import (
 	"github.com/shardstream/shardstream/internal/leaktest"
 	pb "github.com/shardstream/shardstream/proto/shardstream/v1"
 	"github.com/shardstream/shardstream/sampler"
+	"github.com/shardstream/shardstream/store"
 	"github.com/shardstream/shardstream/worker"
-	"github.com/shardstream/shardstream/worker/store"
 )
 
 func testConfig(r *fakeReader) Config {

@@ -8,8 +8,8 @@ import (
 
 	"github.com/shardstream/shardstream/internal/miniotest"
 	"github.com/shardstream/shardstream/manifest"
+	"github.com/shardstream/shardstream/store/storeuri"
 	"github.com/shardstream/shardstream/worker"
-	"github.com/shardstream/shardstream/worker/store"
 )
 
 // The benchmarks read a 64 MiB dataset from a real MinIO on loopback,
@@ -24,8 +24,7 @@ var benchData = map[string]dataset{
 
 func BenchmarkPlainGET(b *testing.B) {
 	srv, m := benchDataset(b, manifest.CompressionNone)
-	st, err := store.Open(context.Background(), "s3://data/ds", store.Config{
-		S3Endpoint: srv.Endpoint, S3PathStyle: true, AccessKey: srv.AccessKey, SecretKey: srv.SecretKey})
+	st, err := storeuri.Open(context.Background(), "s3://data/ds", srv.S3Config())
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -58,7 +57,7 @@ func BenchmarkReader(b *testing.B) {
 	for _, comp := range []string{manifest.CompressionNone, manifest.CompressionZstd} {
 		b.Run(comp, func(b *testing.B) {
 			srv, m := benchDataset(b, comp)
-			cfg := worker.Config{S3Endpoint: srv.Endpoint, S3PathStyle: true, AccessKey: srv.AccessKey, SecretKey: srv.SecretKey, MemoryCacheBytes: -1}
+			cfg := worker.Config{S3: srv.S3Config(), MemoryCacheBytes: -1}
 			r, err := worker.Open(context.Background(), "s3://data/ds", cfg, nil)
 			if err != nil {
 				b.Fatal(err)
@@ -87,8 +86,7 @@ func benchDataset(b *testing.B, comp string) (*miniotest.Server, *manifest.Manif
 	b.Helper()
 	srv := miniotest.Start(b)
 	srv.CreateBucket(b, "data")
-	st, err := store.Open(context.Background(), "s3://data/ds", store.Config{
-		S3Endpoint: srv.Endpoint, S3PathStyle: true, AccessKey: srv.AccessKey, SecretKey: srv.SecretKey})
+	st, err := storeuri.Open(context.Background(), "s3://data/ds", srv.S3Config())
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -7,22 +7,15 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/shardstream/shardstream/worker/store"
+	"github.com/shardstream/shardstream/store"
+	"github.com/shardstream/shardstream/store/s3store"
 )
 
 // Config configures a Reader. Zero values mean the documented defaults.
 type Config struct {
-	// S3Endpoint overrides the S3 endpoint, e.g. http://127.0.0.1:9000 for
-	// MinIO; empty means AWS.
-	S3Endpoint string
-	// S3PathStyle uses path-style addressing (MinIO, most S3-compatible
-	// stores).
-	S3PathStyle bool
-	// S3Region is the bucket's region; default the SDK's, else us-east-1.
-	S3Region string
-	// AccessKey and SecretKey are static S3 credentials; empty means the
-	// standard AWS credential chain.
-	AccessKey, SecretKey string
+	// S3 configures the client for s3:// URIs. Its MaxConns defaults to
+	// Concurrency + 8: a connection per GET slot, plus room for Stat calls.
+	S3 s3store.Config
 
 	// Store, when set, is read instead of opening the uri (which then
 	// only names the dataset in errors). For tests and embedding.
@@ -92,9 +85,6 @@ func (c *Config) validate() error {
 		c.PartTimeout < 0 || c.FetchBufferBytes < 0 || c.CacheBytes < 0 || c.MaxManifestBytes < 0 || c.PrefetchConcurrency < 0 {
 		return errors.New("worker: negative Config value")
 	}
-	if (c.AccessKey == "") != (c.SecretKey == "") {
-		return errors.New("worker: AccessKey and SecretKey go together")
-	}
 	def := func(v *int64, d int64) {
 		if *v == 0 {
 			*v = d
@@ -130,14 +120,10 @@ func (c *Config) validate() error {
 	return nil
 }
 
-func (c *Config) storeConfig() store.Config {
-	return store.Config{
-		S3Endpoint:  c.S3Endpoint,
-		S3PathStyle: c.S3PathStyle,
-		S3Region:    c.S3Region,
-		AccessKey:   c.AccessKey,
-		SecretKey:   c.SecretKey,
-		// Keep a connection open per GET slot, plus room for Stat calls.
-		MaxConns: c.Concurrency + 8,
+func (c *Config) s3Config() s3store.Config {
+	s3 := c.S3
+	if s3.MaxConns == 0 {
+		s3.MaxConns = c.Concurrency + 8
 	}
+	return s3
 }

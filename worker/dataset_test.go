@@ -12,9 +12,9 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/shardstream/shardstream/manifest"
+	"github.com/shardstream/shardstream/store"
+	"github.com/shardstream/shardstream/wds"
 	"github.com/shardstream/shardstream/worker"
-	"github.com/shardstream/shardstream/worker/store"
-	"github.com/shardstream/shardstream/worker/wds"
 )
 
 // dataset describes a test dataset; build writes it.

@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/shardstream/shardstream/worker/store"
+	"github.com/shardstream/shardstream/store"
 )
 
 // Kind classifies an Error for the caller: the service turns kinds into

@@ -9,7 +9,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/shardstream/shardstream/worker/store"
+	"github.com/shardstream/shardstream/store"
 )
 
 // fetchRange reads [off, off+n) of path into buf (len n) with parallel

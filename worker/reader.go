@@ -12,8 +12,9 @@ import (
 	"sync"
 
 	"github.com/shardstream/shardstream/manifest"
-	"github.com/shardstream/shardstream/worker/store"
-	"github.com/shardstream/shardstream/worker/wds"
+	"github.com/shardstream/shardstream/store"
+	"github.com/shardstream/shardstream/store/storeuri"
+	"github.com/shardstream/shardstream/wds"
 )
 
 // Field is one named part of a sample ("jpg", "cls", …).
@@ -63,7 +64,7 @@ func Open(ctx context.Context, uri string, cfg Config, log *slog.Logger) (*Reade
 	st := cfg.Store
 	if st == nil {
 		var err error
-		if st, err = store.Open(ctx, uri, cfg.storeConfig()); err != nil {
+		if st, err = storeuri.Open(ctx, uri, cfg.s3Config()); err != nil {
 			kind := Other
 			if errors.Is(err, store.ErrNotFound) {
 				kind = NotFound

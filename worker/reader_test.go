@@ -21,8 +21,10 @@ import (
 
 	"github.com/shardstream/shardstream/internal/leaktest"
 	"github.com/shardstream/shardstream/manifest"
+	"github.com/shardstream/shardstream/store"
+	"github.com/shardstream/shardstream/store/filestore"
+	"github.com/shardstream/shardstream/store/memstore"
 	"github.com/shardstream/shardstream/worker"
-	"github.com/shardstream/shardstream/worker/store"
 )
 
 func testCtx(t *testing.T) context.Context {
@@ -72,7 +74,7 @@ func checkAll(t *testing.T, r *worker.Reader, d dataset) {
 func TestReadAllChunks(t *testing.T) {
 	for _, comp := range []string{manifest.CompressionNone, manifest.CompressionZstd} {
 		t.Run(comp, func(t *testing.T) {
-			st := store.NewMem()
+			st := memstore.New()
 			d := dataset{shards: 3, samples: 50, perChunk: 7, compression: comp, maxField: 6000}
 			d.build(t, st)
 			// Parts smaller than chunks: every chunk is several parallel GETs.
@@ -84,7 +86,7 @@ func TestReadAllChunks(t *testing.T) {
 
 func TestLocalDir(t *testing.T) {
 	dir := t.TempDir()
-	st, err := store.OpenLocal(dir)
+	st, err := filestore.Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,7 +174,7 @@ func (f *flaky) Stat(ctx context.Context, p string) (store.Info, error) {
 }
 
 func newFlaky(t *testing.T, d dataset, failures int64) *flaky {
-	f := &flaky{Store: store.NewMem()}
+	f := &flaky{Store: memstore.New()}
 	f.failures.Store(failures)
 	d.build(t, f.Store)
 	return f
@@ -267,7 +269,7 @@ func TestCanceled(t *testing.T) {
 
 func TestChangedAndMissing(t *testing.T) {
 	ctx := testCtx(t)
-	st := store.NewMem()
+	st := memstore.New()
 	m := small.build(t, st)
 	// Shard 0 rewritten with another size, shard 1 with the same size but
 	// other bytes (the ETag tells).
@@ -282,7 +284,7 @@ func TestChangedAndMissing(t *testing.T) {
 		}
 	}
 
-	st2 := store.NewMem()
+	st2 := memstore.New()
 	m2 := small.build(t, st2)
 	gone := &deleting{Store: st2, gone: m2.Shards[1].Path}
 	r2 := open(t, "mem://missing", worker.Config{Store: gone})
@@ -320,7 +322,7 @@ func (d *deleting) Stat(ctx context.Context, p string) (store.Info, error) {
 
 func TestCorrupt(t *testing.T) {
 	ctx := testCtx(t)
-	st := store.NewMem()
+	st := memstore.New()
 	m := small.build(t, st)
 	// Same size, garbage in chunk 1; ETags cleared so the Stat check passes
 	// and the decoder must notice.
@@ -528,7 +530,7 @@ func (s *slow) ReadRange(ctx context.Context, p string, off, n int64) (io.ReadCl
 // TestQueueingIsNotATimeout: with one GET slot and many callers, waiting
 // for the slot takes far longer than PartTimeout, and no read fails.
 func TestQueueingIsNotATimeout(t *testing.T) {
-	st := &slow{Store: store.NewMem(), delay: 40 * time.Millisecond}
+	st := &slow{Store: memstore.New(), delay: 40 * time.Millisecond}
 	small.build(t, st.Store)
 	r := open(t, "mem://slow", worker.Config{Store: st, Concurrency: 1, PartTimeout: 100 * time.Millisecond, MaxAttempts: 1, MemoryCacheBytes: -1})
 	ctx := testCtx(t)

@@ -10,8 +10,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/shardstream/shardstream/manifest"
+	"github.com/shardstream/shardstream/store/memstore"
 	"github.com/shardstream/shardstream/worker"
-	"github.com/shardstream/shardstream/worker/store"
 )
 
 // pooled is a dataset whose chunks (about 4 × 100 KiB) are large enough
@@ -40,7 +40,7 @@ func checkChunk(s int, ch *worker.Chunk, maxField int) error {
 func TestReleaseReusesBuffers(t *testing.T) {
 	for _, comp := range []string{manifest.CompressionNone, manifest.CompressionZstd} {
 		t.Run(comp, func(t *testing.T) {
-			st := store.NewMem()
+			st := memstore.New()
 			d := pooled(comp)
 			m := d.build(t, st)
 			for _, release := range []bool{false, true} {
@@ -80,7 +80,7 @@ func TestReleaseReusesBuffers(t *testing.T) {
 func TestHeldChunksKeepTheirBytes(t *testing.T) {
 	for _, comp := range []string{manifest.CompressionNone, manifest.CompressionZstd} {
 		t.Run(comp, func(t *testing.T) {
-			st := store.NewMem()
+			st := memstore.New()
 			d := pooled(comp)
 			m := d.build(t, st)
 			reg := prometheus.NewRegistry()

@@ -10,8 +10,8 @@ import (
 	"github.com/shardstream/shardstream/internal/faultproxy"
 	"github.com/shardstream/shardstream/internal/miniotest"
 	"github.com/shardstream/shardstream/manifest"
+	"github.com/shardstream/shardstream/store/storeuri"
 	"github.com/shardstream/shardstream/worker"
-	"github.com/shardstream/shardstream/worker/store"
 )
 
 // minioDataset starts MinIO, writes d under s3://data/ds and returns the
@@ -19,8 +19,7 @@ import (
 func minioDataset(t *testing.T, d dataset) *miniotest.Server {
 	srv := miniotest.Start(t)
 	srv.CreateBucket(t, "data")
-	st, err := store.Open(context.Background(), "s3://data/ds", store.Config{
-		S3Endpoint: srv.Endpoint, S3PathStyle: true, AccessKey: srv.AccessKey, SecretKey: srv.SecretKey})
+	st, err := storeuri.Open(context.Background(), "s3://data/ds", srv.S3Config())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -29,7 +28,9 @@ func minioDataset(t *testing.T, d dataset) *miniotest.Server {
 }
 
 func s3Config(endpoint string, srv *miniotest.Server) worker.Config {
-	return worker.Config{S3Endpoint: endpoint, S3PathStyle: true, S3Region: srv.Region, AccessKey: srv.AccessKey, SecretKey: srv.SecretKey}
+	s3 := srv.S3Config()
+	s3.Endpoint = endpoint
+	return worker.Config{S3: s3}
 }
 
 // TestS3WDS reads shards written by wds.ShardWriter (as pack writes them)
@@ -40,8 +41,7 @@ func TestS3WDS(t *testing.T) {
 	for _, comp := range []string{manifest.CompressionNone, manifest.CompressionZstd} {
 		t.Run(comp, func(t *testing.T) {
 			uri := "s3://data/" + comp
-			st, err := store.Open(context.Background(), uri, store.Config{
-				S3Endpoint: srv.Endpoint, S3PathStyle: true, AccessKey: srv.AccessKey, SecretKey: srv.SecretKey})
+			st, err := storeuri.Open(context.Background(), uri, srv.S3Config())
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -19,9 +19,11 @@ import (
 
 	"github.com/shardstream/shardstream/internal/miniotest"
 	"github.com/shardstream/shardstream/manifest"
+	"github.com/shardstream/shardstream/store"
+	"github.com/shardstream/shardstream/store/s3store"
+	"github.com/shardstream/shardstream/store/storeuri"
+	"github.com/shardstream/shardstream/wds"
 	"github.com/shardstream/shardstream/worker"
-	"github.com/shardstream/shardstream/worker/store"
-	"github.com/shardstream/shardstream/worker/wds"
 )
 
 // benchFlags are bench-read's flags.
@@ -106,9 +108,9 @@ func runBenchRead(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		}
 		endpoint, access, secret = srv.Endpoint, srv.AccessKey, srv.SecretKey
 	}
-	scfg := store.Config{S3Endpoint: endpoint, S3PathStyle: true, AccessKey: access, SecretKey: secret, MaxConns: f.concurrency + 8}
+	scfg := s3store.Config{Endpoint: endpoint, PathStyle: true, AccessKey: access, SecretKey: secret, MaxConns: f.concurrency + 8}
 	wcfg := worker.Config{
-		S3Endpoint: endpoint, S3PathStyle: true, AccessKey: access, SecretKey: secret,
+		S3:       scfg,
 		PartSize: int64(f.partMiB) << 20, Concurrency: f.concurrency,
 		MemoryCacheBytes: -1, // every pass reads the store
 	}
@@ -118,7 +120,7 @@ func runBenchRead(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	ratio := math.NaN() // printed as NaN when uncompressed shards were not measured
 	for _, comp := range formats {
 		uri := fmt.Sprintf("s3://%s/%s", f.bucket, comp)
-		st, err := store.Open(ctx, uri, scfg)
+		st, err := storeuri.Open(ctx, uri, scfg)
 		if err != nil {
 			return err
 		}

@@ -31,8 +31,9 @@ import (
 	"github.com/shardstream/shardstream/internal/miniotest"
 	"github.com/shardstream/shardstream/manifest"
 	pb "github.com/shardstream/shardstream/proto/shardstream/v1"
-	"github.com/shardstream/shardstream/worker/store"
-	"github.com/shardstream/shardstream/worker/wds"
+	"github.com/shardstream/shardstream/store/s3store"
+	"github.com/shardstream/shardstream/store/storeuri"
+	"github.com/shardstream/shardstream/wds"
 )
 
 // buildBinary returns the shardstream binary: $SHARDSTREAM_BIN when set
@@ -486,7 +487,7 @@ func makeZstdDataset(t *testing.T, dir string, n int, shardSize, chunkSize int64
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	st, err := store.Open(ctx, dir, store.Config{})
+	st, err := storeuri.Open(ctx, dir, s3store.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -577,7 +578,7 @@ func TestE2EMinIO(t *testing.T) {
 	m := makeDataset(t, dir, 5, 40, 7)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	st, err := store.Open(ctx, "s3://data/sets/one", store.Config{S3Endpoint: srv.Endpoint, S3PathStyle: true, S3Region: srv.Region, AccessKey: srv.AccessKey, SecretKey: srv.SecretKey})
+	st, err := storeuri.Open(ctx, "s3://data/sets/one", srv.S3Config())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,18 +11,18 @@ import (
 	"time"
 
 	"github.com/shardstream/shardstream/manifest"
-	"github.com/shardstream/shardstream/worker/store"
-	"github.com/shardstream/shardstream/worker/wds"
+	"github.com/shardstream/shardstream/store"
+	"github.com/shardstream/shardstream/store/storeuri"
+	"github.com/shardstream/shardstream/wds"
 )
 
 // indexFlags are index's command line.
 type indexFlags struct {
-	data                 string
-	chunkSize            string
-	compression          string
-	parallel             int
-	s3Endpoint, s3Region string
-	s3PathStyle          bool
+	data        string
+	chunkSize   string
+	compression string
+	parallel    int
+	s3          s3Flags
 }
 
 func (f *indexFlags) register(fs *flag.FlagSet) {
@@ -30,7 +30,7 @@ func (f *indexFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.chunkSize, "chunk-size", "8MiB", "raw size after which a chunk ends at the next sample boundary (zstd: at the next frame that ends on one)")
 	fs.StringVar(&f.compression, "compression", "auto", "shard compression: auto (by name: *.tar.zst is zstd, *.tar none), zstd or none (every shard)")
 	fs.IntVar(&f.parallel, "parallel", 4, "shards indexed at once (each reads its shard once, start to end)")
-	registerS3Flags(fs, &f.s3Endpoint, &f.s3PathStyle, &f.s3Region)
+	f.s3.register(fs)
 }
 
 func runIndex(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -54,12 +54,12 @@ func runIndex(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	default:
 		return usageError{fmt.Sprintf("index: --compression %q: want auto, zstd or none", f.compression)}
 	}
-	chunkSize, err := parseByteSize(f.chunkSize)
+	chunkSize, err := parseSize(f.chunkSize)
 	if err != nil || chunkSize == 0 {
 		return usageError{fmt.Sprintf("index: --chunk-size %q: want a size like 8MiB", f.chunkSize)}
 	}
 	start := time.Now()
-	st, err := store.Open(ctx, f.data, store.Config{S3Endpoint: f.s3Endpoint, S3PathStyle: f.s3PathStyle, S3Region: f.s3Region})
+	st, err := storeuri.Open(ctx, f.data, f.s3.config())
 	if err != nil {
 		return err
 	}

@@ -9,15 +9,16 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/shardstream/shardstream/manifest"
-	"github.com/shardstream/shardstream/worker/store"
-	"github.com/shardstream/shardstream/worker/wds"
+	"github.com/shardstream/shardstream/store"
+	"github.com/shardstream/shardstream/store/s3store"
+	"github.com/shardstream/shardstream/store/storeuri"
+	"github.com/shardstream/shardstream/wds"
 )
 
 // packFlags are pack's command line.
@@ -25,8 +26,7 @@ type packFlags struct {
 	input, output        string
 	shardSize, chunkSize string
 	compress             string
-	s3Endpoint, s3Region string
-	s3PathStyle          bool
+	s3                   s3Flags
 }
 
 func (f *packFlags) register(fs *flag.FlagSet) {
@@ -36,14 +36,7 @@ func (f *packFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.chunkSize, "chunk-size", "8MiB", "raw size after which a chunk (the unit of a ranged read, one zstd frame) ends")
 	fs.StringVar(&f.chunkSize, "frame-size", "8MiB", "the same as --chunk-size (with zstd a chunk is one frame)")
 	fs.StringVar(&f.compress, "compress", "zstd", "shard compression: zstd (seekable frames) or none")
-	registerS3Flags(fs, &f.s3Endpoint, &f.s3PathStyle, &f.s3Region)
-}
-
-// registerS3Flags adds the S3 flags pack and index share.
-func registerS3Flags(fs *flag.FlagSet, endpoint *string, pathStyle *bool, region *string) {
-	fs.StringVar(endpoint, "s3-endpoint", "", "S3 endpoint URL for S3-compatible stores, e.g. http://127.0.0.1:9000 (empty: AWS)")
-	fs.BoolVar(pathStyle, "s3-path-style", false, "path-style S3 addressing (MinIO and most S3-compatible stores)")
-	fs.StringVar(region, "s3-region", "", "S3 region (empty: from the AWS config, else us-east-1)")
+	f.s3.register(fs)
 }
 
 // packFile is one input file: its path on disk and its place in a sample.
@@ -187,10 +180,10 @@ func runPack(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return usageError{fmt.Sprintf("pack: --compress %q: want zstd or none", f.compress)}
 	}
 	var err error
-	if opts.ShardSize, err = parseByteSize(f.shardSize); err != nil || opts.ShardSize == 0 {
+	if opts.ShardSize, err = parseSize(f.shardSize); err != nil || opts.ShardSize == 0 {
 		return usageError{fmt.Sprintf("pack: --shard-size %q: want a size like 256MiB", f.shardSize)}
 	}
-	if opts.ChunkSize, err = parseByteSize(f.chunkSize); err != nil || opts.ChunkSize == 0 {
+	if opts.ChunkSize, err = parseSize(f.chunkSize); err != nil || opts.ChunkSize == 0 {
 		return usageError{fmt.Sprintf("pack: --chunk-size %q: want a size like 8MiB", f.chunkSize)}
 	}
 	start := time.Now()
@@ -204,7 +197,7 @@ func runPack(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if len(files) == 0 {
 		return fmt.Errorf("pack: no files under %s", f.input)
 	}
-	st, err := openOutput(ctx, f.output, store.Config{S3Endpoint: f.s3Endpoint, S3PathStyle: f.s3PathStyle, S3Region: f.s3Region})
+	st, err := openOutput(ctx, f.output, f.s3.config())
 	if err != nil {
 		return err
 	}
@@ -316,30 +309,13 @@ func localDir(uri string) string {
 
 // openOutput opens a dataset root for writing, creating a local directory
 // if it is missing.
-func openOutput(ctx context.Context, uri string, cfg store.Config) (store.Store, error) {
+func openOutput(ctx context.Context, uri string, cfg s3store.Config) (store.Store, error) {
 	if dir := localDir(uri); dir != "" {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, err
 		}
 	}
-	return store.Open(ctx, uri, cfg)
-}
-
-// parseByteSize reads a size: what parseSize reads, or a number with a
-// one-letter suffix k, m, g or t (either case, powers of 1024).
-func parseByteSize(s string) (int64, error) {
-	t := strings.TrimSpace(s)
-	if t != "" {
-		if i := strings.IndexByte("kmgtKMGT", t[len(t)-1]); i >= 0 {
-			n, err := strconv.ParseInt(strings.TrimSpace(t[:len(t)-1]), 10, 64)
-			shift := 10 * (i%4 + 1)
-			if err != nil || n < 0 || n > (1<<62)>>shift {
-				return 0, fmt.Errorf("size %q: want a byte count like 1048576, 512k, 512MiB or 20GiB", s)
-			}
-			return n << shift, nil
-		}
-	}
-	return parseSize(s)
+	return storeuri.Open(ctx, uri, cfg)
 }
 
 // progress reports a long write or index on stderr: a bar redrawn in

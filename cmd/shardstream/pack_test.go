@@ -17,9 +17,10 @@ import (
 
 	"github.com/shardstream/shardstream/internal/miniotest"
 	"github.com/shardstream/shardstream/manifest"
+	"github.com/shardstream/shardstream/store/s3store"
+	"github.com/shardstream/shardstream/store/storeuri"
+	"github.com/shardstream/shardstream/wds"
 	"github.com/shardstream/shardstream/worker"
-	"github.com/shardstream/shardstream/worker/store"
-	"github.com/shardstream/shardstream/worker/wds"
 )
 
 // packTestTree writes files under dir: nested directories, several fields
@@ -57,10 +58,10 @@ func packTestTree(t *testing.T, dir string, n int) map[string][]byte {
 
 // readDatasetTest decodes every chunk of the dataset at uri into
 // "key|field" → contents, failing on a key/field seen twice.
-func readDatasetTest(t *testing.T, ctx context.Context, uri string, cfg ...store.Config) (*manifest.Manifest, map[string][]byte) {
+func readDatasetTest(t *testing.T, ctx context.Context, uri string, cfg ...s3store.Config) (*manifest.Manifest, map[string][]byte) {
 	t.Helper()
-	cfg = append(cfg, store.Config{})
-	st, err := store.Open(ctx, uri, cfg[0])
+	cfg = append(cfg, s3store.Config{})
+	st, err := storeuri.Open(ctx, uri, cfg[0])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,7 +189,7 @@ func TestPackIndexS3(t *testing.T) {
 	if err := runPack(ctx, append([]string{"--input", in, "--output", uri, "--shard-size", "100k", "--chunk-size", "8k"}, s3...), &stdout, &stderr); err != nil {
 		t.Fatalf("pack: %v\nstderr: %s", err, stderr.String())
 	}
-	cfg := store.Config{S3Endpoint: srv.Endpoint, S3PathStyle: true, S3Region: srv.Region}
+	cfg := s3store.Config{Endpoint: srv.Endpoint, PathStyle: true, Region: srv.Region}
 	packed, got := readDatasetTest(t, ctx, uri, cfg)
 	compareFiles(t, want, got)
 	for _, sh := range packed.Shards {
@@ -293,24 +294,6 @@ func TestPackErrors(t *testing.T) {
 		err := runPack(ctx, tc.args, io.Discard, io.Discard)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("pack %q: err = %v, want one naming %q", tc.args, err, tc.want)
-		}
-	}
-}
-
-func TestParseByteSize(t *testing.T) {
-	for _, tc := range []struct {
-		in   string
-		want int64
-	}{
-		{"512k", 512 << 10}, {"64MiB", 64 << 20}, {"1GB", 1e9}, {"2G", 2 << 30}, {"1000", 1000}, {"3m", 3 << 20},
-	} {
-		if got, err := parseByteSize(tc.in); err != nil || got != tc.want {
-			t.Errorf("parseByteSize(%q) = %d, %v, want %d", tc.in, got, err, tc.want)
-		}
-	}
-	for _, in := range []string{"", "k", "-1k", "1.5G", "99999999999999999999k"} {
-		if _, err := parseByteSize(in); err == nil {
-			t.Errorf("parseByteSize(%q) accepted", in)
 		}
 	}
 }

@@ -16,20 +16,18 @@ import (
 
 // planFlags are the flags of `shardstream plan`.
 type planFlags struct {
-	data        string
-	seed        uint64
-	epoch       uint64
-	worldSize   int
-	batchSize   int
-	window      int
-	dropLast    bool
-	pad         bool
-	resume      string
-	steps       int64
-	format      string
-	s3Endpoint  string
-	s3PathStyle bool
-	s3Region    string
+	data      string
+	seed      uint64
+	epoch     uint64
+	worldSize int
+	batchSize int
+	window    int
+	dropLast  bool
+	pad       bool
+	resume    string
+	steps     int64
+	format    string
+	s3        s3Flags
 }
 
 func (f *planFlags) register(fs *flag.FlagSet) {
@@ -44,9 +42,7 @@ func (f *planFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.resume, "resume", "", "resume token: plan from that point on (steps count from it)")
 	fs.Int64Var(&f.steps, "steps", -1, "print only the first K steps (negative: all)")
 	fs.StringVar(&f.format, "format", "jsonl", "output format; jsonl is the only one")
-	fs.StringVar(&f.s3Endpoint, "s3-endpoint", "", "S3 endpoint URL for S3-compatible stores, e.g. http://127.0.0.1:9000 (empty: AWS)")
-	fs.BoolVar(&f.s3PathStyle, "s3-path-style", false, "path-style S3 addressing (MinIO and most S3-compatible stores)")
-	fs.StringVar(&f.s3Region, "s3-region", "", "S3 region (empty: from the AWS config)")
+	f.s3.register(fs)
 }
 
 // runPlan prints an epoch plan as JSON lines, step-major: for step 0 the
@@ -85,7 +81,7 @@ func runPlan(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 		resume = &t
 	}
-	m, err := loadManifest(ctx, f.data, worker.Config{S3Endpoint: f.s3Endpoint, S3PathStyle: f.s3PathStyle, S3Region: f.s3Region}, stderr)
+	m, err := loadManifest(ctx, f.data, worker.Config{S3: f.s3.config()}, stderr)
 	if err != nil {
 		return err
 	}

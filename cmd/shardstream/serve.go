@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"strconv"
 	"strings"
 	"time"
 
@@ -26,9 +25,7 @@ type serveFlags struct {
 	metricsAddr     string
 	name            string
 	loaderAddrs     string
-	s3Endpoint      string
-	s3PathStyle     bool
-	s3Region        string
+	s3              s3Flags
 	cacheDir        string
 	cacheSize       string
 	memoryCache     string
@@ -48,9 +45,7 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus /metrics over HTTP on this address (empty: off)")
 	fs.StringVar(&f.name, "name", "default", "dataset name clients use (an empty JobSpec.dataset also finds it)")
 	fs.StringVar(&f.loaderAddrs, "loader-addrs", "", "comma-separated loader addresses PlanEpoch hands to ranks round-robin (empty: this server)")
-	fs.StringVar(&f.s3Endpoint, "s3-endpoint", "", "S3 endpoint URL for S3-compatible stores, e.g. http://127.0.0.1:9000 (empty: AWS)")
-	fs.BoolVar(&f.s3PathStyle, "s3-path-style", false, "path-style S3 addressing (MinIO and most S3-compatible stores)")
-	fs.StringVar(&f.s3Region, "s3-region", "", "S3 region (empty: from the AWS config, else us-east-1)")
+	f.s3.register(fs)
 	fs.StringVar(&f.cacheDir, "cache-dir", "", "directory for the read path's on-disk chunk cache (empty: memory only)")
 	fs.StringVar(&f.cacheSize, "cache-size", "", "chunk cache size, e.g. 512MiB or 20GiB (empty: the read path's default)")
 	fs.StringVar(&f.memoryCache, "memory-cache-size", "", "decoded chunks kept in memory, e.g. 4GiB; 0 turns the cache off (empty: 1GiB)")
@@ -103,7 +98,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	// served on --metrics-addr.
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	wcfg := worker.Config{S3Endpoint: f.s3Endpoint, S3PathStyle: f.s3PathStyle, S3Region: f.s3Region, Registerer: reg}
+	wcfg := worker.Config{S3: f.s3.config(), Registerer: reg}
 	if err := setCache(&wcfg, f.cacheDir, f.cacheSize); err != nil {
 		return err
 	}
@@ -203,30 +198,6 @@ func setMemory(cfg *worker.Config, memoryCache, fetchBuffers, bufferPool string)
 		*b.dst = n
 	}
 	return nil
-}
-
-// parseSize reads a byte size: a plain number of bytes or one with a
-// suffix KiB, MiB, GiB, TiB (powers of 1024) or KB, MB, GB, TB (of 1000).
-func parseSize(s string) (int64, error) {
-	units := []struct {
-		suffix string
-		mult   int64
-	}{
-		{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
-		{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12}, {"B", 1},
-	}
-	num, mult := strings.TrimSpace(s), int64(1)
-	for _, u := range units {
-		if strings.HasSuffix(num, u.suffix) {
-			num, mult = strings.TrimSpace(strings.TrimSuffix(num, u.suffix)), u.mult
-			break
-		}
-	}
-	n, err := strconv.ParseInt(num, 10, 64)
-	if err != nil || n < 0 || (n > 0 && mult > (1<<62)/n) {
-		return 0, fmt.Errorf("size %q: want a byte count like 1048576, 512MiB or 20GiB", s)
-	}
-	return n * mult, nil
 }
 
 // metricsAddr is the metrics listener's address for logs; "" when off.

@@ -68,6 +68,8 @@ func TestParseSize(t *testing.T) {
 		{"1.5GiB", 0, false},
 		{"lots", 0, false},
 		{"99999999999TiB", 0, false},
+		{"512k", 512 << 10, true}, {"2G", 2 << 30, true}, {"3m", 3 << 20, true}, {"8M", 8 << 20, true},
+		{"k", 0, false}, {"-1k", 0, false}, {"1.5G", 0, false}, {"99999999999999999999k", 0, false},
 	}
 	for _, tt := range tests {
 		got, err := parseSize(tt.in)

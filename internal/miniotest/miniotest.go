@@ -33,6 +33,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/shardstream/shardstream/store/s3store"
 )
 
 // Fixed root credentials of every server this package starts. They only
@@ -318,4 +319,9 @@ func (b *tailBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return strings.TrimSpace(b.buf.String())
+}
+
+// S3Config is the client configuration that reaches the server.
+func (s *Server) S3Config() s3store.Config {
+	return s3store.Config{Endpoint: s.Endpoint, PathStyle: true, Region: s.Region, AccessKey: s.AccessKey, SecretKey: s.SecretKey}
 }

@@ -10,7 +10,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/shardstream/shardstream/manifest"
-	"github.com/shardstream/shardstream/worker/store"
+	"github.com/shardstream/shardstream/store"
 )
 
 // DefaultShardSize is the stored shard size WriteDataset aims at when

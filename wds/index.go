@@ -11,7 +11,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/shardstream/shardstream/manifest"
-	"github.com/shardstream/shardstream/worker/store"
+	"github.com/shardstream/shardstream/store"
 )
 
 // maxSeekTable bounds the seek table IndexShard reads: 8 MiB is a

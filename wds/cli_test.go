@@ -13,7 +13,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/shardstream/shardstream/manifest"
-	"github.com/shardstream/shardstream/worker/store"
+	"github.com/shardstream/shardstream/store/memstore"
 )
 
 // TestZstdCLI: the reference zstd tool decodes a written shard (frames
@@ -47,7 +47,7 @@ func TestZstdCLI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := store.NewMem()
+	st := memstore.New()
 	if err := st.Write(ctx, "cli.tar.zst", bytes.NewReader(z)); err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +78,7 @@ func TestTarCLI(t *testing.T) {
 		}
 	}
 	ctx := testContext(t)
-	st := store.NewMem()
+	st := memstore.New()
 	for _, format := range []string{"gnu", "pax"} {
 		out, err := exec.Command(bin, "-C", filepath.Join(dir, "src"), "--sort=name", "--format="+format, "-cf", "-", "set").Output()
 		if err != nil {

@@ -1,4 +1,7 @@
-package store
+// Package filestore is a store.Store over a local or mounted directory
+// (Mountpoint for S3, FSx for Lustre, NFS). Writes go to a temporary file
+// renamed into place, so readers never see half an object. It has no ETags.
+package filestore
 
 import (
 	"context"
@@ -10,34 +13,37 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/shardstream/shardstream/store"
 )
 
 // tmpPrefix marks files being written; List skips them.
 const tmpPrefix = ".shardstream-tmp-"
 
-// Local is a store over a local or mounted directory (Mountpoint for S3,
-// FSx for Lustre, NFS). It has no ETags.
-type Local struct {
+// Store is a store over a local or mounted directory.
+type Store struct {
 	root string
 }
 
-// OpenLocal opens the directory root, which must exist.
-func OpenLocal(root string) (*Local, error) {
+var _ store.Store = (*Store)(nil)
+
+// Open opens the directory root, which must exist.
+func Open(root string) (*Store, error) {
 	fi, err := os.Stat(root)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("store: %s: %w", root, ErrNotFound)
+			return nil, fmt.Errorf("store: %s: %w", root, store.ErrNotFound)
 		}
 		return nil, fmt.Errorf("store: %w", err)
 	}
 	if !fi.IsDir() {
 		return nil, fmt.Errorf("store: %s is not a directory", root)
 	}
-	return &Local{root: root}, nil
+	return &Store{root: root}, nil
 }
 
-func (l *Local) file(path string) (string, error) {
-	if err := validPath(path); err != nil {
+func (l *Store) file(path string) (string, error) {
+	if err := store.ValidPath(path); err != nil {
 		return "", err
 	}
 	return filepath.Join(l.root, filepath.FromSlash(path)), nil
@@ -45,19 +51,19 @@ func (l *Local) file(path string) (string, error) {
 
 func notFound(path string, err error) error {
 	if errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("%s: %w", path, ErrNotFound)
+		return fmt.Errorf("%s: %w", path, store.ErrNotFound)
 	}
 	return err
 }
 
-// ReadRange implements Store.
-func (l *Local) ReadRange(ctx context.Context, path string, off, n int64) (io.ReadCloser, error) {
+// ReadRange implements store.Store.
+func (l *Store) ReadRange(ctx context.Context, path string, off, n int64) (io.ReadCloser, error) {
 	name, err := l.file(path)
 	if err != nil {
 		return nil, err
 	}
 	if n == 0 {
-		return emptyBody, nil
+		return store.EmptyBody, nil
 	}
 	f, err := os.Open(name)
 	if err != nil {
@@ -70,9 +76,9 @@ func (l *Local) ReadRange(ctx context.Context, path string, off, n int64) (io.Re
 	}
 	if fi.IsDir() {
 		f.Close()
-		return nil, fmt.Errorf("%s is a directory: %w", name, ErrNotFound)
+		return nil, fmt.Errorf("%s is a directory: %w", name, store.ErrNotFound)
 	}
-	n, err = checkRange(name, fi.Size(), off, n)
+	n, err = store.CheckRange(name, fi.Size(), off, n)
 	if err != nil {
 		f.Close()
 		return nil, err
@@ -83,25 +89,25 @@ func (l *Local) ReadRange(ctx context.Context, path string, off, n int64) (io.Re
 	}{io.NewSectionReader(f, off, n), f}, nil
 }
 
-// Stat implements Store.
-func (l *Local) Stat(ctx context.Context, path string) (Info, error) {
+// Stat implements store.Store.
+func (l *Store) Stat(ctx context.Context, path string) (store.Info, error) {
 	name, err := l.file(path)
 	if err != nil {
-		return Info{}, err
+		return store.Info{}, err
 	}
 	fi, err := os.Stat(name)
 	if err != nil {
-		return Info{}, notFound(name, err)
+		return store.Info{}, notFound(name, err)
 	}
 	if fi.IsDir() {
-		return Info{}, fmt.Errorf("%s is a directory: %w", name, ErrNotFound)
+		return store.Info{}, fmt.Errorf("%s is a directory: %w", name, store.ErrNotFound)
 	}
-	return Info{Path: path, Size: fi.Size()}, nil
+	return store.Info{Path: path, Size: fi.Size()}, nil
 }
 
-// Write implements Store: it writes a temporary file next to the target
+// Write implements store.Store: it writes a temporary file next to the target
 // and renames it, so readers never see a partial object.
-func (l *Local) Write(ctx context.Context, path string, r io.Reader) error {
+func (l *Store) Write(ctx context.Context, path string, r io.Reader) error {
 	name, err := l.file(path)
 	if err != nil {
 		return err
@@ -113,7 +119,7 @@ func (l *Local) Write(ctx context.Context, path string, r io.Reader) error {
 	if err != nil {
 		return err
 	}
-	_, err = io.Copy(f, ctxReader{ctx, r})
+	_, err = io.Copy(f, store.ContextReader(ctx, r))
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -127,9 +133,9 @@ func (l *Local) Write(ctx context.Context, path string, r io.Reader) error {
 	return nil
 }
 
-// List implements Store.
-func (l *Local) List(ctx context.Context, prefix string) ([]Info, error) {
-	var out []Info
+// List implements store.Store.
+func (l *Store) List(ctx context.Context, prefix string) ([]store.Info, error) {
+	var out []store.Info
 	err := filepath.WalkDir(l.root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -156,7 +162,7 @@ func (l *Local) List(ctx context.Context, prefix string) ([]Info, error) {
 		if err != nil {
 			return err
 		}
-		out = append(out, Info{Path: rel, Size: fi.Size()})
+		out = append(out, store.Info{Path: rel, Size: fi.Size()})
 		return nil
 	})
 	if err != nil {
@@ -164,17 +170,4 @@ func (l *Local) List(ctx context.Context, prefix string) ([]Info, error) {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
 	return out, nil
-}
-
-// ctxReader stops a long copy when ctx ends.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }

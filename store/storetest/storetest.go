@@ -15,7 +15,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/shardstream/shardstream/worker/store"
+	"github.com/shardstream/shardstream/store"
 )
 
 // Run runs the suite against s, which must hold nothing under "storetest/"

@@ -1,4 +1,9 @@
-package store
+// Package s3store is a store.Store over s3://bucket/prefix through
+// aws-sdk-go-v2: AWS S3, S3 Express One Zone directory buckets (as the SDK
+// resolves them) and S3-compatible stores through an endpoint URL (MinIO).
+// Credentials come from Config or the standard AWS chain. Every call makes
+// exactly one attempt: retries are the caller's (the worker's Reader).
+package s3store
 
 import (
 	"bytes"
@@ -6,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"net/http"
 	"sort"
 	"strings"
@@ -19,20 +23,64 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
+
+	"github.com/shardstream/shardstream/store"
 )
 
 // uploadPartSize is the part size of multipart uploads by Write: objects
 // up to this size go in one PutObject.
 const uploadPartSize = 16 << 20
 
-// S3 is a store over s3://bucket/prefix.
-type S3 struct {
+// Config configures the S3 client. Zero values mean defaults.
+type Config struct {
+	// Endpoint overrides the S3 endpoint, e.g. http://127.0.0.1:9000 for
+	// MinIO; empty means AWS (the SDK's endpoint resolution, which also
+	// handles S3 Express One Zone directory buckets).
+	Endpoint string
+	// PathStyle uses path-style addressing (MinIO and most S3-compatible
+	// stores); AWS wants virtual-hosted style, the default.
+	PathStyle bool
+	// Region is the bucket's region. Default: the SDK's (AWS_REGION,
+	// shared config), else us-east-1.
+	Region string
+	// AccessKey and SecretKey are static credentials. Empty: the standard
+	// AWS credential chain (environment, shared files, IRSA, IMDS …).
+	AccessKey, SecretKey string
+	// MaxConns is how many connections per host stay open between
+	// requests: size it to the reader's GET concurrency, or every burst
+	// pays new TCP (and TLS) handshakes. The SDK's default keeps 10.
+	// Default 64.
+	MaxConns int
+}
+
+func (c *Config) validate() error {
+	if c.MaxConns < 0 {
+		return fmt.Errorf("s3store: Config.MaxConns %d, want >= 0", c.MaxConns)
+	}
+	if (c.AccessKey == "") != (c.SecretKey == "") {
+		return errors.New("s3store: Config.AccessKey and Config.SecretKey go together")
+	}
+	if c.MaxConns == 0 {
+		c.MaxConns = 64
+	}
+	return nil
+}
+
+// Store is a store over s3://bucket/prefix.
+type Store struct {
 	client *s3.Client
 	bucket string
 	prefix string // without slashes at either end; may be empty
 }
 
-func openS3(ctx context.Context, bucket, prefix string, cfg Config) (*S3, error) {
+var _ store.Store = (*Store)(nil)
+
+// Open returns the store over s3://bucket/prefix. A bucket that does not
+// exist is an error wrapping store.ErrNotFound.
+func Open(ctx context.Context, bucket, prefix string, cfg Config) (*Store, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
 	uri := "s3://" + bucket + "/" + prefix
 	// One HTTP client per store: connections stay open for the reader's
 	// concurrency; large read buffers cut syscalls on multi-MiB bodies.
@@ -45,8 +93,8 @@ func openS3(ctx context.Context, bucket, prefix string, cfg Config) (*S3, error)
 		tr.DisableCompression = true // ranged bytes must arrive as stored
 	})
 	opts := []func(*config.LoadOptions) error{config.WithHTTPClient(httpClient)}
-	if cfg.S3Region != "" {
-		opts = append(opts, config.WithRegion(cfg.S3Region))
+	if cfg.Region != "" {
+		opts = append(opts, config.WithRegion(cfg.Region))
 	}
 	if cfg.AccessKey != "" {
 		opts = append(opts, config.WithCredentialsProvider(
@@ -54,16 +102,16 @@ func openS3(ctx context.Context, bucket, prefix string, cfg Config) (*S3, error)
 	}
 	awsCfg, err := config.LoadDefaultConfig(ctx, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("store: %s: load AWS config: %w", uri, err)
+		return nil, fmt.Errorf("s3store: %s: load AWS config: %w", uri, err)
 	}
 	if awsCfg.Region == "" {
 		awsCfg.Region = "us-east-1"
 	}
 	client := s3.NewFromConfig(awsCfg, func(o *s3.Options) {
-		if cfg.S3Endpoint != "" {
-			o.BaseEndpoint = aws.String(cfg.S3Endpoint)
+		if cfg.Endpoint != "" {
+			o.BaseEndpoint = aws.String(cfg.Endpoint)
 		}
-		o.UsePathStyle = cfg.S3PathStyle
+		o.UsePathStyle = cfg.PathStyle
 		// Ranged GETs cannot be checked against whole-object checksums,
 		// and many S3-compatible stores reject the newer checksum
 		// headers: integrity of shards is the manifest's ETag and the
@@ -71,28 +119,28 @@ func openS3(ctx context.Context, bucket, prefix string, cfg Config) (*S3, error)
 		o.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
 		o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
 	})
-	s := &S3{client: client, bucket: bucket, prefix: prefix}
+	s := &Store{client: client, bucket: bucket, prefix: prefix}
 	if _, err := client.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(bucket)}); err != nil {
 		if isStatus(err, http.StatusNotFound) {
-			return nil, fmt.Errorf("store: %s: bucket %s: %w", uri, bucket, ErrNotFound)
+			return nil, fmt.Errorf("s3store: %s: bucket %s: %w", uri, bucket, store.ErrNotFound)
 		}
 		// Credentials scoped to a prefix may not allow HeadBucket: let
 		// the first object read tell.
 		if !isStatus(err, http.StatusForbidden) {
-			return nil, fmt.Errorf("store: %s: %w", uri, err)
+			return nil, fmt.Errorf("s3store: %s: %w", uri, err)
 		}
 	}
 	return s, nil
 }
 
-func (s *S3) key(path string) string {
+func (s *Store) key(path string) string {
 	if s.prefix == "" {
 		return path
 	}
 	return s.prefix + "/" + path
 }
 
-func (s *S3) uri(path string) string { return "s3://" + s.bucket + "/" + s.key(path) }
+func (s *Store) uri(path string) string { return "s3://" + s.bucket + "/" + s.key(path) }
 
 // noRetry leaves retries to the caller (the worker's Reader): one policy,
 // one place for its metrics and logs, and no hidden multiplication of
@@ -100,18 +148,18 @@ func (s *S3) uri(path string) string { return "s3://" + s.bucket + "/" + s.key(p
 func noRetry(o *s3.Options) { o.Retryer = aws.NopRetryer{} }
 
 // errIgnoredRange: the response to a ranged GET had no Content-Range.
-var errIgnoredRange = errors.New("the store ignored the Range header")
+var errIgnoredRange = fmt.Errorf("%w: the store ignored the Range header", store.ErrPermanent)
 
-// ReadRange implements Store. It makes exactly one attempt.
-func (s *S3) ReadRange(ctx context.Context, path string, off, n int64) (io.ReadCloser, error) {
-	if err := validPath(path); err != nil {
+// ReadRange implements store.Store. It makes exactly one attempt.
+func (s *Store) ReadRange(ctx context.Context, path string, off, n int64) (io.ReadCloser, error) {
+	if err := store.ValidPath(path); err != nil {
 		return nil, err
 	}
 	if off < 0 {
 		return nil, fmt.Errorf("read %s [%d,+%d): negative offset", s.uri(path), off, n)
 	}
 	if n == 0 {
-		return emptyBody, nil
+		return store.EmptyBody, nil
 	}
 	in := &s3.GetObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(s.key(path))}
 	switch {
@@ -134,22 +182,22 @@ func (s *S3) ReadRange(ctx context.Context, path string, off, n int64) (io.ReadC
 	return out.Body, nil
 }
 
-// Stat implements Store. It makes exactly one attempt.
-func (s *S3) Stat(ctx context.Context, path string) (Info, error) {
-	if err := validPath(path); err != nil {
-		return Info{}, err
+// Stat implements store.Store. It makes exactly one attempt.
+func (s *Store) Stat(ctx context.Context, path string) (store.Info, error) {
+	if err := store.ValidPath(path); err != nil {
+		return store.Info{}, err
 	}
 	out, err := s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(s.key(path))}, noRetry)
 	if err != nil {
-		return Info{}, fmt.Errorf("stat %s: %w", s.uri(path), classify(err))
+		return store.Info{}, fmt.Errorf("stat %s: %w", s.uri(path), classify(err))
 	}
-	return Info{Path: path, Size: aws.ToInt64(out.ContentLength), ETag: strings.Trim(aws.ToString(out.ETag), `"`)}, nil
+	return store.Info{Path: path, Size: aws.ToInt64(out.ContentLength), ETag: strings.Trim(aws.ToString(out.ETag), `"`)}, nil
 }
 
-// Write implements Store: one PutObject for small objects, a multipart
+// Write implements store.Store: one PutObject for small objects, a multipart
 // upload of 16 MiB parts otherwise (memory: one part).
-func (s *S3) Write(ctx context.Context, path string, r io.Reader) error {
-	if err := validPath(path); err != nil {
+func (s *Store) Write(ctx context.Context, path string, r io.Reader) error {
+	if err := store.ValidPath(path); err != nil {
 		return err
 	}
 	key := s.key(path)
@@ -207,22 +255,22 @@ func (s *S3) Write(ctx context.Context, path string, r io.Reader) error {
 	return nil
 }
 
-// List implements Store. Results are sorted here: S3 Express directory
+// List implements store.Store. Results are sorted here: S3 Express directory
 // buckets list in no particular order.
-func (s *S3) List(ctx context.Context, prefix string) ([]Info, error) {
+func (s *Store) List(ctx context.Context, prefix string) ([]store.Info, error) {
 	root := ""
 	if s.prefix != "" {
 		root = s.prefix + "/"
 	}
 	p := s3.NewListObjectsV2Paginator(s.client, &s3.ListObjectsV2Input{Bucket: aws.String(s.bucket), Prefix: aws.String(root + prefix)})
-	var out []Info
+	var out []store.Info
 	for p.HasMorePages() {
 		page, err := p.NextPage(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("list %s: %w", s.uri(prefix), classify(err))
 		}
 		for _, o := range page.Contents {
-			out = append(out, Info{
+			out = append(out, store.Info{
 				Path: strings.TrimPrefix(aws.ToString(o.Key), root),
 				Size: aws.ToInt64(o.Size),
 				ETag: strings.Trim(aws.ToString(o.ETag), `"`),
@@ -238,51 +286,37 @@ func isStatus(err error, code int) bool {
 	return errors.As(err, &re) && re.HTTPStatusCode() == code
 }
 
-// classify adds ErrNotFound or ErrRange to SDK errors that mean them.
+// classify adds store.ErrNotFound or store.ErrRange to SDK errors that mean
+// them, and store.ErrPermanent to answers a retry cannot change. Throttling
+// (503 SlowDown, 429), server errors (5xx) and request timeouts stay
+// transient, and so does anything that is not an answer from S3 (resets,
+// EOFs mid-body, dial errors, per-attempt deadlines).
 func classify(err error) error {
 	switch {
 	case isStatus(err, http.StatusNotFound):
-		return fmt.Errorf("%w: %w", ErrNotFound, err)
+		return fmt.Errorf("%w: %w", store.ErrNotFound, err)
 	case isStatus(err, http.StatusRequestedRangeNotSatisfiable):
-		return fmt.Errorf("%w: %w", ErrRange, err)
+		return fmt.Errorf("%w: %w", store.ErrRange, err)
 	}
 	var nsk *types.NoSuchKey
 	var nsb *types.NoSuchBucket
 	if errors.As(err, &nsk) || errors.As(err, &nsb) {
-		return fmt.Errorf("%w: %w", ErrNotFound, err)
-	}
-	return err
-}
-
-// Transient reports whether err is worth retrying: throttling (503
-// SlowDown, 429), server errors (5xx), request timeouts, and broken or
-// reset connections, including bodies cut short. Cancellation and the
-// caller's deadline are not transient.
-func Transient(err error) bool {
-	if err == nil || errors.Is(err, context.Canceled) {
-		return false
-	}
-	if errors.Is(err, ErrNotFound) || errors.Is(err, ErrRange) {
-		return false
+		return fmt.Errorf("%w: %w", store.ErrNotFound, err)
 	}
 	var re *awshttp.ResponseError
 	if errors.As(err, &re) {
-		c := re.HTTPStatusCode()
-		return c >= 500 || c == http.StatusTooManyRequests || c == http.StatusRequestTimeout
+		if c := re.HTTPStatusCode(); c >= 500 || c == http.StatusTooManyRequests || c == http.StatusRequestTimeout {
+			return err
+		}
+		return fmt.Errorf("%w: %w", store.ErrPermanent, err)
 	}
 	var ae smithy.APIError
 	if errors.As(err, &ae) {
 		switch ae.ErrorCode() {
 		case "SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError", "ServiceUnavailable":
-			return true
+			return err
 		}
-		return false
+		return fmt.Errorf("%w: %w", store.ErrPermanent, err)
 	}
-	if errors.Is(err, fs.ErrPermission) || errors.Is(err, errInvalidPath) || errors.Is(err, errIgnoredRange) {
-		return false
-	}
-	// Anything else comes from the network or the disk: resets, EOFs
-	// mid-body, dial errors, per-attempt deadlines, I/O errors. The caller
-	// tells its own deadline apart from a per-attempt one.
-	return true
+	return err
 }

@@ -17,7 +17,8 @@ import (
 
 	"github.com/shardstream/shardstream/internal/leaktest"
 	"github.com/shardstream/shardstream/manifest"
-	"github.com/shardstream/shardstream/worker/store"
+	"github.com/shardstream/shardstream/store"
+	"github.com/shardstream/shardstream/store/memstore"
 )
 
 func testContext(t *testing.T) context.Context {
@@ -61,7 +62,7 @@ func TestWriteDataset(t *testing.T) {
 	samples := testSamples(1000, 7)
 	for _, comp := range []string{manifest.CompressionNone, manifest.CompressionZstd} {
 		t.Run(comp, func(t *testing.T) {
-			st := store.NewMem()
+			st := memstore.New()
 			i := 0
 			next := func() (Sample, bool, error) {
 				if i == len(samples) {
@@ -109,7 +110,7 @@ func TestWriteDataset(t *testing.T) {
 
 func TestWriteDatasetError(t *testing.T) {
 	ctx := testContext(t)
-	st := store.NewMem()
+	st := memstore.New()
 	n := 0
 	next := func() (Sample, bool, error) {
 		n++
@@ -170,7 +171,7 @@ func foreignTar(t *testing.T, format tar.Format, n int) ([]byte, []Sample) {
 
 func TestIndexTar(t *testing.T) {
 	ctx := testContext(t)
-	st := store.NewMem()
+	st := memstore.New()
 	for _, format := range []tar.Format{tar.FormatGNU, tar.FormatPAX} {
 		data, want := foreignTar(t, format, 200)
 		path := "x-" + format.String() + ".tar"
@@ -194,7 +195,7 @@ func TestIndexTar(t *testing.T) {
 
 func TestIndexZstd(t *testing.T) {
 	ctx := testContext(t)
-	st := store.NewMem()
+	st := memstore.New()
 	data, want := foreignTar(t, tar.FormatPAX, 300)
 
 	// One frame from an ordinary streaming encoder: one chunk.
@@ -294,7 +295,7 @@ func TestIndexZstd(t *testing.T) {
 
 func TestIndexCorrupt(t *testing.T) {
 	ctx := testContext(t)
-	st := store.NewMem()
+	st := memstore.New()
 	data, _ := foreignTar(t, tar.FormatGNU, 50)
 	st.Write(ctx, "cut.tar", bytes.NewReader(data[:len(data)/2+100]))
 	if _, err := IndexShard(ctx, st, "cut.tar", "", 0); err == nil {
@@ -332,7 +333,7 @@ func TestIndexGlobalHeader(t *testing.T) {
 		want = append(want, Sample{Key: key, Fields: []Field{{"bin", data}}})
 	}
 	tw.Close()
-	st := store.NewMem()
+	st := memstore.New()
 	st.Write(ctx, "g.tar", bytes.NewReader(buf.Bytes()))
 	sh, got := indexAndDecode(t, ctx, st, "g.tar", 1)
 	if len(sh.Chunks) != len(want) {
@@ -361,7 +362,7 @@ func TestIndexDirWithSize(t *testing.T) {
 	if err != nil {
 		t.Fatalf("a directory with a size field: %v", err)
 	}
-	st := store.NewMem()
+	st := memstore.New()
 	st.Write(ctx, "d.tar", bytes.NewReader(data))
 	sh, got := indexAndDecode(t, ctx, st, "d.tar", 1)
 	if len(sh.Chunks) != 3 {
@@ -399,7 +400,7 @@ func TestWriteDatasetStoreFails(t *testing.T) {
 			i++
 			return samples[i-1], true, nil
 		}
-		_, err := WriteDataset(ctx, failingStore{store.NewMem(), limit}, next, DatasetOptions{ChunkSize: 4096})
+		_, err := WriteDataset(ctx, failingStore{memstore.New(), limit}, next, DatasetOptions{ChunkSize: 4096})
 		if err == nil || !strings.Contains(err.Error(), "shard-000000.tar.zst") || !strings.Contains(err.Error(), "disk full") {
 			t.Errorf("limit %d: err = %v, want one naming the shard and the store's error", limit, err)
 		}
