@@ -25,6 +25,7 @@ MINIO_VERSION              := v0.0.0-20260212201848-7aac2a2c5b7c
 BUF_VERSION                := v1.75.0
 PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
+STATICCHECK_VERSION        := v0.8.2
 PYTHON                     ?= python3
 
 export PATH := $(TOOLS):$(PATH)
@@ -52,8 +53,11 @@ $(TOOLS)/protoc-gen-go:
 $(TOOLS)/protoc-gen-go-grpc:
 	GOBIN=$(TOOLS) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
 
+$(TOOLS)/staticcheck:
+	GOBIN=$(TOOLS) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
 .PHONY: tools
-tools: $(TOOLS)/minio $(TOOLS)/buf $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc
+tools: $(TOOLS)/minio $(TOOLS)/buf $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc $(TOOLS)/staticcheck
 
 # The Python environment: pinned requirements, then the client in editable
 # mode. The stamp is rebuilt when the requirements change.
@@ -109,10 +113,15 @@ check-proto: $(TOOLS)/buf $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc ven
 
 # ---- lint ------------------------------------------------------------------
 
+# The API may grow but not break: proto/baseline.binpb is the image of the
+# last released API (refresh it with `make proto-baseline` at a release).
 .PHONY: lint
-lint: venv
+lint: venv $(TOOLS)/staticcheck $(TOOLS)/buf
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	staticcheck ./...
+	buf format --diff --exit-code
+	buf breaking --against proto/baseline.binpb
 	cd clients/python && $(VENV)/bin/ruff check . ../../examples && $(VENV)/bin/ruff format --check . ../../examples
 	cd clients/python && $(VENV)/bin/mypy
 
@@ -152,6 +161,10 @@ bench-read: tools build
 .PHONY: bench-plan
 bench-plan:
 	$(GO) test -run '^$$' -bench . -benchmem ./sampler/ ./shuffle/
+
+.PHONY: proto-baseline
+proto-baseline: $(TOOLS)/buf
+	buf build -o proto/baseline.binpb
 
 .PHONY: clean
 clean:
