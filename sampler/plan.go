@@ -14,7 +14,7 @@ import (
 // shuffle window. A loader keeps about Window units of decoded data alive
 // per rank stream. The value is measured against the planner that shuffled
 // whole shards in windows of 4 shards: see docs/planner.md and
-// TestDefaultWindowQuality.
+// TestWindowQuality.
 const DefaultWindow = 8
 
 // Limits that keep a plan's memory bounded whatever a token says.
