@@ -1,12 +1,13 @@
 // Package sampler computes epoch plans: which samples every trainer rank
 // gets at every step of an epoch. It is a pure function of the dataset's
-// per-shard sample counts, the job (seed, window, last-batch policy), the
-// epoch, the world and batch sizes and the resume history: no I/O, no
-// clock, no logging, no global random source.
+// units (runs of consecutive samples of one shard: the manifest's chunks),
+// the job (seed, window, last-batch policy), the epoch, the world and
+// batch sizes and the resume history: no I/O, no clock, no logging, no
+// global random source.
 //
 // # The plan
 //
-// The epoch's shards are put in a seeded Fisher–Yates order; their samples,
+// The epoch's units are put in a seeded Fisher–Yates order; their samples,
 // concatenated in that order, form the base sequence V₀. A segment — a
 // stretch of the epoch run with one world size R and batch size B — splits
 // its input sequence V (V₀ for the first) into R contiguous ranges of
@@ -29,23 +30,34 @@
 // is lost. Later segments re-divide already shuffled streams and add no
 // shuffle of their own.
 //
-// Memory is O(shards) (a uint32 order and an int64 prefix sum per shard)
-// plus O(world size) per resized segment; a lookup is a few binary
-// searches. The only allocation proportional to samples is one window
-// block's permutation, cached per rank.
+// Memory is O(units) (a uint32 order and an int64 prefix sum per unit; the
+// caller's units slice is kept, not copied) plus O(world size) per resized
+// segment; a lookup is a few binary searches. The only allocation
+// proportional to samples is one window block's permutation, cached per
+// rank.
 //
 // # Errors
 //
-// Bad arguments wrap ErrInvalid; a token of another dataset or job, or
-// with more steps than its segment holds, wraps ErrTokenMismatch; a
-// malformed token string wraps ErrBadToken.
+// Bad arguments wrap ErrInvalid; a token of another dataset or job
+// (Token.Check: a *MismatchError naming the field), or with more steps
+// than its segment holds, wraps ErrTokenMismatch; a malformed token string
+// wraps ErrBadToken; a token of version 1 (made by the planner that
+// shuffled whole shards) is ErrOldToken: restart the epoch from its start
+// or finish it with the old version.
 //
-// Example:
+// Example, with one unit per manifest chunk:
 //
-//	p, err := sampler.New(m.SampleCounts(), sampler.Job{Fingerprint: m.Fingerprint(),
+//	var units []sampler.Unit
+//	for i, sh := range m.Shards {
+//		for _, c := range sh.Chunks {
+//			units = append(units, sampler.Unit{Shard: int64(i), First: c.FirstSample, Samples: c.Samples})
+//		}
+//	}
+//	p, err := sampler.New(units, sampler.Job{Fingerprint: m.Fingerprint(),
 //		Seed: 1, Epoch: 0, Window: sampler.DefaultWindow, Policy: sampler.DropLast}, nil, 8, 32)
 //	for step := range p.Steps() {
 //		batch := p.Batch(rank, step, nil)
+//		last := p.LastUse(rank, step, nil) // free batch[i]'s chunk after step last[i]
 //		…
 //		checkpoint(p.Token(step + 1).String())
 //	}

@@ -10,10 +10,12 @@ import (
 	"github.com/shardstream/shardstream/shuffle"
 )
 
-// DefaultWindow is the default number of shards per shuffle window: enough
-// to mix samples of a few shards in every batch while a loader reads only
-// about Window shards per rank at a time.
-const DefaultWindow = 4
+// DefaultWindow is the default number of units (manifest chunks) per
+// shuffle window. A loader keeps about Window units of decoded data alive
+// per rank stream. The value is measured against the planner that shuffled
+// whole shards in windows of 4 shards: see docs/planner.md and
+// TestWindowQuality.
+const DefaultWindow = 8
 
 // Limits that keep a plan's memory bounded whatever a token says.
 const (
@@ -51,6 +53,25 @@ func (p Policy) String() string {
 	return fmt.Sprintf("Policy(%d)", uint8(p))
 }
 
+// Unit is what the planner permutes and windows: a run of consecutive
+// samples of one shard, in practice one manifest chunk (about 8 MiB), so a
+// loader fetches and decodes a unit as a whole.
+type Unit struct {
+	Shard   int64 // the shard's index in the manifest
+	First   int64 // index in the shard of the unit's first sample
+	Samples int64 // how many samples the unit holds (0 is fine)
+}
+
+// ShardUnits returns one unit per shard holding all its samples, for
+// datasets (and tests) where every shard is one chunk.
+func ShardUnits(counts []int64) []Unit {
+	units := make([]Unit, len(counts))
+	for i, c := range counts {
+		units[i] = Unit{Shard: int64(i), Samples: c}
+	}
+	return units
+}
+
 // SampleID is a sample's identity: its shard's index in the manifest and
 // its index inside the shard.
 type SampleID struct {
@@ -63,7 +84,7 @@ type Job struct {
 	Fingerprint string // dataset fingerprint (hex)
 	Seed        uint64
 	Epoch       uint64
-	Window      int // shards per shuffle window, >= 1
+	Window      int // units per shuffle window, >= 1 (see DefaultWindow)
 	Policy      Policy
 }
 
@@ -84,6 +105,14 @@ var (
 	ErrBadToken      = errors.New("malformed resume token")
 )
 
+// ErrOldToken is returned, as is, by ParseToken for a well-formed token of
+// version 1: made by a planner that shuffled whole shards, whose windows
+// counted shards. Its steps mean nothing to this planner: restart the
+// epoch from its start or finish it with the old version. It does not wrap
+// ErrBadToken (the token is not corrupt; the service reports it as a
+// failed precondition).
+var ErrOldToken = errors.New("resume token of version 1, made by a planner that shuffled whole shards: restart the epoch from its start or finish it with the old version")
+
 // Plan is one epoch's plan from a resume point on. It is immutable but for
 // an internal cache, and safe for concurrent use: Batch may be called from
 // many goroutines for the same or different ranks.
@@ -96,11 +125,12 @@ type Plan struct {
 	padded  int64
 }
 
-// base is the epoch's permuted shard order: position v of the base
-// sequence V₀ is sample v−starts[j] of shard order[j], for the j with
+// base is the epoch's permuted unit order: position v of the base
+// sequence V₀ is sample v−starts[j] of unit order[j], for the j with
 // starts[j] <= v < starts[j+1].
 type base struct {
-	order  []uint32 // manifest index of the j-th shard in permuted order
+	units  []Unit   // the caller's units, not copied
+	order  []uint32 // index in units of the j-th unit in permuted order
 	starts []int64  // len(order)+1 prefix sums of the permuted counts
 	window int
 	seed   uint64
@@ -132,29 +162,30 @@ type block struct {
 	perm   []uint32
 }
 
-// New plans the epoch of job over shards with the given sample counts, for
-// worldSize ranks of batchSize, continuing from resume (nil: the epoch's
-// start). A resume token whose fingerprint, seed, epoch, window or policy
-// differ from job, or whose segments hold fewer steps than it says were
+// New plans the epoch of job over units (in manifest order; units must not
+// overlap, and New keeps a reference to the slice: do not modify it while
+// the plan is in use), for worldSize ranks of batchSize, continuing from
+// resume (nil: the epoch's start). A resume token that fails
+// resume.Check(job), or whose segments hold fewer steps than it says were
 // consumed, wraps ErrTokenMismatch; bad arguments wrap ErrInvalid.
-func New(counts []int64, job Job, resume *Token, worldSize, batchSize int) (*Plan, error) {
+func New(units []Unit, job Job, resume *Token, worldSize, batchSize int) (*Plan, error) {
 	if err := checkJob(job); err != nil {
 		return nil, err
 	}
 	if err := checkSizes(worldSize, batchSize); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
-	if uint64(len(counts)) > math.MaxUint32 {
-		return nil, fmt.Errorf("%w: %d shards, at most %d", ErrInvalid, len(counts), uint64(math.MaxUint32))
+	if uint64(len(units)) > math.MaxUint32 {
+		return nil, fmt.Errorf("%w: %d units, at most %d", ErrInvalid, len(units), uint64(math.MaxUint32))
 	}
 	var segs []Segment
 	if resume != nil {
-		if err := checkToken(*resume, job); err != nil {
+		if err := resume.Check(job); err != nil {
 			return nil, err
 		}
 		segs = resume.Segments
 	}
-	b, err := newBase(counts, job)
+	b, err := newBase(units, job)
 	if err != nil {
 		return nil, err
 	}
@@ -217,36 +248,16 @@ func checkSizes(worldSize, batchSize int) error {
 	return nil
 }
 
-func checkToken(t Token, job Job) error {
-	switch {
-	case t.Fingerprint != job.Fingerprint:
-		return errTokenField("dataset fingerprint", fmt.Sprintf("%q", t.Fingerprint), fmt.Sprintf("%q", job.Fingerprint))
-	case t.Seed != job.Seed:
-		return errTokenField("seed", t.Seed, job.Seed)
-	case t.Epoch != job.Epoch:
-		return errTokenField("epoch", t.Epoch, job.Epoch)
-	case t.Window != job.Window:
-		return errTokenField("window", t.Window, job.Window)
-	case t.Policy != job.Policy:
-		return errTokenField("policy", t.Policy, job.Policy)
-	}
-	if len(t.Segments) > maxTokenSegments {
-		return fmt.Errorf("%w: %d segments, at most %d", ErrTokenMismatch, len(t.Segments), maxTokenSegments)
-	}
-	for i, s := range t.Segments {
-		if err := checkSizes(s.WorldSize, s.BatchSize); err != nil {
-			return fmt.Errorf("%w: segment %d: %v", ErrTokenMismatch, i, err)
-		}
-		if s.Steps < 0 {
-			return fmt.Errorf("%w: segment %d: %d steps", ErrTokenMismatch, i, s.Steps)
+func newBase(units []Unit, job Job) (*base, error) {
+	for i, u := range units {
+		if u.Shard < 0 || u.First < 0 || u.Samples < 0 || u.Samples > math.MaxInt64-u.First {
+			return nil, fmt.Errorf("%w: unit %d {shard %d first %d samples %d}: negative or past the largest sample index",
+				ErrInvalid, i, u.Shard, u.First, u.Samples)
 		}
 	}
-	return nil
-}
-
-func newBase(counts []int64, job Job) (*base, error) {
-	m := len(counts)
+	m := len(units)
 	b := &base{
+		units:  units,
 		order:  make([]uint32, m),
 		starts: make([]int64, m+1),
 		window: job.Window,
@@ -256,10 +267,7 @@ func newBase(counts []int64, job Job) (*base, error) {
 	shuffle.Perm(b.order, shuffle.NewSource(job.Seed, shuffle.Stream(shuffle.DomainShards, job.Epoch)))
 	var n int64
 	for j, s := range b.order {
-		c := counts[s]
-		if c < 0 {
-			return nil, fmt.Errorf("%w: shard %d has %d samples", ErrInvalid, s, c)
-		}
+		c := units[s].Samples
 		if c > math.MaxInt64-n {
 			return nil, fmt.Errorf("%w: more than %d samples in all", ErrInvalid, int64(math.MaxInt64))
 		}
@@ -269,7 +277,7 @@ func newBase(counts []int64, job Job) (*base, error) {
 	for ws := 0; ws < m; {
 		we := b.windowEnd(ws)
 		if c := b.starts[we] - b.starts[ws]; c > MaxWindowSamples {
-			return nil, fmt.Errorf("%w: shuffle window of shards %d..%d (permuted order) holds %d samples, at most %d",
+			return nil, fmt.Errorf("%w: shuffle window of units %d..%d (permuted order) holds %d samples, at most %d",
 				ErrInvalid, ws, we-1, c, int64(MaxWindowSamples))
 		}
 		ws = we
@@ -278,7 +286,7 @@ func newBase(counts []int64, job Job) (*base, error) {
 }
 
 // windowEnd is the end (exclusive) of the window that starts at permuted
-// shard position ws.
+// unit position ws.
 func (b *base) windowEnd(ws int) int {
 	if m := len(b.order); b.window >= m-ws {
 		return m
@@ -286,10 +294,10 @@ func (b *base) windowEnd(ws int) int {
 	return ws + b.window
 }
 
-// shardAt is the permuted position j of the shard holding V₀ position v:
-// the last j with starts[j] <= v (empty shards share a start; the last of
+// unitAt is the permuted position j of the unit holding V₀ position v:
+// the last j with starts[j] <= v (empty units share a start; the last of
 // them is the non-empty one).
-func (b *base) shardAt(v int64) int {
+func (b *base) unitAt(v int64) int {
 	lo, hi := 0, len(b.order) // starts[lo] <= v < starts[hi]
 	for hi-lo > 1 {
 		mid := int(uint(lo+hi) >> 1)
@@ -303,8 +311,16 @@ func (b *base) shardAt(v int64) int {
 }
 
 func (b *base) sample(v int64) SampleID {
-	j := b.shardAt(v)
-	return SampleID{Shard: int64(b.order[j]), Index: v - b.starts[j]}
+	j := b.unitAt(v)
+	u := &b.units[b.order[j]]
+	return SampleID{Shard: u.Shard, Index: u.First + v - b.starts[j]}
+}
+
+// windowCut is the end of the window holding V₀ position v: no unit spans
+// it, and no window block of the first segment either.
+func (b *base) windowCut(v int64) int64 {
+	ws := b.unitAt(v) / b.window * b.window
+	return b.starts[b.windowEnd(ws)]
 }
 
 func newLayer(n int64, worldSize, batchSize int, policy Policy) *layer {
@@ -384,7 +400,7 @@ func (p *Plan) shuffle(l *layer, r int, v, rlo, c int64) int64 {
 		return b.lo + int64(b.perm[v-b.lo])
 	}
 	bs := p.base
-	w := bs.shardAt(v) / bs.window
+	w := bs.unitAt(v) / bs.window
 	ws := w * bs.window
 	we := bs.windowEnd(ws)
 	lo := max(rlo, bs.starts[ws])
@@ -418,6 +434,125 @@ func (p *Plan) sample(k int, v int64) SampleID {
 		v = p.index(k-1, lo, consumed+v-prev.carry[lo])
 	}
 	return p.base.sample(v)
+}
+
+// Unit lifetimes. A cut of a segment's input is a position e such that no
+// unit has samples on both sides of it and, in the first segment, no window
+// block spans it. Window ends are cuts of V₀ (a window holds whole units,
+// and a block is a rank's range ∩ a window). A rank's stream is a range of
+// its segment's input, shuffled only inside blocks, so every unit it holds
+// lies between two cuts, and the stream position just before the next cut
+// (or the range's end) bounds the unit's last use. Segment k's input is
+// built from segment k−1's positions by a strictly increasing map ψ (each
+// old rank's unconsumed real positions, then the dropped tail), so the
+// first cut of segment k after v is the first position whose ψ image
+// reaches the first cut of segment k−1 after ψ(v). Equivalently: the cut
+// after v is where the window (of the permuted unit order) of the samples
+// changes, a fact the tests check against brute force.
+
+// nextCut is the first cut of segment k's input after position v
+// (v < layers[k].n); layers[k].n when none is left.
+func (p *Plan) nextCut(k int, v int64) int64 {
+	for j := k; j > 0; j-- {
+		v = p.layers[j-1].psi(v)
+	}
+	e := p.base.windowCut(v)
+	for j := 1; j <= k; j++ {
+		e = p.layers[j-1].psiCeil(p.layers[j].n, e)
+	}
+	return e
+}
+
+// psi maps position v of the next segment's input to the position of this
+// (closed) segment's input it was carried from, before the first segment's
+// window shuffle.
+func (l *layer) psi(v int64) int64 {
+	if u := l.carry[l.world]; v >= u {
+		return int64(l.world)*l.slots + (v - u)
+	}
+	lo, hi := 0, l.world // carry[lo] <= v < carry[hi]
+	for hi-lo > 1 {
+		mid := int(uint(lo+hi) >> 1)
+		if l.carry[mid] <= v {
+			lo = mid
+		} else {
+			hi = mid
+		}
+	}
+	rlo, c := l.rangeOf(lo)
+	return rlo + min(l.done*l.batch, c) + v - l.carry[lo]
+}
+
+// psiCeil is the least position w of the next segment's input (of length
+// next) with psi(w) >= x, or next when there is none.
+func (l *layer) psiCeil(next, x int64) int64 {
+	if x >= l.n {
+		return next
+	}
+	if !l.pad && x >= int64(l.world)*l.slots {
+		return l.carry[l.world] + x - int64(l.world)*l.slots
+	}
+	r := l.rankAt(x)
+	lo, c := l.rangeOf(r)
+	if d := lo + min(l.done*l.batch, c); x > d {
+		return l.carry[r] + x - d
+	}
+	return l.carry[r]
+}
+
+// rankAt is the rank whose range holds input position x < world·slots
+// (DropLast) or < n (Pad).
+func (l *layer) rankAt(x int64) int {
+	if !l.pad {
+		return int(x / l.slots)
+	}
+	w := int64(l.world)
+	q, rem := l.n/w, l.n%w
+	if x < rem*(q+1) {
+		return int(x / (q + 1))
+	}
+	return int(rem + (x-rem*(q+1))/q)
+}
+
+// LastUse appends to dst, for each slot i of Batch(rank, step), the last
+// step of this plan (step <= last < Steps()) at which rank's stream holds
+// a sample of the same unit as slot i, and returns it. A loader fetches a
+// unit at its first use in an epoch and may release it after that step.
+//
+// The bound is exact at window granularity: it is the last step at which
+// rank's stream holds a sample of any unit of the same shuffle window
+// (all of which lie in one contiguous stretch of the stream), so a unit
+// may be kept a little past its own last sample, never released early.
+// Under Pad, slots past a rank's real samples wrap to the start of its
+// stream; those repeats all fall in the last step and count as new uses
+// whose lifetime is that step: a unit's lifetime ends before the wrap and
+// the loader fetches it again for the pad step (at most one batch per
+// rank). It panics if rank or step is out of range, like Batch.
+//
+// It costs a few binary searches per window block the batch touches and
+// allocates nothing but dst: call it next to Batch, not instead of it.
+func (p *Plan) LastUse(rank int, step int64, dst []int64) []int64 {
+	l := p.cur()
+	if rank < 0 || rank >= l.world || step < 0 || step >= p.Steps() {
+		panic(fmt.Sprintf("sampler: LastUse(rank %d, step %d) out of range: world %d, %d steps", rank, step, l.world, p.Steps()))
+	}
+	k := len(p.layers) - 1
+	lo, c := l.rangeOf(rank)
+	pos := (p.start + step) * l.batch
+	var end, last int64 // stream positions [.., end) end at step last
+	for i := range l.batch {
+		q := pos + i
+		if q >= c {
+			dst = append(dst, step)
+			continue
+		}
+		if q >= end {
+			end = min(p.nextCut(k, lo+q), lo+c) - lo
+			last = (end-1)/l.batch - p.start
+		}
+		dst = append(dst, last)
+	}
+	return dst
 }
 
 // Steps is how many steps every rank gets from the resume point to the end

@@ -3,6 +3,7 @@ package sampler
 import (
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -14,14 +15,15 @@ import (
 
 // dataset is one random test case.
 type dataset struct {
-	counts []int64
+	counts []int64 // samples per shard
+	units  []Unit  // the shards cut into units
 	job    Job
 	world  int
 	batch  int
 }
 
 func (d dataset) String() string {
-	return fmt.Sprintf("counts=%v job=%+v world=%d batch=%d", d.counts, d.job, d.world, d.batch)
+	return fmt.Sprintf("units=%v job=%+v world=%d batch=%d", d.units, d.job, d.world, d.batch)
 }
 
 func (d dataset) total() int64 {
@@ -33,7 +35,9 @@ func (d dataset) total() int64 {
 }
 
 // randomDataset draws shard counts 0..50 of sizes 0..40 (empty shards
-// included), world 1..8, batch 1..7, window 1..4 and either policy.
+// included), cuts each shard into 1..5 units at random points (empty units
+// included; sometimes one unit a shard), and draws world 1..8, batch 1..7,
+// window 1..6 and either policy.
 func randomDataset(rng *rand.Rand) dataset {
 	counts := make([]int64, rng.IntN(51))
 	for i := range counts {
@@ -53,19 +57,61 @@ func randomDataset(rng *rand.Rand) dataset {
 	}
 	return dataset{
 		counts: counts,
-		job:    Job{Fingerprint: "0123456789abcdef", Seed: rng.Uint64(), Epoch: rng.Uint64N(5), Window: 1 + rng.IntN(4), Policy: pol},
+		units:  randomUnits(rng, counts),
+		job:    Job{Fingerprint: "0123456789abcdef", Seed: rng.Uint64(), Epoch: rng.Uint64N(5), Window: 1 + rng.IntN(6), Policy: pol},
 		world:  1 + rng.IntN(8),
 		batch:  1 + rng.IntN(7),
 	}
 }
 
-func mustNew(t testing.TB, counts []int64, job Job, resume *Token, world, batch int) *Plan {
+// randomUnits cuts every shard into 1..5 runs of consecutive samples (a
+// run may be empty), in shard order; one time in five, every shard is one
+// unit.
+func randomUnits(rng *rand.Rand, counts []int64) []Unit {
+	if rng.IntN(5) == 0 {
+		return ShardUnits(counts)
+	}
+	var units []Unit
+	for s, c := range counts {
+		cuts := []int64{0, c}
+		for range rng.IntN(5) {
+			cuts = append(cuts, rng.Int64N(c+1))
+		}
+		slices.Sort(cuts)
+		for i := 1; i < len(cuts); i++ {
+			units = append(units, Unit{Shard: int64(s), First: cuts[i-1], Samples: cuts[i] - cuts[i-1]})
+		}
+	}
+	return units
+}
+
+func mustNew(t testing.TB, units []Unit, job Job, resume *Token, world, batch int) *Plan {
 	t.Helper()
-	p, err := New(counts, job, resume, world, batch)
+	p, err := New(units, job, resume, world, batch)
 	if err != nil {
-		t.Fatalf("New(%v, %+v, %v, %d, %d): %v", counts, job, resume, world, batch, err)
+		t.Fatalf("New(%v, %+v, %v, %d, %d): %v", units, job, resume, world, batch, err)
 	}
 	return p
+}
+
+// randomHistory draws a resume history for d: up to 3 segments with random
+// world and batch sizes, each consumed a random number of its steps; one
+// time in three, d's sizes become the last segment's (the plan continues
+// it rather than resizing).
+func randomHistory(t *testing.T, rng *rand.Rand, d *dataset) []Segment {
+	var hist []Segment
+	for range rng.IntN(4) {
+		w, b := 1+rng.IntN(8), 1+rng.IntN(7)
+		p := mustNew(t, d.units, d.job, &Token{Job: d.job, Segments: hist}, w, b)
+		if p.Steps() == 0 && rng.IntN(2) == 0 {
+			continue
+		}
+		hist = p.Token(rng.Int64N(p.Steps() + 1)).Segments
+	}
+	if len(hist) > 0 && rng.IntN(3) == 0 {
+		d.world, d.batch = hist[len(hist)-1].WorldSize, hist[len(hist)-1].BatchSize
+	}
+	return hist
 }
 
 // all returns every rank's remaining batches of p: [rank][step][i].
@@ -94,22 +140,9 @@ func TestAgreesWithReference(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 1))
 	for i := range 400 {
 		d := randomDataset(rng)
-		// A random history: up to 3 segments with random world and
-		// batch sizes, each consumed a random number of its steps.
-		var hist []Segment
-		for range rng.IntN(4) {
-			w, b := 1+rng.IntN(8), 1+rng.IntN(7)
-			p := mustNew(t, d.counts, d.job, &Token{Job: d.job, Segments: hist}, w, b)
-			if p.Steps() == 0 && rng.IntN(2) == 0 {
-				continue
-			}
-			hist = p.Token(rng.Int64N(p.Steps() + 1)).Segments
-		}
-		if len(hist) > 0 && rng.IntN(3) == 0 { // continue the last segment
-			d.world, d.batch = hist[len(hist)-1].WorldSize, hist[len(hist)-1].BatchSize
-		}
-		p := mustNew(t, d.counts, d.job, &Token{Job: d.job, Segments: hist}, d.world, d.batch)
-		ref := newRef(d.counts, d.job, hist, d.world, d.batch)
+		hist := randomHistory(t, rng, &d)
+		p := mustNew(t, d.units, d.job, &Token{Job: d.job, Segments: hist}, d.world, d.batch)
+		ref := newRef(d.units, d.job, hist, d.world, d.batch)
 		if p.Steps() != ref.steps || p.Dropped() != ref.dropped || p.Padded() != ref.padded {
 			t.Fatalf("case %d %v history %v: steps/dropped/padded = %d/%d/%d, reference %d/%d/%d",
 				i, d, hist, p.Steps(), p.Dropped(), p.Padded(), ref.steps, ref.dropped, ref.padded)
@@ -169,7 +202,7 @@ func TestExactlyOnceAndBalance(t *testing.T) {
 	rng := rand.New(rand.NewPCG(2, 2))
 	for range 500 {
 		d := randomDataset(rng)
-		p := mustNew(t, d.counts, d.job, nil, d.world, d.batch)
+		p := mustNew(t, d.units, d.job, nil, d.world, d.batch)
 		if want := int64(d.world) * p.Steps() * int64(d.batch); p.Samples() != want {
 			t.Fatalf("%v: Samples %d, want %d", d, p.Samples(), want)
 		}
@@ -202,16 +235,17 @@ func TestDeterministicAndVaries(t *testing.T) {
 	for i := range counts {
 		counts[i] = 25
 	}
+	units := ShardUnits(counts)
 	job := Job{Fingerprint: "aa", Seed: 7, Epoch: 3, Window: 2, Policy: DropLast}
-	a := all(mustNew(t, counts, job, nil, 4, 8))
-	if diff := cmp.Diff(a, all(mustNew(t, counts, job, nil, 4, 8))); diff != "" {
+	a := all(mustNew(t, units, job, nil, 4, 8))
+	if diff := cmp.Diff(a, all(mustNew(t, units, job, nil, 4, 8))); diff != "" {
 		t.Fatalf("two plans of the same job differ:\n%s", diff)
 	}
 	for _, other := range []Job{
 		{Fingerprint: "aa", Seed: 7, Epoch: 4, Window: 2, Policy: DropLast},
 		{Fingerprint: "aa", Seed: 8, Epoch: 3, Window: 2, Policy: DropLast},
 	} {
-		if cmp.Equal(a, all(mustNew(t, counts, other, nil, 4, 8))) {
+		if cmp.Equal(a, all(mustNew(t, units, other, nil, 4, 8))) {
 			t.Errorf("plan of %+v equals the plan of %+v", other, job)
 		}
 	}
@@ -221,14 +255,14 @@ func TestResumeAtEveryStep(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 3))
 	for range 60 {
 		d := randomDataset(rng)
-		p := mustNew(t, d.counts, d.job, nil, d.world, d.batch)
+		p := mustNew(t, d.units, d.job, nil, d.world, d.batch)
 		whole := steps(p, 0, p.Steps())
 		for k := range p.Steps() + 1 {
 			tok, err := ParseToken(p.Token(k).String())
 			if err != nil {
 				t.Fatalf("%v: ParseToken(Token(%d)): %v", d, k, err)
 			}
-			q := mustNew(t, d.counts, d.job, &tok, d.world, d.batch)
+			q := mustNew(t, d.units, d.job, &tok, d.world, d.batch)
 			if q.Steps() != p.Steps()-k {
 				t.Fatalf("%v: resumed at %d: %d steps, want %d", d, k, q.Steps(), p.Steps()-k)
 			}
@@ -250,7 +284,7 @@ func TestChainedResume(t *testing.T) {
 	rng := rand.New(rand.NewPCG(4, 4))
 	for range 100 {
 		d := randomDataset(rng)
-		p := mustNew(t, d.counts, d.job, nil, d.world, d.batch)
+		p := mustNew(t, d.units, d.job, nil, d.world, d.batch)
 		whole := steps(p, 0, p.Steps())
 		got := make([][]SampleID, d.world)
 		cur := p
@@ -267,7 +301,7 @@ func TestChainedResume(t *testing.T) {
 			if len(tok.Segments) != 1 {
 				t.Fatalf("%v: chained resume with the same sizes made %d segments", d, len(tok.Segments))
 			}
-			cur = mustNew(t, d.counts, d.job, &tok, d.world, d.batch)
+			cur = mustNew(t, d.units, d.job, &tok, d.world, d.batch)
 		}
 		if diff := cmp.Diff(whole, got); diff != "" && d.total() > 0 && p.Steps() > 0 {
 			t.Fatalf("%v: chained resumes differ from the uninterrupted run:\n%s", d, diff)
@@ -287,7 +321,7 @@ func TestResize(t *testing.T) {
 		var tok *Token
 		world, batch := d.world, d.batch
 		for range rng.IntN(5) {
-			p := mustNew(t, d.counts, d.job, tok, world, batch)
+			p := mustNew(t, d.units, d.job, tok, world, batch)
 			k := int64(0)
 			if p.Steps() > 0 {
 				k = rng.Int64N(p.Steps() + 1)
@@ -295,7 +329,7 @@ func TestResize(t *testing.T) {
 			for _, b := range steps(p, 0, k) {
 				delivered = append(delivered, b...)
 			}
-			rest := mustNew(t, d.counts, d.job, ptr(p.Token(k)), world, batch)
+			rest := mustNew(t, d.units, d.job, ptr(p.Token(k)), world, batch)
 			padded += p.Padded() - rest.Padded() // padding consumed in [0, k)
 			s, err := ParseToken(p.Token(k).String())
 			if err != nil {
@@ -308,7 +342,7 @@ func TestResize(t *testing.T) {
 				batch = 1 + rng.IntN(7)
 			}
 		}
-		p := mustNew(t, d.counts, d.job, tok, world, batch)
+		p := mustNew(t, d.units, d.job, tok, world, batch)
 		for r := range world {
 			for s := range p.Steps() {
 				b := p.Batch(r, s, nil)
@@ -331,9 +365,10 @@ func TestConcurrentBatch(t *testing.T) {
 	for i := range counts {
 		counts[i] = int64(10 + i%17)
 	}
+	units := ShardUnits(counts)
 	job := Job{Fingerprint: "ff", Seed: 1, Epoch: 1, Window: 3, Policy: Pad}
-	want := all(mustNew(t, counts, job, nil, 5, 7))
-	p := mustNew(t, counts, job, nil, 5, 7)
+	want := all(mustNew(t, units, job, nil, 5, 7))
+	p := mustNew(t, units, job, nil, 5, 7)
 	got := make([][][]SampleID, 5*3)
 	var wg sync.WaitGroup
 	for g := range got {
@@ -354,8 +389,8 @@ func TestConcurrentBatch(t *testing.T) {
 
 func TestNewErrors(t *testing.T) {
 	job := Job{Fingerprint: "0123456789abcdef", Seed: 1, Epoch: 2, Window: 4, Policy: DropLast}
-	counts := []int64{10, 10, 10}
-	good := mustNew(t, counts, job, nil, 2, 3)
+	units := ShardUnits([]int64{10, 10, 10})
+	good := mustNew(t, units, job, nil, 2, 3)
 	tok := good.Token(2)
 	mod := func(f func(*Token)) *Token {
 		t := tok
@@ -365,7 +400,7 @@ func TestNewErrors(t *testing.T) {
 	}
 	tests := []struct {
 		name   string
-		counts []int64
+		units  []Unit
 		job    Job
 		resume *Token
 		world  int
@@ -373,24 +408,29 @@ func TestNewErrors(t *testing.T) {
 		want   error
 		substr string
 	}{
-		{"zero world", counts, job, nil, 0, 3, ErrInvalid, "world size 0"},
-		{"zero batch", counts, job, nil, 2, 0, ErrInvalid, "batch size 0"},
-		{"zero window", counts, Job{Window: 0, Policy: DropLast}, nil, 2, 3, ErrInvalid, "window 0"},
-		{"bad policy", counts, Job{Window: 1, Policy: 9}, nil, 2, 3, ErrInvalid, "policy"},
-		{"negative count", []int64{3, -1}, job, nil, 2, 3, ErrInvalid, "shard 1 has -1"},
-		{"fingerprint", counts, job, mod(func(t *Token) { t.Fingerprint = "ffffffffffffffff" }), 2, 3, ErrTokenMismatch, `dataset fingerprint is "ffffffffffffffff" in the token, "0123456789abcdef" in the job`},
-		{"seed", counts, job, mod(func(t *Token) { t.Seed = 5 }), 2, 3, ErrTokenMismatch, "seed is 5 in the token, 1 in the job"},
-		{"epoch", counts, job, mod(func(t *Token) { t.Epoch = 3 }), 2, 3, ErrTokenMismatch, "epoch is 3 in the token, 2 in the job"},
-		{"window", counts, job, mod(func(t *Token) { t.Window = 2 }), 2, 3, ErrTokenMismatch, "window is 2 in the token, 4 in the job"},
-		{"policy", counts, job, mod(func(t *Token) { t.Policy = Pad }), 2, 3, ErrTokenMismatch, "policy is pad in the token, drop-last in the job"},
-		{"steps beyond", counts, job, mod(func(t *Token) { t.Segments[0].Steps = 6 }), 2, 3, ErrTokenMismatch, "consumed 6 steps, it holds 5"},
-		{"steps beyond on resize", counts, job, mod(func(t *Token) { t.Segments[0].Steps = 6 }), 3, 3, ErrTokenMismatch, "consumed 6 steps"},
-		{"bad segment", counts, job, mod(func(t *Token) { t.Segments[0].WorldSize = 0 }), 2, 3, ErrTokenMismatch, "segment 0: world size 0"},
-		{"other dataset", []int64{1, 1}, job, &tok, 2, 3, ErrTokenMismatch, "consumed 2 steps, it holds 0"},
+		{"zero world", units, job, nil, 0, 3, ErrInvalid, "world size 0"},
+		{"zero batch", units, job, nil, 2, 0, ErrInvalid, "batch size 0"},
+		{"zero window", units, Job{Window: 0, Policy: DropLast}, nil, 2, 3, ErrInvalid, "window 0"},
+		{"bad policy", units, Job{Window: 1, Policy: 9}, nil, 2, 3, ErrInvalid, "policy"},
+		{"negative count", []Unit{{0, 0, 3}, {0, 3, -1}}, job, nil, 2, 3, ErrInvalid, "unit 1 {shard 0 first 3 samples -1}"},
+		{"negative shard", []Unit{{-1, 0, 3}}, job, nil, 2, 3, ErrInvalid, "unit 0 {shard -1 first 0 samples 3}"},
+		{"negative first", []Unit{{0, -2, 3}}, job, nil, 2, 3, ErrInvalid, "unit 0 {shard 0 first -2"},
+		{"index overflow", []Unit{{0, 0, 1}, {1, math.MaxInt64 - 1, 2}}, job, nil, 2, 3, ErrInvalid, "unit 1 {shard 1"},
+		{"sum overflow", []Unit{{0, 0, math.MaxInt64}, {1, 0, 1}}, job, nil, 2, 3, ErrInvalid, "samples in all"},
+		{"window too big", []Unit{{0, 0, MaxWindowSamples}, {1, 0, 1}}, job, nil, 2, 3, ErrInvalid, "shuffle window of units 0..1"},
+		{"fingerprint", units, job, mod(func(t *Token) { t.Fingerprint = "ffffffffffffffff" }), 2, 3, ErrTokenMismatch, `fingerprint is "ffffffffffffffff" in the token, "0123456789abcdef" in the job`},
+		{"seed", units, job, mod(func(t *Token) { t.Seed = 5 }), 2, 3, ErrTokenMismatch, "seed is 5 in the token, 1 in the job"},
+		{"epoch", units, job, mod(func(t *Token) { t.Epoch = 3 }), 2, 3, ErrTokenMismatch, "epoch is 3 in the token, 2 in the job"},
+		{"window", units, job, mod(func(t *Token) { t.Window = 2 }), 2, 3, ErrTokenMismatch, "window is 2 in the token, 4 in the job"},
+		{"policy", units, job, mod(func(t *Token) { t.Policy = Pad }), 2, 3, ErrTokenMismatch, "policy is pad in the token, drop-last in the job"},
+		{"steps beyond", units, job, mod(func(t *Token) { t.Segments[0].Steps = 6 }), 2, 3, ErrTokenMismatch, "consumed 6 steps, it holds 5"},
+		{"steps beyond on resize", units, job, mod(func(t *Token) { t.Segments[0].Steps = 6 }), 3, 3, ErrTokenMismatch, "consumed 6 steps"},
+		{"bad segment", units, job, mod(func(t *Token) { t.Segments[0].WorldSize = 0 }), 2, 3, ErrTokenMismatch, "segment 0: world size 0"},
+		{"other dataset", ShardUnits([]int64{1, 1}), job, &tok, 2, 3, ErrTokenMismatch, "consumed 2 steps, it holds 0"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := New(tt.counts, tt.job, tt.resume, tt.world, tt.batch)
+			_, err := New(tt.units, tt.job, tt.resume, tt.world, tt.batch)
 			if !errors.Is(err, tt.want) || !strings.Contains(fmt.Sprint(err), tt.substr) {
 				t.Fatalf("New = %v, want an error wrapping %v containing %q", err, tt.want, tt.substr)
 			}
@@ -400,12 +440,166 @@ func TestNewErrors(t *testing.T) {
 
 func TestEmptyDataset(t *testing.T) {
 	for _, pol := range []Policy{DropLast, Pad} {
-		for _, counts := range [][]int64{nil, {0, 0, 0}} {
-			p := mustNew(t, counts, Job{Window: 1, Policy: pol}, nil, 3, 2)
+		for _, units := range [][]Unit{nil, ShardUnits([]int64{0, 0, 0}), {{0, 5, 0}, {2, 0, 0}}} {
+			p := mustNew(t, units, Job{Window: 1, Policy: pol}, nil, 3, 2)
 			if p.Steps() != 0 || p.Samples() != 0 || p.Dropped() != 0 || p.Padded() != 0 {
 				t.Errorf("%v %v: steps %d samples %d dropped %d padded %d, want all 0",
-					pol, counts, p.Steps(), p.Samples(), p.Dropped(), p.Padded())
+					pol, units, p.Steps(), p.Samples(), p.Dropped(), p.Padded())
 			}
 		}
+	}
+}
+
+// TestUnitsKeepTheirSamples checks what a unit means: with shards cut into
+// units, every delivered sample of a unit is {unit.Shard, unit.First + i}
+// for i < unit.Samples, and the samples of one unit reach one rank's
+// stream in one window block (consecutive units of a window stay together).
+func TestUnitsKeepTheirSamples(t *testing.T) {
+	units := []Unit{{Shard: 7, First: 100, Samples: 5}, {Shard: 2, First: 0, Samples: 3}, {Shard: 7, First: 0, Samples: 100}}
+	p := mustNew(t, units, Job{Window: 3, Policy: DropLast}, nil, 1, 4)
+	seen := map[SampleID]bool{}
+	for s := range p.Steps() {
+		for _, id := range p.Batch(0, s, nil) {
+			ok := (id.Shard == 7 && id.Index >= 0 && id.Index < 105) || (id.Shard == 2 && id.Index >= 0 && id.Index < 3)
+			if !ok || seen[id] {
+				t.Fatalf("step %d: sample %v not of a unit or seen twice", s, id)
+			}
+			seen[id] = true
+		}
+	}
+	if got, want := int64(len(seen))+p.Dropped(), int64(108); got != want {
+		t.Fatalf("delivered + dropped = %d, want %d", got, want)
+	}
+}
+
+// TestLastUse checks Plan.LastUse against brute force over the whole
+// remaining stream, on random datasets (random units, empty ones
+// included), world and batch sizes, windows, policies and resume histories
+// with resizes. For every rank, step and slot i of Batch(rank, step), with
+// last = LastUse(rank, step)[i]:
+//
+//   - step <= last < Steps();
+//   - safety: no real (not a Pad repeat) slot of rank's stream at a step
+//     after last holds a sample of slot i's unit, unless slot i is itself a
+//     Pad repeat (whose lifetime is its own step);
+//   - exactness: for a real slot, last is the last step at which rank's
+//     stream holds a real sample of any unit of the same shuffle window as
+//     slot i's unit (the bound promised; a unit is never held past its
+//     window's stretch of the stream); for a Pad repeat, last == step.
+func TestLastUse(t *testing.T) {
+	rng := rand.New(rand.NewPCG(6, 6))
+	var checked, pad, resized int
+	for i := range 600 {
+		d := randomDataset(rng)
+		hist := randomHistory(t, rng, &d)
+		p := mustNew(t, d.units, d.job, &Token{Job: d.job, Segments: hist}, d.world, d.batch)
+		ref := newRef(d.units, d.job, hist, d.world, d.batch)
+		if len(hist) > 0 && (hist[len(hist)-1].WorldSize != d.world || hist[len(hist)-1].BatchSize != d.batch) {
+			resized++
+		}
+		b := int64(d.batch)
+		var last []int64
+		for r := range d.world {
+			stream := ref.streams[r]
+			lastOfUnit := map[int]int64{}
+			for pos, it := range stream {
+				if !it.wrap {
+					lastOfUnit[it.unit] = int64(pos) / b
+				}
+			}
+			want := ref.lastUse(r)
+			for s := range p.Steps() {
+				last = p.LastUse(r, s, last[:0])
+				if int64(len(last)) != b {
+					t.Fatalf("case %d %v history %v: LastUse(%d, %d) has %d slots, want %d", i, d, hist, r, s, len(last), b)
+				}
+				for j, got := range last {
+					pos := s*b + int64(j)
+					it := stream[pos]
+					if got < s || got >= p.Steps() {
+						t.Fatalf("case %d %v history %v: LastUse(%d, %d)[%d] = %d, out of [%d, %d)", i, d, hist, r, s, j, got, s, p.Steps())
+					}
+					if !it.wrap && got < lastOfUnit[it.unit] {
+						t.Fatalf("case %d %v history %v: LastUse(%d, %d)[%d] = %d, but unit %d (%v) is used at step %d",
+							i, d, hist, r, s, j, got, it.unit, d.units[it.unit], lastOfUnit[it.unit])
+					}
+					if got != want[pos] {
+						t.Fatalf("case %d %v history %v: LastUse(%d, %d)[%d] = %d, brute force (last step of window %d) %d",
+							i, d, hist, r, s, j, got, it.win, want[pos])
+					}
+					checked++
+					if it.wrap {
+						pad++
+					}
+				}
+			}
+		}
+	}
+	t.Logf("%d slots checked, %d Pad repeats, %d cases resized", checked, pad, resized)
+	if pad == 0 || resized < 100 {
+		t.Fatalf("the random cases miss Pad repeats (%d) or resizes (%d)", pad, resized)
+	}
+}
+
+// TestLastUseLoader plays a loader that fetches a unit at its first use
+// and frees it after LastUse, walking one rank's steps: it never needs a
+// unit it freed (but for Pad repeats, which it fetches again), and holds
+// at most a window of units plus the units of the next window that the
+// batch crossing into it touches (at most min(W, B)), plus under Pad the
+// repeats of the last step (at most B).
+func TestLastUseLoader(t *testing.T) {
+	for _, pol := range []Policy{DropLast, Pad} {
+		testLastUseLoader(t, pol)
+	}
+}
+
+func testLastUseLoader(t *testing.T, pol Policy) {
+	counts := make([]int64, 30)
+	for i := range counts {
+		counts[i] = 40
+	}
+	var units []Unit
+	for s := range counts {
+		for f := int64(0); f < 40; f += 10 {
+			units = append(units, Unit{Shard: int64(s), First: f, Samples: 10})
+		}
+	}
+	unitOf := func(id SampleID) int { return int(id.Shard)*4 + int(id.Index/10) }
+	job := Job{Fingerprint: "aa", Seed: 3, Window: 4, Policy: pol}
+	const batch = 7
+	p := mustNew(t, units, job, nil, 3, batch)
+	bound := job.Window + min(job.Window, batch)
+	if pol == Pad {
+		bound += batch
+	}
+	for r := range p.WorldSize() {
+		held := map[int]int64{} // unit → release after this step
+		freed := map[int]bool{}
+		most := 0
+		for s := range p.Steps() {
+			ids := p.Batch(r, s, nil)
+			last := p.LastUse(r, s, nil)
+			for i, id := range ids {
+				u := unitOf(id)
+				if freed[u] && last[i] != s {
+					t.Fatalf("%v: rank %d step %d: unit %d used again after it was freed", pol, r, s, u)
+				}
+				held[u] = max(held[u], last[i])
+			}
+			most = max(most, len(held))
+			for u, l := range held {
+				if l == s {
+					delete(held, u)
+					freed[u] = true
+				}
+			}
+		}
+		if len(held) != 0 {
+			t.Fatalf("%v: rank %d: %d units still held at the end", pol, r, len(held))
+		}
+		if most > bound {
+			t.Errorf("%v: rank %d held up to %d units at once, window %d, batch %d", pol, r, most, job.Window, batch)
+		}
+		t.Logf("%v: rank %d held at most %d units (window %d, batch %d)", pol, r, most, job.Window, batch)
 	}
 }

@@ -15,8 +15,13 @@ type Token struct {
 	Segments []Segment
 }
 
-// tokenVersion is the first byte of every encoded token.
-const tokenVersion = 1
+// tokenVersion is the first byte of every encoded token. Version 1 was the
+// planner that permuted and windowed whole shards; version 2 permutes
+// units (chunks) and counts Window in units.
+const (
+	tokenVersion    = 2
+	oldTokenVersion = 1
+)
 
 // maxTokenSegments bounds the segments a parsed token may hold, so that a
 // hostile token cannot make ParseToken or New allocate without bound. A
@@ -29,7 +34,7 @@ const maxTokenLen = 64 << 10
 
 // String encodes the token compactly: URL-safe base64 without padding of
 //
-//	version byte (1)
+//	version byte (2)
 //	uvarint fingerprint header: len<<1 | 1 for lowercase hex (the bytes it
 //	        spells follow), len<<1 | 0 for any other string (its bytes follow)
 //	uvarint seed, uvarint epoch, uvarint window, byte policy
@@ -62,10 +67,11 @@ func (t Token) String() string {
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
-// ParseToken decodes a token made by Token.String. Anything else — wrong
-// alphabet, wrong checksum, truncated, trailing bytes, out-of-range fields
-// — is an error wrapping ErrBadToken; it never panics. A parsed token is
-// only well-formed: New checks that it belongs to the job and dataset.
+// ParseToken decodes a token made by Token.String. A version-1 token (with
+// a valid checksum) returns ErrOldToken. Anything else — wrong alphabet,
+// wrong checksum, truncated, trailing bytes, out-of-range fields — is an
+// error wrapping ErrBadToken; it never panics. A parsed token is only
+// well-formed: Check (which New calls) says whether it belongs to a job.
 func ParseToken(s string) (Token, error) {
 	if len(s) > maxTokenLen {
 		return Token{}, fmt.Errorf("%w: %d characters, at most %d", ErrBadToken, len(s), maxTokenLen)
@@ -80,6 +86,9 @@ func ParseToken(s string) (Token, error) {
 	body, sum := b[:len(b)-4], binary.BigEndian.Uint32(b[len(b)-4:])
 	if got := crc32.ChecksumIEEE(body); got != sum {
 		return Token{}, fmt.Errorf("%w: checksum %08x, want %08x", ErrBadToken, got, sum)
+	}
+	if body[0] == oldTokenVersion {
+		return Token{}, ErrOldToken
 	}
 	if body[0] != tokenVersion {
 		return Token{}, fmt.Errorf("%w: version %d, want %d", ErrBadToken, body[0], tokenVersion)
@@ -171,7 +180,57 @@ func (d *decoder) bytes(what string, n uint64) []byte {
 	return v
 }
 
-// errTokenField reports a token field that differs from the job.
-func errTokenField(field string, token, job any) error {
-	return fmt.Errorf("%w: %s is %v in the token, %v in the job", ErrTokenMismatch, field, token, job)
+// MismatchError is the error of Token.Check for a token field that differs
+// from the job. It wraps ErrTokenMismatch.
+type MismatchError struct {
+	// Field is the Job field that differs: "fingerprint", "seed",
+	// "epoch", "window" or "policy".
+	Field string
+	// Got is the token's value, Want the job's.
+	Got, Want any
+}
+
+func (e *MismatchError) Error() string {
+	if _, ok := e.Got.(string); ok {
+		return fmt.Sprintf("%v: %s is %q in the token, %q in the job", ErrTokenMismatch, e.Field, e.Got, e.Want)
+	}
+	return fmt.Sprintf("%v: %s is %v in the token, %v in the job", ErrTokenMismatch, e.Field, e.Got, e.Want)
+}
+
+func (e *MismatchError) Unwrap() error { return ErrTokenMismatch }
+
+// Check reports whether the token can resume job: the first field of the
+// job that differs, as a *MismatchError; or segments a token may not hold
+// (more than 1024, world or batch sizes out of range, negative steps), as
+// an error wrapping ErrTokenMismatch. Whether the segments' steps fit the
+// dataset only New can tell. New calls Check.
+func (t Token) Check(job Job) error {
+	var e *MismatchError
+	switch {
+	case t.Fingerprint != job.Fingerprint:
+		e = &MismatchError{"fingerprint", t.Fingerprint, job.Fingerprint}
+	case t.Seed != job.Seed:
+		e = &MismatchError{"seed", t.Seed, job.Seed}
+	case t.Epoch != job.Epoch:
+		e = &MismatchError{"epoch", t.Epoch, job.Epoch}
+	case t.Window != job.Window:
+		e = &MismatchError{"window", t.Window, job.Window}
+	case t.Policy != job.Policy:
+		e = &MismatchError{"policy", t.Policy, job.Policy}
+	}
+	if e != nil {
+		return e
+	}
+	if len(t.Segments) > maxTokenSegments {
+		return fmt.Errorf("%w: %d segments, at most %d", ErrTokenMismatch, len(t.Segments), maxTokenSegments)
+	}
+	for i, s := range t.Segments {
+		if err := checkSizes(s.WorldSize, s.BatchSize); err != nil {
+			return fmt.Errorf("%w: segment %d: %v", ErrTokenMismatch, i, err)
+		}
+		if s.Steps < 0 {
+			return fmt.Errorf("%w: segment %d: %d steps", ErrTokenMismatch, i, s.Steps)
+		}
+	}
+	return nil
 }

@@ -70,7 +70,8 @@ func TestParseTokenErrors(t *testing.T) {
 		{"too long", strings.Repeat("A", maxTokenLen+1), "characters"},
 		{"trailing bytes", withCRC(append(body(raw), 0)), "trailing"},
 		{"version", withCRC(append([]byte{9}, body(raw)[1:]...)), "version 9"},
-		{"huge segment count", withCRC([]byte{1, 0, 0, 0, 1, 1, 0xff, 0xff, 0x03}), "segment count"},
+		{"huge segment count", withCRC([]byte{2, 0, 0, 0, 1, 1, 0xff, 0xff, 0x03}), "segment count"},
+		{"version 0", withCRC(append([]byte{0}, body(raw)[1:]...)), "version 0, want 2"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -79,6 +80,66 @@ func TestParseTokenErrors(t *testing.T) {
 				t.Fatalf("ParseToken(%.40q) = %v, want an error wrapping ErrBadToken containing %q", tt.in, err, tt.substr)
 			}
 		})
+	}
+}
+
+// TestParseOldToken checks that a well-formed version-1 token (from the
+// planner that shuffled whole shards) returns ErrOldToken itself, not an
+// ErrBadToken, while a corrupt one stays ErrBadToken.
+func TestParseOldToken(t *testing.T) {
+	const v1 = "ARGfhtCBiEx9ZY3g-9f83e_W3gEpBAECQIAC4F0wgAK4F2DV-yA" // docs/planner.md before chunks
+	_, err := ParseToken(v1)
+	if err != ErrOldToken || errors.Is(err, ErrBadToken) || errors.Is(err, ErrTokenMismatch) {
+		t.Fatalf("ParseToken(v1 token) = %v, want ErrOldToken alone", err)
+	}
+	raw, _ := base64.RawURLEncoding.DecodeString(v1)
+	raw[5] ^= 1
+	if _, err := ParseToken(base64.RawURLEncoding.EncodeToString(raw)); !errors.Is(err, ErrBadToken) {
+		t.Fatalf("ParseToken(corrupt v1 token) = %v, want ErrBadToken", err)
+	}
+	b, _ := base64.RawURLEncoding.DecodeString(Token{Job: Job{Window: 1, Policy: Pad}}.String())
+	if b[0] != 2 {
+		t.Fatalf("tokens are made with version %d, want 2", b[0])
+	}
+}
+
+func TestTokenCheck(t *testing.T) {
+	job := Job{Fingerprint: "0123456789abcdef", Seed: 1, Epoch: 2, Window: 8, Policy: DropLast}
+	tests := []struct {
+		name      string
+		mod       func(*Token)
+		field     string
+		got, want any
+		substr    string
+	}{
+		{"fingerprint", func(t *Token) { t.Fingerprint = "ff" }, "fingerprint", "ff", "0123456789abcdef", `fingerprint is "ff" in the token, "0123456789abcdef" in the job`},
+		{"seed", func(t *Token) { t.Seed = 5 }, "seed", uint64(5), uint64(1), "seed is 5 in the token, 1 in the job"},
+		{"epoch", func(t *Token) { t.Epoch = 3 }, "epoch", uint64(3), uint64(2), "epoch is 3 in the token, 2 in the job"},
+		{"window", func(t *Token) { t.Window = 4 }, "window", 4, 8, "window is 4 in the token, 8 in the job"},
+		{"policy", func(t *Token) { t.Policy = Pad }, "policy", Pad, DropLast, "policy is pad in the token, drop-last in the job"},
+		{"first field wins", func(t *Token) { t.Seed, t.Policy = 5, Pad }, "seed", uint64(5), uint64(1), "seed"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tok := Token{Job: job, Segments: []Segment{{2, 3, 4}}}
+			tt.mod(&tok)
+			err := tok.Check(job)
+			var me *MismatchError
+			if !errors.As(err, &me) || !errors.Is(err, ErrTokenMismatch) {
+				t.Fatalf("Check = %v, want a *MismatchError wrapping ErrTokenMismatch", err)
+			}
+			if me.Field != tt.field || me.Got != tt.got || me.Want != tt.want || !strings.Contains(err.Error(), tt.substr) {
+				t.Fatalf("Check = %#v (%v), want field %q got %v want %v, containing %q", me, err, tt.field, tt.got, tt.want, tt.substr)
+			}
+		})
+	}
+	if err := (Token{Job: job, Segments: []Segment{{2, 3, 4}}}).Check(job); err != nil {
+		t.Fatalf("Check of a matching token = %v", err)
+	}
+	var me *MismatchError
+	err := Token{Job: job, Segments: []Segment{{0, 3, 4}}}.Check(job)
+	if !errors.Is(err, ErrTokenMismatch) || errors.As(err, &me) {
+		t.Fatalf("Check of a bad segment = %v, want ErrTokenMismatch without a field", err)
 	}
 }
 
@@ -97,11 +158,12 @@ func FuzzParseToken(f *testing.F) {
 	f.Add(Token{}.String())
 	f.Add("")
 	f.Add("AQ")
+	f.Add("ARGfhtCBiEx9ZY3g-9f83e_W3gEpBAECQIAC4F0wgAK4F2DV-yA") // version 1
 	f.Fuzz(func(t *testing.T, s string) {
 		tok, err := ParseToken(s)
 		if err != nil {
-			if !errors.Is(err, ErrBadToken) {
-				t.Fatalf("ParseToken(%q) = %v, not wrapping ErrBadToken", s, err)
+			if !errors.Is(err, ErrBadToken) && err != ErrOldToken {
+				t.Fatalf("ParseToken(%q) = %v, neither wrapping ErrBadToken nor ErrOldToken", s, err)
 			}
 			return
 		}
@@ -113,7 +175,7 @@ func FuzzParseToken(f *testing.F) {
 			t.Fatalf("token %q does not round-trip: %+v then %+v", s, tok, again)
 		}
 		// Whatever parses must be safe to hand to New.
-		if _, err := New([]int64{3, 0, 5}, tok.Job, &tok, 2, 2); err != nil &&
+		if _, err := New([]Unit{{0, 0, 2}, {0, 2, 1}, {2, 0, 5}}, tok.Job, &tok, 2, 2); err != nil &&
 			!errors.Is(err, ErrInvalid) && !errors.Is(err, ErrTokenMismatch) {
 			t.Fatalf("New with parsed token %+v: %v", tok, err)
 		}
