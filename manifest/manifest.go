@@ -19,6 +19,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"github.com/shardstream/shardstream/sampler"
 )
 
 // FileName is the manifest's object name under a dataset root.
@@ -158,14 +160,33 @@ func (m *Manifest) Fingerprint() string {
 	return hex.EncodeToString(h.Sum(nil)[:8])
 }
 
-// SampleCounts returns the sample count of every shard, in storage order:
-// the planner's whole view of the dataset.
-func (m *Manifest) SampleCounts() []int64 {
-	c := make([]int64, len(m.Shards))
-	for i, s := range m.Shards {
-		c[i] = s.Samples
+// Units returns the planner's view of the dataset: one unit per chunk, in
+// storage order. The chunk is the unit of the epoch's permutation and of
+// the shuffle window, so a loader holds chunks, not whole shards.
+func (m *Manifest) Units() []sampler.Unit {
+	n := 0
+	for _, s := range m.Shards {
+		n += len(s.Chunks)
 	}
-	return c
+	u := make([]sampler.Unit, 0, n)
+	for i, s := range m.Shards {
+		for _, c := range s.Chunks {
+			u = append(u, sampler.Unit{Shard: int64(i), First: c.FirstSample, Samples: c.Samples})
+		}
+	}
+	return u
+}
+
+// MaxChunkRawSize is the largest decoded size of any chunk: what one chunk
+// held in memory costs at most.
+func (m *Manifest) MaxChunkRawSize() int64 {
+	var n int64
+	for _, s := range m.Shards {
+		for _, c := range s.Chunks {
+			n = max(n, c.RawSize)
+		}
+	}
+	return n
 }
 
 // TotalSamples is the number of samples in the dataset.

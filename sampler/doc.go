@@ -16,7 +16,7 @@
 // dropped; under Pad steps = ⌈n/(R·B)⌉ and the slots past a rank's real
 // samples repeat its own samples. In the first segment every rank's range
 // is shuffled in blocks: the part of the range that falls in one window of
-// Window consecutive shards (of the permuted order) is permuted by a PCG
+// Window consecutive units (of the permuted order) is permuted by a PCG
 // stream of (seed, epoch, rank, window).
 //
 // # Resume and resize
