@@ -30,38 +30,49 @@ func testConfig(r *fakeReader) Config {
 func TestConfigValidate(t *testing.T) {
 	r := &fakeReader{m: testManifest(2, 10, 5)}
 	ds := Dataset{Name: "a", Manifest: r.m, Chunks: r}
+	cfg := Config{Datasets: []Dataset{ds}}
+	if err := cfg.validate(); err != nil {
+		t.Fatalf("validate() = %v, want nil", err)
+	}
+	if cfg.ReadaheadSteps != DefaultReadaheadSteps || cfg.MaxStreams != DefaultMaxStreams || cfg.DefaultWindow != DefaultWindow ||
+		cfg.ShutdownTimeout != DefaultShutdownTimeout || cfg.Logger == nil || cfg.Registry == nil {
+		t.Errorf("validate() left defaults unset: %+v", cfg)
+	}
+}
+
+// TestConfigErrorsNameTheField: every error of validate starts with the
+// field it rejects.
+func TestConfigErrorsNameTheField(t *testing.T) {
+	r := &fakeReader{m: testManifest(2, 10, 5)}
+	ds := Dataset{Name: "a", Manifest: r.m, Chunks: r}
 	tests := []struct {
-		name string
-		cfg  Config
-		want string // substring of the error; "" for none
+		field  string // what the error must start with, after "service.Config."
+		modify func(*Config)
 	}{
-		{"ok", Config{Datasets: []Dataset{ds}}, ""},
-		{"no dataset", Config{}, "no dataset"},
-		{"no manifest", Config{Datasets: []Dataset{{Name: "a", Chunks: r}}}, "no manifest"},
-		{"no reader", Config{Datasets: []Dataset{{Name: "a", Manifest: r.m}}}, "no chunk reader"},
-		{"duplicate", Config{Datasets: []Dataset{ds, ds}}, `"a" given twice`},
-		{"empty loader addr", Config{Datasets: []Dataset{ds}, LoaderAddrs: []string{"x:1", ""}}, "loader address 1"},
-		{"negative readahead", Config{Datasets: []Dataset{ds}, ReadaheadSteps: -1}, "ReadaheadSteps"},
-		{"negative timeout", Config{Datasets: []Dataset{ds}, ShutdownTimeout: -1}, "ShutdownTimeout"},
+		{"Datasets", func(c *Config) { c.Datasets = nil }},
+		{"Datasets[1].Manifest", func(c *Config) { c.Datasets = append(c.Datasets, Dataset{Name: "b", Chunks: r}) }},
+		{"Datasets[1].Chunks", func(c *Config) { c.Datasets = append(c.Datasets, Dataset{Name: "b", Manifest: r.m}) }},
+		{"Datasets[1].Name", func(c *Config) { c.Datasets = append(c.Datasets, ds) }},
+		{"LoaderAddrs[1]", func(c *Config) { c.LoaderAddrs = []string{"x:1", ""} }},
+		{"DefaultWindow", func(c *Config) { c.DefaultWindow = -1 }},
+		{"ReadaheadSteps", func(c *Config) { c.ReadaheadSteps = -1 }},
+		{"FetchConcurrency", func(c *Config) { c.FetchConcurrency = -1 }},
+		{"MaxStreams", func(c *Config) { c.MaxStreams = -1 }},
+		{"PlanCacheSize", func(c *Config) { c.PlanCacheSize = -1 }},
+		{"MaxSendMsgSize", func(c *Config) { c.MaxSendMsgSize = -1 }},
+		{"MaxWorldSize", func(c *Config) { c.MaxWorldSize = -1 }},
+		{"MaxWorldSize", func(c *Config) { c.MaxWorldSize = sampler.MaxWorldSize + 1 }},
+		{"MaxBatchSize", func(c *Config) { c.MaxBatchSize = -1 }},
+		{"MaxBatchSize", func(c *Config) { c.MaxBatchSize = sampler.MaxBatchSize + 1 }},
+		{"ShutdownTimeout", func(c *Config) { c.ShutdownTimeout = -time.Second }},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			cfg := tt.cfg
-			err := cfg.validate()
-			if tt.want == "" {
-				if err != nil {
-					t.Fatalf("validate() = %v, want nil", err)
-				}
-				if cfg.ReadaheadSteps != DefaultReadaheadSteps || cfg.MaxStreams != DefaultMaxStreams || cfg.DefaultWindow != DefaultWindow ||
-					cfg.ShutdownTimeout != DefaultShutdownTimeout || cfg.Logger == nil || cfg.Registry == nil {
-					t.Errorf("validate() left defaults unset: %+v", cfg)
-				}
-				return
-			}
-			if err == nil || !strings.Contains(err.Error(), tt.want) {
-				t.Fatalf("validate() = %v, want an error containing %q", err, tt.want)
-			}
-		})
+		cfg := Config{Datasets: []Dataset{ds}}
+		tt.modify(&cfg)
+		err := cfg.validate()
+		if want := "service.Config." + tt.field + ": "; err == nil || !strings.HasPrefix(err.Error(), want) {
+			t.Errorf("validate() with a bad %s = %v, want an error starting %q", tt.field, err, want)
+		}
 	}
 }
 
