@@ -176,10 +176,7 @@ func TestValidationCodes(t *testing.T) {
 			ctx := testCtx(t)
 			req := &pb.StreamBatchesRequest{Job: good()}
 			tt.modify(req)
-			st, err := ts.loader.StreamBatches(ctx, req)
-			if err == nil {
-				_, err = collect(st, -1)
-			}
+			_, err := streamAll(ctx, ts.loader, req)
 			if status.Code(err) != tt.code || !strings.Contains(status.Convert(err).Message(), tt.want) {
 				t.Errorf("StreamBatches = %v, want %v naming %q", err, tt.code, tt.want)
 			}
@@ -198,11 +195,7 @@ func TestValidationCodes(t *testing.T) {
 // streamRank reads rank's whole stream.
 func streamRank(t *testing.T, ctx context.Context, c pb.LoaderServiceClient, job *pb.JobSpec, rank uint32, from int64) []*pb.Batch {
 	t.Helper()
-	st, err := c.StreamBatches(ctx, &pb.StreamBatchesRequest{Job: job, Rank: rank, FromStep: from})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := collect(st, -1)
+	b, err := streamAll(ctx, c, &pb.StreamBatchesRequest{Job: job, Rank: rank, FromStep: from})
 	if err != nil {
 		t.Fatalf("rank %d from %d: %v", rank, from, err)
 	}
@@ -314,11 +307,7 @@ func testReconnectFromStep(t *testing.T, pl planner) {
 	}
 
 	// max_steps cuts the stream.
-	st, err := ts.loader.StreamBatches(ctx, &pb.StreamBatchesRequest{Job: job, Rank: 1, FromStep: 2, MaxSteps: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := collect(st, -1)
+	got, err := streamAll(ctx, ts.loader, &pb.StreamBatchesRequest{Job: job, Rank: 1, FromStep: 2, MaxSteps: 3})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -378,11 +367,7 @@ func TestStreamReadErrors(t *testing.T) {
 			ts := startServer(t, cfg, fakePlanner)
 			ctx := testCtx(t)
 			job := &pb.JobSpec{WorldSize: 1, BatchSize: 4}
-			st, err := ts.loader.StreamBatches(ctx, &pb.StreamBatchesRequest{Job: job})
-			if err != nil {
-				t.Fatal(err)
-			}
-			got, err := collect(st, -1)
+			got, err := streamAll(ctx, ts.loader, &pb.StreamBatchesRequest{Job: job})
 			msg := status.Convert(err).Message()
 			if status.Code(err) != tt.code {
 				t.Fatalf("stream ended with %v, want %v", err, tt.code)
@@ -423,13 +408,7 @@ func TestMaxStreams(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The first stream holds the only slot once its first read starts.
-	for r.calls.Load() == 0 {
-		if ctx.Err() != nil {
-			t.Fatal("first stream never started reading")
-		}
-		time.Sleep(time.Millisecond) // polling a counter: nothing to wait on
-	}
+	r.waitRead(t, ctx) // the first stream holds the only slot once its first read starts
 	second, err := ts.loader.StreamBatches(ctx, &pb.StreamBatchesRequest{Job: job})
 	if err == nil {
 		_, err = second.Recv()
@@ -531,12 +510,7 @@ func TestGracefulStopForcesAfterTimeout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for r.calls.Load() == 0 {
-		if ctx.Err() != nil {
-			t.Fatal("stream never started reading")
-		}
-		time.Sleep(time.Millisecond) // polling a counter: nothing to wait on
-	}
+	r.waitRead(t, ctx)
 	start := time.Now()
 	if err := ts.stop(); err != nil {
 		t.Fatalf("Serve: %v", err)
@@ -594,11 +568,7 @@ func TestResumeElastic(t *testing.T) {
 	const k = 4
 	var token string
 	for rank := range uint32(2) {
-		st, err := ts.loader.StreamBatches(ctx, &pb.StreamBatchesRequest{Job: job, Rank: rank, MaxSteps: k})
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := collect(st, -1)
+		got, err := streamAll(ctx, ts.loader, &pb.StreamBatchesRequest{Job: job, Rank: rank, MaxSteps: k})
 		if err != nil || len(got) != k {
 			t.Fatalf("rank %d: %d batches, %v; want %d", rank, len(got), err, k)
 		}
@@ -668,11 +638,7 @@ func TestBatchTooLarge(t *testing.T) {
 	cfg := testConfig(r)
 	cfg.MaxSendMsgSize = 16 << 10 // a batch of 8 samples is ~32 KiB
 	ts := startServer(t, cfg, fakePlanner)
-	st, err := ts.loader.StreamBatches(testCtx(t), &pb.StreamBatchesRequest{Job: &pb.JobSpec{WorldSize: 1, BatchSize: 8}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := collect(st, -1); status.Code(err) != codes.ResourceExhausted {
+	if _, err := streamAll(testCtx(t), ts.loader, &pb.StreamBatchesRequest{Job: &pb.JobSpec{WorldSize: 1, BatchSize: 8}}); status.Code(err) != codes.ResourceExhausted {
 		t.Errorf("oversized batch: %v, want ResourceExhausted", err)
 	}
 }
@@ -696,11 +662,7 @@ func TestPlanNamesMissingSample(t *testing.T) {
 		return badPlan{p}, err
 	}}
 	ts := startServer(t, testConfig(r), pl)
-	st, err := ts.loader.StreamBatches(testCtx(t), &pb.StreamBatchesRequest{Job: &pb.JobSpec{WorldSize: 1, BatchSize: 2}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := collect(st, -1)
+	got, err := streamAll(testCtx(t), ts.loader, &pb.StreamBatchesRequest{Job: &pb.JobSpec{WorldSize: 1, BatchSize: 2}})
 	if len(got) != 2 || status.Code(err) != codes.Internal || !strings.Contains(err.Error(), "step 2: plan names sample 4 of shard 99") {
 		t.Errorf("got %d batches then %v; want 2 then Internal naming step 2 and shard 99", len(got), err)
 	}
@@ -736,10 +698,7 @@ func TestPanicsStayInTheirStream(t *testing.T) {
 		{&pb.JobSpec{WorldSize: 1, BatchSize: 2}, "shard-00001.tar"},
 		{&pb.JobSpec{WorldSize: 1, BatchSize: 2, Seed: 666}, "planner bug"},
 	} {
-		st, err := ts.loader.StreamBatches(ctx, &pb.StreamBatchesRequest{Job: tt.job})
-		if err == nil {
-			_, err = collect(st, -1)
-		}
+		_, err := streamAll(ctx, ts.loader, &pb.StreamBatchesRequest{Job: tt.job})
 		if status.Code(err) != codes.Internal || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("seed %d: %v, want Internal naming %q", tt.job.Seed, err, tt.want)
 		}
