@@ -2,7 +2,6 @@ package service
 
 import (
 	"context"
-	"io"
 	"testing"
 
 	pb "github.com/shardstream/shardstream/proto/shardstream/v1"
@@ -45,15 +44,8 @@ func BenchmarkStreamBatches(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		for {
-			_, err := st.Recv()
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				b.Fatal(err)
-			}
-			sent++
+		if err := recvEach(st, -1, func(*pb.Batch) { sent++ }); err != nil {
+			b.Fatal(err)
 		}
 	}
 }

@@ -101,56 +101,57 @@ const (
 	DefaultShutdownTimeout  = 20 * time.Second
 )
 
-// validate rejects bad combinations and fills defaults.
+// validate rejects bad combinations and fills defaults. Every error names
+// the field: "service.Config.ReadaheadSteps: -1, want >= 0".
 func (c *Config) validate() error {
 	if len(c.Datasets) == 0 {
-		return errors.New("service config: no dataset")
+		return errors.New("service.Config.Datasets: empty, want at least one")
 	}
 	seen := make(map[string]bool, len(c.Datasets))
 	for i, d := range c.Datasets {
 		switch {
 		case d.Manifest == nil:
-			return fmt.Errorf("service config: dataset %d (%q) has no manifest", i, d.Name)
+			return fmt.Errorf("service.Config.Datasets[%d].Manifest: nil (dataset %q)", i, d.Name)
 		case d.Chunks == nil:
-			return fmt.Errorf("service config: dataset %d (%q) has no chunk reader", i, d.Name)
+			return fmt.Errorf("service.Config.Datasets[%d].Chunks: nil (dataset %q), want a chunk reader", i, d.Name)
 		case seen[d.Name]:
-			return fmt.Errorf("service config: dataset name %q given twice", d.Name)
+			return fmt.Errorf("service.Config.Datasets[%d].Name: %q, given twice", i, d.Name)
 		}
 		seen[d.Name] = true
 	}
 	for i, a := range c.LoaderAddrs {
 		if a == "" {
-			return fmt.Errorf("service config: loader address %d is empty", i)
+			return fmt.Errorf("service.Config.LoaderAddrs[%d]: empty, want an address", i)
 		}
 	}
 	type intField struct {
 		name string
 		p    *int
 		def  int
+		max  int // 0: none
 	}
 	for _, f := range []intField{
-		{"DefaultWindow", &c.DefaultWindow, DefaultWindow},
-		{"ReadaheadSteps", &c.ReadaheadSteps, DefaultReadaheadSteps},
-		{"FetchConcurrency", &c.FetchConcurrency, DefaultFetchConcurrency},
-		{"MaxStreams", &c.MaxStreams, DefaultMaxStreams},
-		{"PlanCacheSize", &c.PlanCacheSize, DefaultPlanCacheSize},
-		{"MaxSendMsgSize", &c.MaxSendMsgSize, DefaultMaxSendMsgSize},
-		{"MaxWorldSize", &c.MaxWorldSize, DefaultMaxWorldSize},
-		{"MaxBatchSize", &c.MaxBatchSize, DefaultMaxBatchSize},
+		{"DefaultWindow", &c.DefaultWindow, DefaultWindow, 0},
+		{"ReadaheadSteps", &c.ReadaheadSteps, DefaultReadaheadSteps, 0},
+		{"FetchConcurrency", &c.FetchConcurrency, DefaultFetchConcurrency, 0},
+		{"MaxStreams", &c.MaxStreams, DefaultMaxStreams, 0},
+		{"PlanCacheSize", &c.PlanCacheSize, DefaultPlanCacheSize, 0},
+		{"MaxSendMsgSize", &c.MaxSendMsgSize, DefaultMaxSendMsgSize, 0},
+		{"MaxWorldSize", &c.MaxWorldSize, DefaultMaxWorldSize, sampler.MaxWorldSize},
+		{"MaxBatchSize", &c.MaxBatchSize, DefaultMaxBatchSize, sampler.MaxBatchSize},
 	} {
 		if *f.p < 0 {
-			return fmt.Errorf("service config: %s is %d, must be >= 0", f.name, *f.p)
+			return fmt.Errorf("service.Config.%s: %d, want >= 0", f.name, *f.p)
 		}
 		if *f.p == 0 {
 			*f.p = f.def
 		}
-	}
-	if c.MaxWorldSize > sampler.MaxWorldSize || c.MaxBatchSize > sampler.MaxBatchSize {
-		return fmt.Errorf("service config: MaxWorldSize %d or MaxBatchSize %d above the planner's %d, %d",
-			c.MaxWorldSize, c.MaxBatchSize, sampler.MaxWorldSize, sampler.MaxBatchSize)
+		if f.max > 0 && *f.p > f.max {
+			return fmt.Errorf("service.Config.%s: %d, want <= %d (the planner's limit)", f.name, *f.p, f.max)
+		}
 	}
 	if c.ShutdownTimeout < 0 {
-		return fmt.Errorf("service config: ShutdownTimeout is %v, must be >= 0", c.ShutdownTimeout)
+		return fmt.Errorf("service.Config.ShutdownTimeout: %v, want >= 0", c.ShutdownTimeout)
 	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = DefaultShutdownTimeout

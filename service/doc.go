@@ -20,9 +20,12 @@
 // StreamBatches reads ahead: up to Config.ReadaheadSteps steps past the one
 // being sent have their chunks fetched, at most Config.FetchConcurrency
 // chunk reads at a time per stream. Batches are assembled and sent in step
-// order. A client that reads slowly blocks Send, which stops the read-ahead
-// once its bounded queue is full, so a stream's memory is bounded by about
-// (ReadaheadSteps+2) steps of chunks whatever the dataset size.
+// order, and a step's error (a chunk that cannot be read, a sample the plan
+// names that the manifest lacks) ends the stream when that step's turn
+// comes, after every step before it was sent. A client that reads slowly
+// blocks Send, which stops the read-ahead once its bounded queue is full,
+// so a stream's memory is bounded by about (ReadaheadSteps+2) steps of
+// chunks whatever the dataset size.
 //
 // # Errors
 //
@@ -51,3 +54,22 @@
 //	shardstream_coordinator_plans_total{code}    counter  PlanEpoch calls, by gRPC status code
 //	shardstream_plan_cache_misses_total          counter  plans computed (not found in the plan cache)
 package service
+
+// Layout, for maintainers:
+//
+//	server.go       Server: the gRPC server, interceptors, health, Serve and graceful stop
+//	config.go       Config and Dataset, validate (defaults; every error names its field)
+//	coordinator.go  core (what both services share) and coordinator: GetDataset, PlanEpoch
+//	loader.go       loader: StreamBatches admission (MaxStreams), request validation, readChunk
+//	stream.go       rankStream: one stream's producer (plans steps, starts bounded fetches,
+//	                queues pendingSteps) and consumer (waits, assembles, sends, releases)
+//	catalog.go      catalog and dataset: the served datasets by name
+//	resolve.go      resolve: JobSpec to job (defaults, limits, resume token), planKey
+//	plancache.go    planCache: an LRU of plans, each computed once
+//	planner.go      planner and epochPlan: the seam to the sampler; planStatus
+//	errors.go       readCode: read-path error kinds to gRPC codes
+//	metrics.go      metrics: the Prometheus metrics listed above
+//
+// Tests: servicetest_test.go holds the fakes (fakeReader, seqPlan),
+// startServer and the stream helpers (collect, streamAll, recvEach);
+// release_test.go runs the real read path to check chunk buffers return.

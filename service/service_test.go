@@ -30,38 +30,49 @@ func testConfig(r *fakeReader) Config {
 func TestConfigValidate(t *testing.T) {
 	r := &fakeReader{m: testManifest(2, 10, 5)}
 	ds := Dataset{Name: "a", Manifest: r.m, Chunks: r}
+	cfg := Config{Datasets: []Dataset{ds}}
+	if err := cfg.validate(); err != nil {
+		t.Fatalf("validate() = %v, want nil", err)
+	}
+	if cfg.ReadaheadSteps != DefaultReadaheadSteps || cfg.MaxStreams != DefaultMaxStreams || cfg.DefaultWindow != DefaultWindow ||
+		cfg.ShutdownTimeout != DefaultShutdownTimeout || cfg.Logger == nil || cfg.Registry == nil {
+		t.Errorf("validate() left defaults unset: %+v", cfg)
+	}
+}
+
+// TestConfigErrorsNameTheField: every error of validate starts with the
+// field it rejects.
+func TestConfigErrorsNameTheField(t *testing.T) {
+	r := &fakeReader{m: testManifest(2, 10, 5)}
+	ds := Dataset{Name: "a", Manifest: r.m, Chunks: r}
 	tests := []struct {
-		name string
-		cfg  Config
-		want string // substring of the error; "" for none
+		field  string // what the error must start with, after "service.Config."
+		modify func(*Config)
 	}{
-		{"ok", Config{Datasets: []Dataset{ds}}, ""},
-		{"no dataset", Config{}, "no dataset"},
-		{"no manifest", Config{Datasets: []Dataset{{Name: "a", Chunks: r}}}, "no manifest"},
-		{"no reader", Config{Datasets: []Dataset{{Name: "a", Manifest: r.m}}}, "no chunk reader"},
-		{"duplicate", Config{Datasets: []Dataset{ds, ds}}, `"a" given twice`},
-		{"empty loader addr", Config{Datasets: []Dataset{ds}, LoaderAddrs: []string{"x:1", ""}}, "loader address 1"},
-		{"negative readahead", Config{Datasets: []Dataset{ds}, ReadaheadSteps: -1}, "ReadaheadSteps"},
-		{"negative timeout", Config{Datasets: []Dataset{ds}, ShutdownTimeout: -1}, "ShutdownTimeout"},
+		{"Datasets", func(c *Config) { c.Datasets = nil }},
+		{"Datasets[1].Manifest", func(c *Config) { c.Datasets = append(c.Datasets, Dataset{Name: "b", Chunks: r}) }},
+		{"Datasets[1].Chunks", func(c *Config) { c.Datasets = append(c.Datasets, Dataset{Name: "b", Manifest: r.m}) }},
+		{"Datasets[1].Name", func(c *Config) { c.Datasets = append(c.Datasets, ds) }},
+		{"LoaderAddrs[1]", func(c *Config) { c.LoaderAddrs = []string{"x:1", ""} }},
+		{"DefaultWindow", func(c *Config) { c.DefaultWindow = -1 }},
+		{"ReadaheadSteps", func(c *Config) { c.ReadaheadSteps = -1 }},
+		{"FetchConcurrency", func(c *Config) { c.FetchConcurrency = -1 }},
+		{"MaxStreams", func(c *Config) { c.MaxStreams = -1 }},
+		{"PlanCacheSize", func(c *Config) { c.PlanCacheSize = -1 }},
+		{"MaxSendMsgSize", func(c *Config) { c.MaxSendMsgSize = -1 }},
+		{"MaxWorldSize", func(c *Config) { c.MaxWorldSize = -1 }},
+		{"MaxWorldSize", func(c *Config) { c.MaxWorldSize = sampler.MaxWorldSize + 1 }},
+		{"MaxBatchSize", func(c *Config) { c.MaxBatchSize = -1 }},
+		{"MaxBatchSize", func(c *Config) { c.MaxBatchSize = sampler.MaxBatchSize + 1 }},
+		{"ShutdownTimeout", func(c *Config) { c.ShutdownTimeout = -time.Second }},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			cfg := tt.cfg
-			err := cfg.validate()
-			if tt.want == "" {
-				if err != nil {
-					t.Fatalf("validate() = %v, want nil", err)
-				}
-				if cfg.ReadaheadSteps != DefaultReadaheadSteps || cfg.MaxStreams != DefaultMaxStreams || cfg.DefaultWindow != DefaultWindow ||
-					cfg.ShutdownTimeout != DefaultShutdownTimeout || cfg.Logger == nil || cfg.Registry == nil {
-					t.Errorf("validate() left defaults unset: %+v", cfg)
-				}
-				return
-			}
-			if err == nil || !strings.Contains(err.Error(), tt.want) {
-				t.Fatalf("validate() = %v, want an error containing %q", err, tt.want)
-			}
-		})
+		cfg := Config{Datasets: []Dataset{ds}}
+		tt.modify(&cfg)
+		err := cfg.validate()
+		if want := "service.Config." + tt.field + ": "; err == nil || !strings.HasPrefix(err.Error(), want) {
+			t.Errorf("validate() with a bad %s = %v, want an error starting %q", tt.field, err, want)
+		}
 	}
 }
 
@@ -165,10 +176,7 @@ func TestValidationCodes(t *testing.T) {
 			ctx := testCtx(t)
 			req := &pb.StreamBatchesRequest{Job: good()}
 			tt.modify(req)
-			st, err := ts.loader.StreamBatches(ctx, req)
-			if err == nil {
-				_, err = collect(st, -1)
-			}
+			_, err := streamAll(ctx, ts.loader, req)
 			if status.Code(err) != tt.code || !strings.Contains(status.Convert(err).Message(), tt.want) {
 				t.Errorf("StreamBatches = %v, want %v naming %q", err, tt.code, tt.want)
 			}
@@ -187,11 +195,7 @@ func TestValidationCodes(t *testing.T) {
 // streamRank reads rank's whole stream.
 func streamRank(t *testing.T, ctx context.Context, c pb.LoaderServiceClient, job *pb.JobSpec, rank uint32, from int64) []*pb.Batch {
 	t.Helper()
-	st, err := c.StreamBatches(ctx, &pb.StreamBatchesRequest{Job: job, Rank: rank, FromStep: from})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := collect(st, -1)
+	b, err := streamAll(ctx, c, &pb.StreamBatchesRequest{Job: job, Rank: rank, FromStep: from})
 	if err != nil {
 		t.Fatalf("rank %d from %d: %v", rank, from, err)
 	}
@@ -303,11 +307,7 @@ func testReconnectFromStep(t *testing.T, pl planner) {
 	}
 
 	// max_steps cuts the stream.
-	st, err := ts.loader.StreamBatches(ctx, &pb.StreamBatchesRequest{Job: job, Rank: 1, FromStep: 2, MaxSteps: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := collect(st, -1)
+	got, err := streamAll(ctx, ts.loader, &pb.StreamBatchesRequest{Job: job, Rank: 1, FromStep: 2, MaxSteps: 3})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -367,11 +367,7 @@ func TestStreamReadErrors(t *testing.T) {
 			ts := startServer(t, cfg, fakePlanner)
 			ctx := testCtx(t)
 			job := &pb.JobSpec{WorldSize: 1, BatchSize: 4}
-			st, err := ts.loader.StreamBatches(ctx, &pb.StreamBatchesRequest{Job: job})
-			if err != nil {
-				t.Fatal(err)
-			}
-			got, err := collect(st, -1)
+			got, err := streamAll(ctx, ts.loader, &pb.StreamBatchesRequest{Job: job})
 			msg := status.Convert(err).Message()
 			if status.Code(err) != tt.code {
 				t.Fatalf("stream ended with %v, want %v", err, tt.code)
@@ -412,13 +408,7 @@ func TestMaxStreams(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The first stream holds the only slot once its first read starts.
-	for r.calls.Load() == 0 {
-		if ctx.Err() != nil {
-			t.Fatal("first stream never started reading")
-		}
-		time.Sleep(time.Millisecond) // polling a counter: nothing to wait on
-	}
+	r.waitRead(t, ctx) // the first stream holds the only slot once its first read starts
 	second, err := ts.loader.StreamBatches(ctx, &pb.StreamBatchesRequest{Job: job})
 	if err == nil {
 		_, err = second.Recv()
@@ -520,12 +510,7 @@ func TestGracefulStopForcesAfterTimeout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for r.calls.Load() == 0 {
-		if ctx.Err() != nil {
-			t.Fatal("stream never started reading")
-		}
-		time.Sleep(time.Millisecond) // polling a counter: nothing to wait on
-	}
+	r.waitRead(t, ctx)
 	start := time.Now()
 	if err := ts.stop(); err != nil {
 		t.Fatalf("Serve: %v", err)
@@ -583,11 +568,7 @@ func TestResumeElastic(t *testing.T) {
 	const k = 4
 	var token string
 	for rank := range uint32(2) {
-		st, err := ts.loader.StreamBatches(ctx, &pb.StreamBatchesRequest{Job: job, Rank: rank, MaxSteps: k})
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := collect(st, -1)
+		got, err := streamAll(ctx, ts.loader, &pb.StreamBatchesRequest{Job: job, Rank: rank, MaxSteps: k})
 		if err != nil || len(got) != k {
 			t.Fatalf("rank %d: %d batches, %v; want %d", rank, len(got), err, k)
 		}
@@ -657,11 +638,7 @@ func TestBatchTooLarge(t *testing.T) {
 	cfg := testConfig(r)
 	cfg.MaxSendMsgSize = 16 << 10 // a batch of 8 samples is ~32 KiB
 	ts := startServer(t, cfg, fakePlanner)
-	st, err := ts.loader.StreamBatches(testCtx(t), &pb.StreamBatchesRequest{Job: &pb.JobSpec{WorldSize: 1, BatchSize: 8}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := collect(st, -1); status.Code(err) != codes.ResourceExhausted {
+	if _, err := streamAll(testCtx(t), ts.loader, &pb.StreamBatchesRequest{Job: &pb.JobSpec{WorldSize: 1, BatchSize: 8}}); status.Code(err) != codes.ResourceExhausted {
 		t.Errorf("oversized batch: %v, want ResourceExhausted", err)
 	}
 }
@@ -685,11 +662,7 @@ func TestPlanNamesMissingSample(t *testing.T) {
 		return badPlan{p}, err
 	}}
 	ts := startServer(t, testConfig(r), pl)
-	st, err := ts.loader.StreamBatches(testCtx(t), &pb.StreamBatchesRequest{Job: &pb.JobSpec{WorldSize: 1, BatchSize: 2}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := collect(st, -1)
+	got, err := streamAll(testCtx(t), ts.loader, &pb.StreamBatchesRequest{Job: &pb.JobSpec{WorldSize: 1, BatchSize: 2}})
 	if len(got) != 2 || status.Code(err) != codes.Internal || !strings.Contains(err.Error(), "step 2: plan names sample 4 of shard 99") {
 		t.Errorf("got %d batches then %v; want 2 then Internal naming step 2 and shard 99", len(got), err)
 	}
@@ -725,10 +698,7 @@ func TestPanicsStayInTheirStream(t *testing.T) {
 		{&pb.JobSpec{WorldSize: 1, BatchSize: 2}, "shard-00001.tar"},
 		{&pb.JobSpec{WorldSize: 1, BatchSize: 2, Seed: 666}, "planner bug"},
 	} {
-		st, err := ts.loader.StreamBatches(ctx, &pb.StreamBatchesRequest{Job: tt.job})
-		if err == nil {
-			_, err = collect(st, -1)
-		}
+		_, err := streamAll(ctx, ts.loader, &pb.StreamBatchesRequest{Job: tt.job})
 		if status.Code(err) != codes.Internal || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("seed %d: %v, want Internal naming %q", tt.job.Seed, err, tt.want)
 		}

@@ -90,6 +90,17 @@ func (f *fakeReader) Chunk(ctx context.Context, s, c int) (*worker.Chunk, error)
 	return ch, nil
 }
 
+// waitRead waits until f has been asked for a chunk.
+func (f *fakeReader) waitRead(t *testing.T, ctx context.Context) {
+	t.Helper()
+	for f.calls.Load() == 0 {
+		if ctx.Err() != nil {
+			t.Fatal("no chunk read started")
+		}
+		time.Sleep(time.Millisecond) // polling a counter: nothing to wait on
+	}
+}
+
 // seqPlan is a simple reference plan: samples in storage order, dealt out
 // step by step, rank by rank; the tail that does not fill a step is
 // dropped. Its tokens are "fake:<fingerprint>:<seed>:<epoch>:<window>:<policy>:<step>".
@@ -225,21 +236,39 @@ func testCtx(t *testing.T) context.Context {
 	return ctx
 }
 
-// collect reads a stream to its end and returns its batches and final error
-// (nil at a clean end).
+// collect reads up to limit batches (limit < 0: all) from stream and
+// returns them with the stream's error: nil at a clean end or at the limit.
 func collect(stream grpc.ServerStreamingClient[pb.StreamBatchesResponse], limit int) ([]*pb.Batch, error) {
 	var out []*pb.Batch
-	for limit < 0 || len(out) < limit {
+	err := recvEach(stream, limit, func(b *pb.Batch) { out = append(out, b) })
+	return out, err
+}
+
+// recvEach calls f on each of up to limit batches (limit < 0: all) of
+// stream, keeping none, and returns the stream's error: nil at a clean end
+// or at the limit.
+func recvEach(stream grpc.ServerStreamingClient[pb.StreamBatchesResponse], limit int, f func(*pb.Batch)) error {
+	for n := 0; limit < 0 || n < limit; n++ {
 		r, err := stream.Recv()
-		if err != nil {
-			if errors.Is(err, io.EOF) {
-				return out, nil
-			}
-			return out, err
+		if errors.Is(err, io.EOF) {
+			return nil
 		}
-		out = append(out, r.GetBatch())
+		if err != nil {
+			return err
+		}
+		f(r.GetBatch())
 	}
-	return out, nil
+	return nil
+}
+
+// streamAll opens req's stream on c and reads it to its end: its batches
+// and its error, nil at a clean end.
+func streamAll(ctx context.Context, c pb.LoaderServiceClient, req *pb.StreamBatchesRequest) ([]*pb.Batch, error) {
+	st, err := c.StreamBatches(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return collect(st, -1)
 }
 
 // ids lists the sample identities of batches in order.

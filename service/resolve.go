@@ -1,0 +1,124 @@
+package service
+
+import (
+	"fmt"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/shardstream/shardstream/proto/shardstream/v1"
+	"github.com/shardstream/shardstream/sampler"
+)
+
+// planKey identifies a plan: everything in a JobSpec after defaults.
+type planKey struct {
+	dataset   string
+	seed      uint64
+	epoch     uint64
+	worldSize int
+	batchSize int
+	window    int
+	policy    sampler.Policy
+	token     string
+}
+
+// String is for logs.
+func (k planKey) String() string {
+	return fmt.Sprintf("dataset=%q seed=%d epoch=%d world=%d batch=%d window=%d policy=%d token=%q",
+		k.dataset, k.seed, k.epoch, k.worldSize, k.batchSize, k.window, k.policy, k.token)
+}
+
+// job is a validated JobSpec: its dataset, its defaults filled in, and
+// its resume token parsed.
+type job struct {
+	ds     *dataset
+	key    planKey
+	sjob   sampler.Job
+	resume *sampler.Token
+}
+
+// resolve validates spec against the served datasets and limits. Errors
+// are gRPC statuses naming the offending field.
+func (s *core) resolve(spec *pb.JobSpec) (*job, error) {
+	if spec == nil {
+		return nil, status.Error(codes.InvalidArgument, "job: missing")
+	}
+	ds, err := s.catalog.lookup(spec.GetDataset())
+	if err != nil {
+		return nil, err
+	}
+	ws, bs := spec.GetWorldSize(), spec.GetBatchSize()
+	if ws < 1 || int64(ws) > int64(s.cfg.MaxWorldSize) {
+		return nil, status.Errorf(codes.InvalidArgument, "job.world_size: %d, must be in [1, %d]", ws, s.cfg.MaxWorldSize)
+	}
+	if bs < 1 || int64(bs) > int64(s.cfg.MaxBatchSize) {
+		return nil, status.Errorf(codes.InvalidArgument, "job.batch_size: %d, must be in [1, %d]", bs, s.cfg.MaxBatchSize)
+	}
+	window := int(spec.GetWindow())
+	if window == 0 {
+		window = s.cfg.DefaultWindow
+	}
+	var policy sampler.Policy
+	switch spec.GetLastBatch() {
+	case pb.LastBatchPolicy_LAST_BATCH_POLICY_UNSPECIFIED, pb.LastBatchPolicy_LAST_BATCH_POLICY_DROP:
+		policy = sampler.DropLast
+	case pb.LastBatchPolicy_LAST_BATCH_POLICY_PAD:
+		policy = sampler.Pad
+	default:
+		return nil, status.Errorf(codes.InvalidArgument, "job.last_batch: unknown policy %d", spec.GetLastBatch())
+	}
+	j := &job{
+		ds: ds,
+		key: planKey{
+			dataset:   ds.name,
+			seed:      spec.GetSeed(),
+			epoch:     spec.GetEpoch(),
+			worldSize: int(ws),
+			batchSize: int(bs),
+			window:    window,
+			policy:    policy,
+			token:     spec.GetResumeToken(),
+		},
+		sjob: sampler.Job{
+			Fingerprint: ds.fingerprint,
+			Seed:        spec.GetSeed(),
+			Epoch:       spec.GetEpoch(),
+			Window:      window,
+			Policy:      policy,
+		},
+	}
+	if t := spec.GetResumeToken(); t != "" {
+		tok, err := s.planner.parseToken(t)
+		if err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "job.resume_token: %v", err)
+		}
+		if err := checkToken(tok.Job, j.sjob); err != nil {
+			return nil, err
+		}
+		j.resume = &tok
+	}
+	return j, nil
+}
+
+// checkToken names the first field where a resume token's job differs
+// from the request's. The sampler checks too; this gives the API's field
+// names.
+func checkToken(tok, want sampler.Job) error {
+	var field string
+	var got, exp any
+	switch {
+	case tok.Fingerprint != want.Fingerprint:
+		field, got, exp = "dataset fingerprint", tok.Fingerprint, want.Fingerprint
+	case tok.Seed != want.Seed:
+		field, got, exp = "job.seed", tok.Seed, want.Seed
+	case tok.Epoch != want.Epoch:
+		field, got, exp = "job.epoch", tok.Epoch, want.Epoch
+	case tok.Window != want.Window:
+		field, got, exp = "job.window", tok.Window, want.Window
+	case tok.Policy != want.Policy:
+		field, got, exp = "job.last_batch", tok.Policy, want.Policy
+	default:
+		return nil
+	}
+	return status.Errorf(codes.FailedPrecondition, "job.resume_token: %s is %v in the token, %v in the request", field, got, exp)
+}
