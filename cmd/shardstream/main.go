@@ -6,7 +6,9 @@
 //	shardstream pack  --input DIR --output DIR|s3://… pack files into tar shards
 //	shardstream index --data DIR|s3://…               build a manifest for existing shards
 //	shardstream plan  --data DIR|s3://… …             print an epoch plan as JSON lines
-//	shardstream bench-read …                          read-path benchmark
+//
+// The read-path benchmark is a binary of its own, cmd/shardstream-bench, so
+// that this one links no test code (make check-deps).
 package main
 
 import (
@@ -29,11 +31,16 @@ type command struct {
 }
 
 var commands = map[string]command{
-	"serve":      {"serve a dataset: coordinator and loader in one process", runServe},
-	"pack":       {"pack a directory of files into WebDataset tar shards and a manifest", runPack},
-	"index":      {"build the manifest of existing WebDataset shards", runIndex},
-	"plan":       {"print an epoch plan as JSON lines", runPlan},
-	"bench-read": {"measure the read path against plain ranged GETs", runBenchRead},
+	"serve": {"serve a dataset: coordinator and loader in one process", runServe},
+	"pack":  {"pack a directory of files into WebDataset tar shards and a manifest", runPack},
+	"index": {"build the manifest of existing WebDataset shards", runIndex},
+	"plan":  {"print an epoch plan as JSON lines", runPlan},
+}
+
+// moved are former commands, not listed in the usage: running one says
+// where it went instead of "unknown command".
+var moved = map[string]string{
+	"bench-read": "bench-read moved to its own binary: make bench-read, or shardstream-bench read (go build ./cmd/shardstream-bench)",
 }
 
 func main() {
@@ -55,6 +62,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return errors.New("no command given")
 		}
 		return nil
+	}
+	if msg, ok := moved[args[0]]; ok {
+		return usageError{msg}
 	}
 	cmd, ok := commands[args[0]]
 	if !ok {

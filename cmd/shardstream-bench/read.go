@@ -26,7 +26,7 @@ import (
 	"github.com/shardstream/shardstream/worker"
 )
 
-// benchFlags are bench-read's flags.
+// benchFlags are read's flags.
 type benchFlags struct {
 	minio       string
 	endpoint    string
@@ -43,7 +43,7 @@ type benchFlags struct {
 	formats     string
 }
 
-// runBenchRead measures the read path against a plain parallel ranged-GET
+// runRead measures the read path against a plain parallel ranged-GET
 // reader on the same store, with the same part size and concurrency: it
 // starts MinIO on loopback (or uses --endpoint), uploads shards of the
 // given sizes, uncompressed and zstd, then reads them (a) with plain GETs
@@ -53,9 +53,9 @@ type benchFlags struct {
 // ~50 ms, which scheduler noise on a shared machine swamps. Progress goes
 // to stderr, figures to stdout; the last line is
 // "read path / plain GET (uncompressed): R".
-func runBenchRead(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func runRead(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var f benchFlags
-	fs := newFlagSet("bench-read", stderr)
+	fs := newFlagSet("read", stderr)
 	fs.StringVar(&f.minio, "minio", "", "minio binary to start on loopback (default: $SHARDSTREAM_MINIO, PATH, $GOPATH/bin)")
 	fs.StringVar(&f.endpoint, "endpoint", "", "use this running S3-compatible endpoint instead of starting MinIO")
 	fs.StringVar(&f.bucket, "bucket", "shardstream-bench", "bucket to write the shards to (created when MinIO is started here)")
