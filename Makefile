@@ -18,6 +18,7 @@ TOOLS     := $(ROOT)/.tools/bin
 VENV      := $(ROOT)/.venv
 PY        := $(VENV)/bin/python
 BIN       := $(ROOT)/bin/shardstream
+BENCH_BIN := $(ROOT)/bin/shardstream-bench
 GO        ?= go
 
 # Pinned tool versions.
@@ -83,6 +84,11 @@ $(BIN): $(GO_SOURCES)
 .PHONY: build
 build: $(BIN)
 
+# The benchmarks' binary: apart from $(BIN) because it links test helpers.
+$(BENCH_BIN): $(GO_SOURCES)
+	@mkdir -p $(dir $@)
+	$(GO) build -o $@ ./cmd/shardstream-bench
+
 # ---- proto -----------------------------------------------------------------
 
 PROTO_FILES := $(shell find proto -name '*.proto')
@@ -125,6 +131,19 @@ lint: venv $(TOOLS)/staticcheck $(TOOLS)/buf
 	cd clients/python && $(VENV)/bin/ruff check . ../../examples && $(VENV)/bin/ruff format --check . ../../examples
 	cd clients/python && $(VENV)/bin/mypy
 
+# lint also checks that the production binary links no test code: the
+# testing package (it registers -test.* flags and is dead weight) or a test
+# helper such as internal/miniotest. Benchmarks that need those live in
+# cmd/shardstream-bench.
+lint: check-deps
+
+.PHONY: check-deps
+check-deps:
+	@deps=$$($(GO) list -deps ./cmd/shardstream); \
+	  bad=$$(grep -E '^testing(/|$$)|/internal/[a-z]*test$$' <<<"$$deps" || true); \
+	  if [ -n "$$bad" ]; then echo "cmd/shardstream links test code:"; echo "$$bad"; exit 1; fi; \
+	  echo "cmd/shardstream links no test code"
+
 # ---- tests -----------------------------------------------------------------
 
 .PHONY: test
@@ -155,8 +174,8 @@ demo: venv build
 	PYTHON=$(PY) ./scripts/demo.sh
 
 .PHONY: bench-read
-bench-read: tools build
-	$(BIN) bench-read --minio $(TOOLS)/minio
+bench-read: tools $(BENCH_BIN)
+	$(BENCH_BIN) read --minio $(TOOLS)/minio
 
 .PHONY: bench-plan
 bench-plan:

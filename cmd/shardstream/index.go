@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/shardstream/shardstream/internal/progress"
 	"github.com/shardstream/shardstream/manifest"
 	"github.com/shardstream/shardstream/store"
 	"github.com/shardstream/shardstream/store/storeuri"
@@ -76,7 +77,7 @@ func runIndex(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if len(paths) == 0 {
 		return fmt.Errorf("index: no *.tar or *.tar.zst objects under %s", f.data)
 	}
-	shards, err := indexShards(ctx, st, paths, comp, chunkSize, f.parallel, newProgress(stderr, "index", start))
+	shards, err := indexShards(ctx, st, paths, comp, chunkSize, f.parallel, progress.New(stderr, "index", start))
 	if err != nil {
 		return fmt.Errorf("index %s: %w", f.data, err)
 	}
@@ -104,7 +105,7 @@ func runIndex(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 // indexShards indexes the shards at paths, parallel at once, and returns
 // their entries in the order of paths; the first error stops the rest.
 // compression "" picks each shard's by its name.
-func indexShards(ctx context.Context, st store.Store, paths []string, compression string, chunkSize int64, parallel int, prog *progress) ([]manifest.Shard, error) {
+func indexShards(ctx context.Context, st store.Store, paths []string, compression string, chunkSize int64, parallel int, prog *progress.Bar) ([]manifest.Shard, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	out := make([]manifest.Shard, len(paths))
@@ -132,7 +133,7 @@ func indexShards(ctx context.Context, st store.Store, paths []string, compressio
 					done++
 					samples += sh.Samples
 					stored += sh.Size
-					prog.update(done, samples, stored)
+					prog.Update(done, samples, stored)
 				}
 				mu.Unlock()
 			}
@@ -148,7 +149,7 @@ feed:
 	}
 	close(work)
 	wg.Wait()
-	prog.done()
+	prog.Done()
 	if firstErr != nil {
 		return nil, firstErr
 	}

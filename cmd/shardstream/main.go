@@ -6,7 +6,10 @@
 //	shardstream pack  --input DIR --output DIR|s3://… pack files into tar shards
 //	shardstream index --data DIR|s3://…               build a manifest for existing shards
 //	shardstream plan  --data DIR|s3://… …             print an epoch plan as JSON lines
-//	shardstream bench-read …                          read-path benchmark
+//	shardstream help  [COMMAND]                       the commands, or one command's flags
+//
+// The read-path benchmark is a binary of its own, cmd/shardstream-bench, so
+// that this one links no test code (make check-deps).
 package main
 
 import (
@@ -29,11 +32,16 @@ type command struct {
 }
 
 var commands = map[string]command{
-	"serve":      {"serve a dataset: coordinator and loader in one process", runServe},
-	"pack":       {"pack a directory of files into WebDataset tar shards and a manifest", runPack},
-	"index":      {"build the manifest of existing WebDataset shards", runIndex},
-	"plan":       {"print an epoch plan as JSON lines", runPlan},
-	"bench-read": {"measure the read path against plain ranged GETs", runBenchRead},
+	"serve": {"serve a dataset: coordinator and loader in one process", runServe},
+	"pack":  {"pack a directory of files into WebDataset tar shards and a manifest", runPack},
+	"index": {"build the manifest of existing WebDataset shards", runIndex},
+	"plan":  {"print an epoch plan as JSON lines", runPlan},
+}
+
+// moved are former commands, not listed in the usage: running one says
+// where it went instead of "unknown command".
+var moved = map[string]string{
+	"bench-read": "bench-read moved to its own binary: make bench-read, or shardstream-bench read (go build ./cmd/shardstream-bench)",
 }
 
 func main() {
@@ -49,19 +57,52 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	switch {
+	case len(args) == 0:
 		usage(stderr)
-		if len(args) == 0 {
-			return errors.New("no command given")
-		}
+		return errors.New("no command given")
+	case args[0] == "-h" || args[0] == "--help" || (args[0] == "help" && len(args) == 1):
+		usage(stderr)
 		return nil
+	case args[0] == "help":
+		return help(ctx, args[1:], stdout, stderr)
 	}
-	cmd, ok := commands[args[0]]
-	if !ok {
-		usage(stderr)
-		return fmt.Errorf("unknown command %q", args[0])
+	cmd, err := lookup(args[0], stderr)
+	if err != nil {
+		return err
 	}
 	return cmd.run(ctx, args[1:], stdout, stderr)
+}
+
+// lookup finds the command name; for an unknown one it prints the usage.
+func lookup(name string, stderr io.Writer) (command, error) {
+	if msg, ok := moved[name]; ok {
+		return command{}, usageError{msg}
+	}
+	cmd, ok := commands[name]
+	if !ok {
+		usage(stderr)
+		return command{}, fmt.Errorf("unknown command %q", name)
+	}
+	return cmd, nil
+}
+
+// help prints a command's flags, as "shardstream COMMAND -h" does, but
+// exits 0: help was asked for, and given. An unknown command is a usage
+// error (exit 2), so a script that misspells one notices.
+func help(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) != 1 {
+		usage(stderr)
+		return usageError{fmt.Sprintf("help: want one command, got %q", args)}
+	}
+	cmd, err := lookup(args[0], stderr)
+	if err != nil {
+		return usageError{"help: " + err.Error()}
+	}
+	if err := cmd.run(ctx, []string{"-h"}, stdout, stderr); !errors.Is(err, flag.ErrHelp) {
+		return err // every command parses its flags first: not reached
+	}
+	return nil
 }
 
 func usage(w io.Writer) {

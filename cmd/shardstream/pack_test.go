@@ -224,56 +224,6 @@ func TestPackOutputInsideInput(t *testing.T) {
 	compareFiles(t, want, got)
 }
 
-// TestLoader: samples come back in order under a budget smaller than a
-// sample; a file that cannot be read is an error naming it, and the
-// loader's goroutines end after cancel.
-func TestLoader(t *testing.T) {
-	dir := t.TempDir()
-	var files []packFile
-	for i := range 50 {
-		for _, f := range []string{"a", "b"} {
-			p := filepath.Join(dir, fmt.Sprintf("%02d.%s", i, f))
-			os.WriteFile(p, []byte(p), 0o644)
-			files = append(files, packFile{path: p, key: fmt.Sprintf("%02d", i), field: f, size: int64(len(p))})
-		}
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ld := startLoader(ctx, files, 4, 10)
-	for i := 0; ; i++ {
-		s, ok, err := ld.next(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !ok {
-			if i != 50 {
-				t.Fatalf("%d samples, want 50", i)
-			}
-			break
-		}
-		if s.Key != fmt.Sprintf("%02d", i) || len(s.Fields) != 2 || string(s.Fields[1].Data) != files[2*i+1].path {
-			t.Fatalf("sample %d = %q with %d fields, out of order or incomplete", i, s.Key, len(s.Fields))
-		}
-	}
-	cancel()
-	ld.wait()
-
-	files[61].path = filepath.Join(dir, "gone.b")
-	ctx, cancel = context.WithCancel(context.Background())
-	ld = startLoader(ctx, files, 4, 1<<20)
-	var err error
-	for n := 0; err == nil; n++ {
-		var ok bool
-		if _, ok, err = ld.next(ctx); !ok && err == nil {
-			t.Fatal("all samples read despite a missing file")
-		}
-	}
-	if !strings.Contains(err.Error(), "gone.b") {
-		t.Errorf("err = %v, want one naming gone.b", err)
-	}
-	cancel()
-	ld.wait()
-}
-
 func TestPackErrors(t *testing.T) {
 	ctx := context.Background()
 	bad := t.TempDir()

@@ -59,90 +59,102 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", service.DefaultShutdownTimeout, "on SIGTERM, how long open streams may run before they are cut")
 }
 
+// serveConfig is serve's command line, checked and turned into the
+// values the server is built from.
+type serveConfig struct {
+	serveFlags
+	log         *slog.Logger
+	loaderAddrs []string      // nil: this server
+	read        worker.Config // the read path's, without its Registerer
+}
+
 // runServe serves one dataset with the coordinator and the loader in one
 // process. It opens the dataset first and fails with an error naming it
 // when it cannot; once serving it prints "listening on ADDR" on stdout, and
 // it stops gracefully when ctx ends (SIGINT, SIGTERM).
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var f serveFlags
+	c, err := parseServe(args, stderr)
+	if err != nil {
+		return err
+	}
+	return serve(ctx, c, stdout)
+}
+
+// parseServe parses and checks serve's flags; every error is a usage
+// error.
+func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
+	var c serveConfig
+	f := &c.serveFlags
 	fs := newFlagSet("serve", stderr)
 	f.register(fs)
 	if err := parseFlags(fs, args); err != nil {
-		return err
+		return c, err
 	}
 	if f.data == "" {
-		return usageError{"serve: --data is required"}
+		return c, usageError{"serve: --data is required"}
 	}
-	var log *slog.Logger
 	switch f.logFormat {
 	case "text":
-		log = slog.New(slog.NewTextHandler(stderr, nil))
+		c.log = slog.New(slog.NewTextHandler(stderr, nil))
 	case "json":
-		log = slog.New(slog.NewJSONHandler(stderr, nil))
+		c.log = slog.New(slog.NewJSONHandler(stderr, nil))
 	default:
-		return usageError{fmt.Sprintf("serve: --log-format %q, want text or json", f.logFormat)}
+		return c, usageError{fmt.Sprintf("serve: --log-format %q, want text or json", f.logFormat)}
 	}
 	if f.window < 1 || f.readahead < 1 || f.maxStreams < 1 || f.openTimeout <= 0 || f.shutdownTimeout <= 0 {
-		return usageError{"serve: --window, --readahead, --max-streams, --open-timeout and --shutdown-timeout must be positive"}
+		return c, usageError{"serve: --window, --readahead, --max-streams, --open-timeout and --shutdown-timeout must be positive"}
 	}
-	var addrs []string
 	if f.loaderAddrs != "" {
 		for _, a := range strings.Split(f.loaderAddrs, ",") {
 			if a = strings.TrimSpace(a); a == "" {
-				return usageError{fmt.Sprintf("serve: --loader-addrs %q has an empty address", f.loaderAddrs)}
+				return c, usageError{fmt.Sprintf("serve: --loader-addrs %q has an empty address", f.loaderAddrs)}
 			}
-			addrs = append(addrs, a)
+			c.loaderAddrs = append(c.loaderAddrs, a)
 		}
 	}
+	c.read = worker.Config{S3: f.s3.config()}
+	if err := setCache(&c.read, f.cacheDir, f.cacheSize); err != nil {
+		return c, err
+	}
+	if err := setMemory(&c.read, f.memoryCache, f.fetchBuffers, f.bufferPool); err != nil {
+		return c, err
+	}
+	return c, nil
+}
+
+// serve opens the dataset, starts listening and serves until ctx ends;
+// service.Server.Serve owns the graceful stop.
+func serve(ctx context.Context, c serveConfig, stdout io.Writer) error {
 	// One registry for the read path, the service and the process: all
 	// served on --metrics-addr.
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	wcfg := worker.Config{S3: f.s3.config(), Registerer: reg}
-	if err := setCache(&wcfg, f.cacheDir, f.cacheSize); err != nil {
-		return err
-	}
-	if err := setMemory(&wcfg, f.memoryCache, f.fetchBuffers, f.bufferPool); err != nil {
-		return err
-	}
-
-	octx, cancel := context.WithTimeout(ctx, f.openTimeout)
-	r, err := worker.Open(octx, f.data, wcfg, log)
-	cancel()
+	c.read.Registerer = reg
+	r, err := openDataset(ctx, c.data, c.read, c.openTimeout, c.log)
 	if err != nil {
-		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-			return fmt.Errorf("open dataset %s: no answer in %v (--open-timeout): %w", f.data, f.openTimeout, err)
-		}
-		return err // the read path's errors name the uri
+		return err
 	}
 	defer r.Close()
 	m := r.Manifest()
 
 	srv, err := service.New(service.Config{
-		Datasets:        []service.Dataset{{Name: f.name, Manifest: m, Chunks: r}},
-		LoaderAddrs:     addrs,
-		DefaultWindow:   f.window,
-		ReadaheadSteps:  f.readahead,
-		MaxStreams:      f.maxStreams,
-		ShutdownTimeout: f.shutdownTimeout,
-		Logger:          log,
+		Datasets:        []service.Dataset{{Name: c.name, Manifest: m, Chunks: r}},
+		LoaderAddrs:     c.loaderAddrs,
+		DefaultWindow:   c.window,
+		ReadaheadSteps:  c.readahead,
+		MaxStreams:      c.maxStreams,
+		ShutdownTimeout: c.shutdownTimeout,
+		Logger:          c.log,
 		Registry:        reg,
 	})
 	if err != nil {
 		return err
 	}
-	lis, err := net.Listen("tcp", f.listen)
+	lis, mlis, err := listen(c.listen, c.metricsAddr)
 	if err != nil {
-		return fmt.Errorf("listen on %s: %w", f.listen, err)
+		return err
 	}
-	var mlis net.Listener
-	if f.metricsAddr != "" {
-		if mlis, err = net.Listen("tcp", f.metricsAddr); err != nil {
-			lis.Close()
-			return fmt.Errorf("listen for metrics on %s: %w", f.metricsAddr, err)
-		}
-	}
-	log.Info("serving", "dataset", f.name, "data", f.data, "fingerprint", m.Fingerprint(),
+	c.log.Info("serving", "dataset", c.name, "data", c.data, "fingerprint", m.Fingerprint(),
 		"shards", len(m.Shards), "samples", m.TotalSamples(), "addr", lis.Addr().String(), "metrics", metricsAddr(mlis))
 	if _, err := fmt.Fprintf(stdout, "listening on %s\n", lis.Addr()); err != nil {
 		lis.Close()
@@ -152,6 +164,36 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	return srv.Serve(ctx, lis, mlis)
+}
+
+// openDataset opens the read path on uri, giving up after timeout with an
+// error that names the flag to raise.
+func openDataset(ctx context.Context, uri string, cfg worker.Config, timeout time.Duration, log *slog.Logger) (*worker.Reader, error) {
+	octx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	r, err := worker.Open(octx, uri, cfg, log)
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			return nil, fmt.Errorf("open dataset %s: no answer in %v (--open-timeout): %w", uri, timeout, err)
+		}
+		return nil, err // the read path's errors name the uri
+	}
+	return r, nil
+}
+
+// listen opens the gRPC listener and, when metrics is set, the metrics
+// one (nil otherwise).
+func listen(addr, metrics string) (lis, mlis net.Listener, err error) {
+	if lis, err = net.Listen("tcp", addr); err != nil {
+		return nil, nil, fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	if metrics != "" {
+		if mlis, err = net.Listen("tcp", metrics); err != nil {
+			lis.Close()
+			return nil, nil, fmt.Errorf("listen for metrics on %s: %w", metrics, err)
+		}
+	}
+	return lis, mlis, nil
 }
 
 // setCache applies --cache-dir and --cache-size to the read path's config.

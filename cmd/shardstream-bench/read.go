@@ -26,7 +26,7 @@ import (
 	"github.com/shardstream/shardstream/worker"
 )
 
-// benchFlags are bench-read's flags.
+// benchFlags are read's flags.
 type benchFlags struct {
 	minio       string
 	endpoint    string
@@ -43,7 +43,14 @@ type benchFlags struct {
 	formats     string
 }
 
-// runBenchRead measures the read path against a plain parallel ranged-GET
+// readConfig is read's command line, checked.
+type readConfig struct {
+	benchFlags
+	shardSizes   []int64  // --sizes in bytes
+	compressions []string // --formats
+}
+
+// runRead measures the read path against a plain parallel ranged-GET
 // reader on the same store, with the same part size and concurrency: it
 // starts MinIO on loopback (or uses --endpoint), uploads shards of the
 // given sizes, uncompressed and zstd, then reads them (a) with plain GETs
@@ -53,9 +60,38 @@ type benchFlags struct {
 // ~50 ms, which scheduler noise on a shared machine swamps. Progress goes
 // to stderr, figures to stdout; the last line is
 // "read path / plain GET (uncompressed): R".
-func runBenchRead(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var f benchFlags
-	fs := newFlagSet("bench-read", stderr)
+func runRead(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	c, err := parseRead(args, stderr)
+	if err != nil {
+		return err
+	}
+	progress := func(format string, a ...any) { fmt.Fprintf(stderr, "bench-read: "+format+"\n", a...) }
+	scfg, stop, err := startStore(ctx, c.benchFlags, progress)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	fmt.Fprintf(stdout, "store %s; shards %s MiB; part %d MiB; concurrency %d; chunk %d MiB; passes of >= %d MiB; GOMAXPROCS %d\n",
+		scfg.Endpoint, c.benchFlags.sizes, c.partMiB, c.concurrency, c.chunkMiB, c.passMiB, runtime.GOMAXPROCS(0))
+	ratio := math.NaN() // printed as NaN when uncompressed shards were not measured
+	for _, comp := range c.compressions {
+		r, err := benchFormat(ctx, c, scfg, comp, stdout, stderr, progress)
+		if err != nil {
+			return err
+		}
+		if comp == manifest.CompressionNone {
+			ratio = r
+		}
+	}
+	fmt.Fprintf(stdout, "read path / plain GET (uncompressed): %.2f\n", ratio)
+	return nil
+}
+
+// parseRead parses and checks read's flags; every error is a usage error.
+func parseRead(args []string, stderr io.Writer) (readConfig, error) {
+	var c readConfig
+	f := &c.benchFlags
+	fs := newFlagSet("read", stderr)
 	fs.StringVar(&f.minio, "minio", "", "minio binary to start on loopback (default: $SHARDSTREAM_MINIO, PATH, $GOPATH/bin)")
 	fs.StringVar(&f.endpoint, "endpoint", "", "use this running S3-compatible endpoint instead of starting MinIO")
 	fs.StringVar(&f.bucket, "bucket", "shardstream-bench", "bucket to write the shards to (created when MinIO is started here)")
@@ -70,130 +106,146 @@ func runBenchRead(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.IntVar(&f.passMiB, "pass", 1024, "MiB (stored) each timed pass reads at least: small shards are read several times over, so a pass is long enough to time")
 	fs.StringVar(&f.formats, "formats", "none,zstd", "shard formats to measure: none, zstd or both")
 	if err := parseFlags(fs, args); err != nil {
-		return err
+		return c, err
 	}
-	sizes, err := parseMiBList(f.sizes)
-	if err != nil {
-		return usageError{"--sizes: " + err.Error()}
+	var err error
+	if c.shardSizes, err = parseMiBList(f.sizes); err != nil {
+		return c, usageError{"--sizes: " + err.Error()}
 	}
 	if f.partMiB <= 0 || f.concurrency <= 0 || f.chunkMiB <= 0 || f.sampleKiB <= 0 || f.reps <= 0 || f.passMiB <= 0 {
-		return usageError{"--part-size, --concurrency, --chunk, --sample, --reps and --pass must be positive"}
+		return c, usageError{"--part-size, --concurrency, --chunk, --sample, --reps and --pass must be positive"}
 	}
-	formats := strings.Split(f.formats, ",")
-	for _, comp := range formats {
+	c.compressions = strings.Split(f.formats, ",")
+	for _, comp := range c.compressions {
 		if comp != manifest.CompressionNone && comp != manifest.CompressionZstd {
-			return usageError{fmt.Sprintf("--formats: unknown format %q", comp)}
+			return c, usageError{fmt.Sprintf("--formats: unknown format %q", comp)}
 		}
 	}
-	progress := func(format string, a ...any) { fmt.Fprintf(stderr, "bench-read: "+format+"\n", a...) }
+	return c, nil
+}
 
-	endpoint, access, secret := f.endpoint, f.accessKey, f.secretKey
-	if endpoint == "" {
-		bin := f.minio
-		if bin == "" {
-			if bin, err = miniotest.Binary(); err != nil {
-				return err
-			}
-		}
-		progress("starting MinIO (%s)", bin)
-		sctx, cancel := context.WithTimeout(ctx, time.Minute)
-		srv, err := miniotest.Launch(sctx, bin, "")
-		cancel()
-		if err != nil {
-			return err
-		}
-		defer srv.Close()
-		if err := srv.MakeBucket(ctx, f.bucket); err != nil {
-			return err
-		}
-		endpoint, access, secret = srv.Endpoint, srv.AccessKey, srv.SecretKey
+// startStore starts MinIO with a fresh bucket, or takes --endpoint, and
+// returns the S3 config both readers use and a func that stops MinIO.
+func startStore(ctx context.Context, f benchFlags, progress func(string, ...any)) (s3store.Config, func(), error) {
+	scfg := s3store.Config{Endpoint: f.endpoint, PathStyle: true, AccessKey: f.accessKey, SecretKey: f.secretKey, MaxConns: f.concurrency + 8}
+	if f.endpoint != "" {
+		return scfg, func() {}, nil
 	}
-	scfg := s3store.Config{Endpoint: endpoint, PathStyle: true, AccessKey: access, SecretKey: secret, MaxConns: f.concurrency + 8}
+	bin := f.minio
+	if bin == "" {
+		var err error
+		if bin, err = miniotest.Binary(); err != nil {
+			return scfg, nil, err
+		}
+	}
+	progress("starting MinIO (%s)", bin)
+	sctx, cancel := context.WithTimeout(ctx, time.Minute)
+	srv, err := miniotest.Launch(sctx, bin, "")
+	cancel()
+	if err != nil {
+		return scfg, nil, err
+	}
+	if err := srv.MakeBucket(ctx, f.bucket); err != nil {
+		srv.Close()
+		return scfg, nil, err
+	}
+	scfg.Endpoint, scfg.AccessKey, scfg.SecretKey = srv.Endpoint, srv.AccessKey, srv.SecretKey
+	return scfg, func() { srv.Close() }, nil
+}
+
+// benchFormat writes the shards in one format and measures each shard
+// size on its own, then all shards together, printing a line for each; it
+// returns the ratio of the last group.
+func benchFormat(ctx context.Context, c readConfig, scfg s3store.Config, comp string, stdout, stderr io.Writer, progress func(string, ...any)) (float64, error) {
+	uri := fmt.Sprintf("s3://%s/%s", c.bucket, comp)
+	st, err := storeuri.Open(ctx, uri, scfg)
+	if err != nil {
+		return 0, err
+	}
+	progress("writing %s shards to %s", comp, uri)
+	start := time.Now()
+	m, err := writeBenchDataset(ctx, st, c.shardSizes, comp, int64(c.chunkMiB)<<20, c.sampleKiB<<10)
+	if err != nil {
+		return 0, err
+	}
+	progress("wrote %d MiB stored (%d MiB raw) in %v", m.TotalBytes()>>20, rawBytes(m)>>20, time.Since(start).Round(time.Millisecond))
+
+	reg := prometheus.NewRegistry() // for the buffer pool's counts
 	wcfg := worker.Config{
 		S3:       scfg,
-		PartSize: int64(f.partMiB) << 20, Concurrency: f.concurrency,
+		PartSize: int64(c.partMiB) << 20, Concurrency: c.concurrency,
 		MemoryCacheBytes: -1, // every pass reads the store
+		Registerer:       reg,
 	}
-
-	fmt.Fprintf(stdout, "store %s; shards %s MiB; part %d MiB; concurrency %d; chunk %d MiB; passes of >= %d MiB; GOMAXPROCS %d\n",
-		endpoint, f.sizes, f.partMiB, f.concurrency, f.chunkMiB, f.passMiB, runtime.GOMAXPROCS(0))
-	ratio := math.NaN() // printed as NaN when uncompressed shards were not measured
-	for _, comp := range formats {
-		uri := fmt.Sprintf("s3://%s/%s", f.bucket, comp)
-		st, err := storeuri.Open(ctx, uri, scfg)
-		if err != nil {
-			return err
-		}
-		progress("writing %s shards to %s", comp, uri)
-		start := time.Now()
-		m, err := writeBenchDataset(ctx, st, sizes, comp, int64(f.chunkMiB)<<20, f.sampleKiB<<10)
-		if err != nil {
-			return err
-		}
-		stored, raw := m.TotalBytes(), rawBytes(m)
-		progress("wrote %d MiB stored (%d MiB raw) in %v", stored>>20, raw>>20, time.Since(start).Round(time.Millisecond))
-
-		reg := prometheus.NewRegistry() // for the buffer pool's counts
-		wcfg.Registerer = reg
-		r, err := worker.Open(ctx, uri, wcfg, slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
-		if err != nil {
-			return err
-		}
-		// Each shard size on its own, then all shards together; the last
-		// gives the headline ratio. Every group gets one untimed pass of
-		// each reader first (heap growth, connection pool, MinIO's page
-		// cache), then reps timed passes in alternating order, so neither
-		// reader always runs on a machine warmed by the other.
-		groups := make([][]int, 0, len(sizes)+1)
-		var all []int
-		for i := range sizes {
-			groups = append(groups, []int{i})
-			all = append(all, i)
-		}
-		if len(sizes) > 1 {
-			groups = append(groups, all)
-		}
-		var counted int64 // chunk bytes the reader's passes count as read
-		for _, g := range groups {
-			label := fmt.Sprintf("%d MiB shard", sizes[g[0]]>>20)
-			if len(g) > 1 {
-				label = "all shards"
-			}
-			stored, raw := groupBytes(m, g)
-			rounds := int(max(1, (int64(f.passMiB)<<20+stored-1)/stored))
-			stored, raw = stored*int64(rounds), raw*int64(rounds)
-			p, q, rat, err := benchGroup(ctx, st, r, m, g, rounds, int64(f.partMiB)<<20, f.concurrency, f.reps,
-				func(rep int, p, q benchPass) {
-					progress("%s %s pass %d (each shard read %d times): plain GET %.0f MB/s, read path %.0f MB/s", comp, label, rep+1, rounds, p.mbps(stored), q.mbps(stored))
-				})
-			if err != nil {
-				r.Close()
-				return err
-			}
-			counted += int64(1+f.reps) * int64(rounds) * chunkBytes(m, g)
-			if comp == manifest.CompressionNone {
-				fmt.Fprintf(stdout, "uncompressed, %s: plain GET %.0f MB/s (%.0f MB/s per core of this process's CPU); read path %.0f MB/s (GET, tar parse, samples; %.0f MB/s per core); ratio %.2f\n",
-					label, p.mbps(stored), float64(stored)/1e6/p.cpu.Seconds(), q.mbps(stored), float64(raw)/1e6/q.cpu.Seconds(), rat)
-				ratio = rat
-			} else {
-				fmt.Fprintf(stdout, "zstd (%.2fx), %s: plain GET %.0f MB/s stored; read path %.0f MB/s stored = %.0f MB/s decompressed; %.0f MB/s decompressed per core of CPU used\n",
-					float64(raw)/float64(stored), label, p.mbps(stored), q.mbps(stored), q.mbps(raw), float64(raw)/1e6/q.cpu.Seconds())
-			}
-		}
-		progress("%s chunk buffers: %s", comp, bufferCounts(reg))
-		r.Close()
-		// A pass that got chunks without fetching them (a shared fetch)
-		// would be credited with bytes it did not read.
-		var fetched int64
-		for _, c := range counters(reg, "shardstream_read_bytes_total") {
-			fetched += int64(c.value)
-		}
-		if fetched < counted {
-			return fmt.Errorf("bench-read: the read path fetched %d bytes of %s shards, its passes counted %d", fetched, comp, counted)
-		}
+	r, err := worker.Open(ctx, uri, wcfg, slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	if err != nil {
+		return 0, err
 	}
-	fmt.Fprintf(stdout, "read path / plain GET (uncompressed): %.2f\n", ratio)
-	return nil
+	// Every group gets one untimed pass of each reader first (heap
+	// growth, connection pool, MinIO's page cache), then reps timed passes
+	// in alternating order, so neither reader always runs on a machine
+	// warmed by the other.
+	var ratio float64
+	var counted int64 // chunk bytes the reader's passes count as read
+	for _, g := range benchGroups(len(c.shardSizes)) {
+		label := fmt.Sprintf("%d MiB shard", c.shardSizes[g[0]]>>20)
+		if len(g) > 1 {
+			label = "all shards"
+		}
+		stored, raw := groupBytes(m, g)
+		rounds := int(max(1, (int64(c.passMiB)<<20+stored-1)/stored))
+		stored, raw = stored*int64(rounds), raw*int64(rounds)
+		p, q, rat, err := benchGroup(ctx, st, r, m, g, rounds, int64(c.partMiB)<<20, c.concurrency, c.reps,
+			func(rep int, p, q benchPass) {
+				progress("%s %s pass %d (each shard read %d times): plain GET %.0f MB/s, read path %.0f MB/s", comp, label, rep+1, rounds, p.mbps(stored), q.mbps(stored))
+			})
+		if err != nil {
+			r.Close()
+			return 0, err
+		}
+		counted += int64(1+c.reps) * int64(rounds) * chunkBytes(m, g)
+		printGroup(stdout, comp, label, p, q, stored, raw, rat)
+		ratio = rat
+	}
+	progress("%s chunk buffers: %s", comp, bufferCounts(reg))
+	r.Close()
+	// A pass that got chunks without fetching them (a shared fetch)
+	// would be credited with bytes it did not read.
+	var fetched int64
+	for _, ct := range counters(reg, "shardstream_read_bytes_total") {
+		fetched += int64(ct.value)
+	}
+	if fetched < counted {
+		return 0, fmt.Errorf("bench-read: the read path fetched %d bytes of %s shards, its passes counted %d", fetched, comp, counted)
+	}
+	return ratio, nil
+}
+
+// printGroup prints one group's figures: plain and read-path passes p and
+// q over stored bytes (raw once decompressed), and their ratio.
+func printGroup(stdout io.Writer, comp, label string, p, q benchPass, stored, raw int64, ratio float64) {
+	if comp == manifest.CompressionNone {
+		fmt.Fprintf(stdout, "uncompressed, %s: plain GET %.0f MB/s (%.0f MB/s per core of this process's CPU); read path %.0f MB/s (GET, tar parse, samples; %.0f MB/s per core); ratio %.2f\n",
+			label, p.mbps(stored), float64(stored)/1e6/p.cpu.Seconds(), q.mbps(stored), float64(raw)/1e6/q.cpu.Seconds(), ratio)
+		return
+	}
+	fmt.Fprintf(stdout, "zstd (%.2fx), %s: plain GET %.0f MB/s stored; read path %.0f MB/s stored = %.0f MB/s decompressed; %.0f MB/s decompressed per core of CPU used\n",
+		float64(raw)/float64(stored), label, p.mbps(stored), q.mbps(stored), q.mbps(raw), float64(raw)/1e6/q.cpu.Seconds())
+}
+
+// benchGroups lists the groups of shards measured: each of n shards on
+// its own, then all of them together, which gives the headline ratio.
+func benchGroups(n int) [][]int {
+	groups := make([][]int, 0, n+1)
+	var all []int
+	for i := range n {
+		groups = append(groups, []int{i})
+		all = append(all, i)
+	}
+	if n > 1 {
+		groups = append(groups, all)
+	}
+	return groups
 }
 
 // counter is one series of a counter: its first label's value, if any,

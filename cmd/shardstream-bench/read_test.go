@@ -12,7 +12,7 @@ import (
 	"github.com/shardstream/shardstream/internal/miniotest"
 )
 
-// TestBenchRead runs a tiny bench-read end to end (MinIO started by the
+// TestBenchRead runs a tiny read benchmark end to end (MinIO started by the
 // command) and checks the figures it prints and its last line.
 func TestBenchRead(t *testing.T) {
 	bin, err := miniotest.Binary()
@@ -25,7 +25,7 @@ func TestBenchRead(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var stdout, stderr bytes.Buffer
-	err = runBenchRead(ctx, []string{"--minio", bin, "--sizes", "2,3", "--chunk", "1", "--sample", "16", "--reps", "1", "--pass", "4"}, &stdout, &stderr)
+	err = runRead(ctx, []string{"--minio", bin, "--sizes", "2,3", "--chunk", "1", "--sample", "16", "--reps", "1", "--pass", "4"}, &stdout, &stderr)
 	if err != nil {
 		t.Fatalf("bench-read: %v\nstderr:\n%s", err, stderr.String())
 	}
@@ -58,7 +58,7 @@ func TestBenchRead(t *testing.T) {
 
 func TestBenchReadFlags(t *testing.T) {
 	for _, args := range [][]string{{"--sizes", "0"}, {"--sizes", "x"}, {"--reps", "0"}, {"--formats", "gzip"}} {
-		err := runBenchRead(context.Background(), args, &bytes.Buffer{}, &bytes.Buffer{})
+		err := runRead(context.Background(), args, &bytes.Buffer{}, &bytes.Buffer{})
 		if _, ok := err.(usageError); !ok {
 			t.Errorf("bench-read %q = %v, want a usage error", args, err)
 		}
