@@ -7,6 +7,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/shardstream/shardstream/manifest"
+	"github.com/shardstream/shardstream/sampler"
 )
 
 // dataset is a served dataset with what planning needs computed once.
@@ -15,7 +16,10 @@ type dataset struct {
 	manifest    *manifest.Manifest
 	chunks      ChunkReader
 	fingerprint string
-	counts      []int64
+	units       []sampler.Unit // one per chunk: what the planner permutes
+	maxChunk    int64          // the largest chunk's decoded size
+	// minUnitSamples is the fewest samples of a non-empty unit (0: none).
+	minUnitSamples int64
 }
 
 // catalog is the set of served datasets, looked up by the name a
@@ -28,12 +32,21 @@ type catalog struct {
 func newCatalog(ds []Dataset) *catalog {
 	c := &catalog{byName: make(map[string]*dataset, len(ds))}
 	for _, d := range ds {
+		units := d.Manifest.Units()
+		var minSamples int64
+		for _, u := range units {
+			if u.Samples > 0 && (minSamples == 0 || u.Samples < minSamples) {
+				minSamples = u.Samples
+			}
+		}
 		c.byName[d.Name] = &dataset{
-			name:        d.Name,
-			manifest:    d.Manifest,
-			chunks:      d.Chunks,
-			fingerprint: d.Manifest.Fingerprint(),
-			counts:      d.Manifest.SampleCounts(),
+			name:           d.Name,
+			manifest:       d.Manifest,
+			chunks:         d.Chunks,
+			fingerprint:    d.Manifest.Fingerprint(),
+			units:          units,
+			maxChunk:       d.Manifest.MaxChunkRawSize(),
+			minUnitSamples: minSamples,
 		}
 		c.names = append(c.names, d.Name)
 	}

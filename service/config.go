@@ -42,10 +42,20 @@ type Config struct {
 	// (the embedded default).
 	LoaderAddrs []string
 
-	// DefaultWindow is the shuffle window, in shards, for a JobSpec whose
-	// window is 0. Default 4: samples of 4 shards mix, while a loader only
-	// needs the chunks of about that many shards at a time.
+	// DefaultWindow is the shuffle window, in chunks, for a JobSpec whose
+	// window is 0. Default sampler.DefaultWindow (8): the smallest window
+	// whose shuffle quality is at least that of the old 4-shard window
+	// (docs/planner.md), while a stream holds about 2×8 chunks.
 	DefaultWindow int
+
+	// ChunkMemoryBytes bounds the decoded chunks that open streams hold
+	// for their coming steps, over the whole server. Each stream reserves
+	// its need when it opens — (k·W + 1) × the dataset's largest chunk,
+	// with W the job's window and k the windows one step can touch (2 for
+	// any batch smaller than a window) — and a stream whose need does not
+	// fit is refused with ResourceExhausted naming this bound. Default
+	// 4 GiB: about 30 streams of 8 MiB chunks at the default window.
+	ChunkMemoryBytes int64
 
 	// ReadaheadSteps is how many steps past the one being sent a stream
 	// fetches ahead. Default 8: enough to hide a few slow GETs, while a
@@ -99,6 +109,7 @@ const (
 	DefaultMaxWorldSize     = 1 << 16
 	DefaultMaxBatchSize     = 1 << 20
 	DefaultShutdownTimeout  = 20 * time.Second
+	DefaultChunkMemoryBytes = 4 << 30
 )
 
 // validate rejects bad combinations and fills defaults. Every error names
@@ -149,6 +160,12 @@ func (c *Config) validate() error {
 		if f.max > 0 && *f.p > f.max {
 			return fmt.Errorf("service.Config.%s: %d, want <= %d (the planner's limit)", f.name, *f.p, f.max)
 		}
+	}
+	if c.ChunkMemoryBytes < 0 {
+		return fmt.Errorf("service.Config.ChunkMemoryBytes: %d, want >= 0", c.ChunkMemoryBytes)
+	}
+	if c.ChunkMemoryBytes == 0 {
+		c.ChunkMemoryBytes = DefaultChunkMemoryBytes
 	}
 	if c.ShutdownTimeout < 0 {
 		return fmt.Errorf("service.Config.ShutdownTimeout: %v, want >= 0", c.ShutdownTimeout)

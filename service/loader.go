@@ -17,7 +17,8 @@ import (
 type loader struct {
 	pb.UnimplementedLoaderServiceServer
 	*core
-	streams chan struct{} // one token per open stream, capacity MaxStreams
+	streams  chan struct{} // one token per open stream, capacity MaxStreams
+	chunkMem *chunkMemory  // Config.ChunkMemoryBytes, reserved by open streams
 }
 
 // StreamBatches streams one rank's batches, holding one of MaxStreams
@@ -41,6 +42,12 @@ func (l *loader) StreamBatches(req *pb.StreamBatchesRequest, stream grpc.ServerS
 	if err != nil {
 		return err
 	}
+	need, why := streamNeed(rs.j.ds, rs.j.key.window, rs.j.key.batchSize)
+	if err := l.chunkMem.reserve(need, why); err != nil {
+		return err
+	}
+	defer l.chunkMem.unreserve(need)
+	rs.budget = need
 	return rs.run(stream.Context(), stream.Send)
 }
 

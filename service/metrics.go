@@ -16,6 +16,9 @@ type metrics struct {
 	chunkFetch    prometheus.Histogram
 	plansTotal    *prometheus.CounterVec
 	planCacheMiss prometheus.Counter
+
+	chunkMemLimit, chunkMemReserved, chunkMemHeld prometheus.Gauge
+	streamChunkPeak                               prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -23,6 +26,19 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	// when read-ahead keeps up and takes seconds when storage stalls.
 	buckets := prometheus.ExponentialBuckets(1e-4, 4, 10)
 	m := &metrics{
+		chunkMemLimit: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "shardstream_loader_chunk_memory_limit_bytes", Help: "Config.ChunkMemoryBytes (--chunk-memory): decoded chunk bytes open streams may hold.",
+		}),
+		chunkMemReserved: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "shardstream_loader_chunk_memory_reserved_bytes", Help: "Chunk memory reserved by open streams (each its need at open).",
+		}),
+		streamChunkPeak: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "shardstream_loader_stream_chunk_peak_bytes", Help: "The most decoded chunk bytes one stream held at once, observed when it ends.",
+			Buckets: prometheus.ExponentialBuckets(1<<20, 2, 14), // 1 MiB to 8 GiB
+		}),
+		chunkMemHeld: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "shardstream_loader_chunk_memory_held_bytes", Help: "Decoded bytes of chunks open streams hold for their coming steps.",
+		}),
 		streamsOpen: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "shardstream_loader_streams_open", Help: "StreamBatches calls being served.",
 		}),
@@ -57,6 +73,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, c := range []prometheus.Collector{
 		m.streamsOpen, m.streamsTotal, m.batchesSent, m.samplesSent, m.bytesSent,
 		m.stepWait, m.stepSend, m.chunkFetch, m.plansTotal, m.planCacheMiss,
+		m.chunkMemLimit, m.chunkMemReserved, m.chunkMemHeld, m.streamChunkPeak,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

@@ -54,7 +54,7 @@ func (c *planCache) get(j *job) (epochPlan, error) {
 
 	e.once.Do(func() {
 		c.misses()
-		e.plan, e.err = c.planner.newPlan(j.ds.counts, j.sjob, j.resume, j.key.worldSize, j.key.batchSize)
+		e.plan, e.err = c.planner.newPlan(j.ds.units, j.sjob, j.resume, j.key.worldSize, j.key.batchSize)
 		if e.err != nil {
 			e.err = planStatus(e.err)
 		}

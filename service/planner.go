@@ -17,6 +17,9 @@ type epochPlan interface {
 	Dropped() int64
 	Padded() int64
 	Batch(rank int, step int64, dst []sampler.SampleID) []sampler.SampleID
+	// LastUse appends, for each slot of Batch(rank, step), the last step
+	// at which rank's stream uses that slot's unit (chunk) again.
+	LastUse(rank int, step int64, dst []int64) []int64
 	// Token is the encoded resume token after steps [0, step).
 	Token(step int64) string
 }
@@ -24,14 +27,14 @@ type epochPlan interface {
 // planner makes plans and reads resume tokens: the one seam between the
 // services and the sampler, so tests can plan with a simple reference.
 type planner struct {
-	newPlan    func(counts []int64, job sampler.Job, resume *sampler.Token, worldSize, batchSize int) (epochPlan, error)
+	newPlan    func(units []sampler.Unit, job sampler.Job, resume *sampler.Token, worldSize, batchSize int) (epochPlan, error)
 	parseToken func(string) (sampler.Token, error)
 }
 
 // samplerPlanner is the real planner.
 var samplerPlanner = planner{
-	newPlan: func(counts []int64, job sampler.Job, resume *sampler.Token, worldSize, batchSize int) (epochPlan, error) {
-		p, err := sampler.New(counts, job, resume, worldSize, batchSize)
+	newPlan: func(units []sampler.Unit, job sampler.Job, resume *sampler.Token, worldSize, batchSize int) (epochPlan, error) {
+		p, err := sampler.New(units, job, resume, worldSize, batchSize)
 		if err != nil {
 			return nil, err
 		}

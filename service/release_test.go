@@ -110,9 +110,10 @@ func TestStreamsReleaseChunks(t *testing.T) {
 			if inUse := gathered(t, reg, "shardstream_read_buffer_bytes", ""); inUse != 0 {
 				t.Errorf("%v bytes of chunk buffers still in use after the stream ended", inUse)
 			}
-			reused := gathered(t, reg, "shardstream_read_buffers_total", "pool")
-			if tc.steps < 0 && reused == 0 {
-				t.Error("no chunk buffer was reused over a whole epoch")
+			if tc.steps < 0 { // a chunk lives to its window's end: three steps may release none
+				if reused := gathered(t, reg, "shardstream_read_buffers_total", "pool"); reused == 0 {
+					t.Error("no chunk buffer was reused over a whole epoch")
+				}
 			}
 		})
 	}

@@ -1,6 +1,7 @@
 package service
 
 import (
+	"errors"
 	"fmt"
 
 	"google.golang.org/grpc/codes"
@@ -89,10 +90,13 @@ func (s *core) resolve(spec *pb.JobSpec) (*job, error) {
 	}
 	if t := spec.GetResumeToken(); t != "" {
 		tok, err := s.planner.parseToken(t)
+		if errors.Is(err, sampler.ErrOldToken) {
+			return nil, status.Errorf(codes.FailedPrecondition, "job.resume_token: %v", err)
+		}
 		if err != nil {
 			return nil, status.Errorf(codes.InvalidArgument, "job.resume_token: %v", err)
 		}
-		if err := checkToken(tok.Job, j.sjob); err != nil {
+		if err := checkToken(tok, j.sjob); err != nil {
 			return nil, err
 		}
 		j.resume = &tok
@@ -100,25 +104,25 @@ func (s *core) resolve(spec *pb.JobSpec) (*job, error) {
 	return j, nil
 }
 
-// checkToken names the first field where a resume token's job differs
-// from the request's. The sampler checks too; this gives the API's field
-// names.
-func checkToken(tok, want sampler.Job) error {
-	var field string
-	var got, exp any
+// apiField names a sampler.Job field as the API spells it.
+var apiField = map[string]string{
+	"fingerprint": "dataset fingerprint",
+	"seed":        "job.seed",
+	"epoch":       "job.epoch",
+	"window":      "job.window",
+	"policy":      "job.last_batch",
+}
+
+// checkToken checks that a resume token belongs to the request's job,
+// naming the first field that differs as the API spells it.
+func checkToken(tok sampler.Token, want sampler.Job) error {
+	err := tok.Check(want)
+	var m *sampler.MismatchError
 	switch {
-	case tok.Fingerprint != want.Fingerprint:
-		field, got, exp = "dataset fingerprint", tok.Fingerprint, want.Fingerprint
-	case tok.Seed != want.Seed:
-		field, got, exp = "job.seed", tok.Seed, want.Seed
-	case tok.Epoch != want.Epoch:
-		field, got, exp = "job.epoch", tok.Epoch, want.Epoch
-	case tok.Window != want.Window:
-		field, got, exp = "job.window", tok.Window, want.Window
-	case tok.Policy != want.Policy:
-		field, got, exp = "job.last_batch", tok.Policy, want.Policy
-	default:
+	case err == nil:
 		return nil
+	case errors.As(err, &m):
+		return status.Errorf(codes.FailedPrecondition, "job.resume_token: %s is %v in the token, %v in the request", apiField[m.Field], m.Got, m.Want)
 	}
-	return status.Errorf(codes.FailedPrecondition, "job.resume_token: %s is %v in the token, %v in the request", field, got, exp)
+	return status.Errorf(codes.FailedPrecondition, "job.resume_token: %v", err)
 }

@@ -95,7 +95,7 @@ func newServer(cfg Config, pl planner) (*Server, error) {
 		}),
 	)
 	pb.RegisterCoordinatorServiceServer(gs, &coordinator{core: c})
-	pb.RegisterLoaderServiceServer(gs, &loader{core: c, streams: make(chan struct{}, cfg.MaxStreams)})
+	pb.RegisterLoaderServiceServer(gs, &loader{core: c, streams: make(chan struct{}, cfg.MaxStreams), chunkMem: newChunkMemory(cfg.ChunkMemoryBytes, m)})
 	hs := health.NewServer()
 	for _, name := range []string{"", pb.CoordinatorService_ServiceDesc.ServiceName, pb.LoaderService_ServiceDesc.ServiceName} {
 		hs.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)

@@ -657,7 +657,7 @@ func (p badPlan) Batch(rank int, step int64, dst []sampler.SampleID) []sampler.S
 func TestPlanNamesMissingSample(t *testing.T) {
 	leaktest.Check(t)
 	r := &fakeReader{m: testManifest(2, 10, 5)}
-	pl := planner{parseToken: parseFakeToken, newPlan: func(c []int64, j sampler.Job, tok *sampler.Token, w, b int) (epochPlan, error) {
+	pl := planner{parseToken: parseFakeToken, newPlan: func(c []sampler.Unit, j sampler.Job, tok *sampler.Token, w, b int) (epochPlan, error) {
 		p, err := newSeqPlan(c, j, tok, w, b)
 		return badPlan{p}, err
 	}}
@@ -683,7 +683,7 @@ func (p panicReader) Chunk(ctx context.Context, s, c int) (*worker.Chunk, error)
 func TestPanicsStayInTheirStream(t *testing.T) {
 	leaktest.Check(t)
 	r := &fakeReader{m: testManifest(2, 10, 5)}
-	pl := planner{parseToken: parseFakeToken, newPlan: func(c []int64, j sampler.Job, tok *sampler.Token, w, b int) (epochPlan, error) {
+	pl := planner{parseToken: parseFakeToken, newPlan: func(c []sampler.Unit, j sampler.Job, tok *sampler.Token, w, b int) (epochPlan, error) {
 		if j.Seed == 666 {
 			panic("planner bug")
 		}

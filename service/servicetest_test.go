@@ -57,10 +57,19 @@ type fakeReader struct {
 	short map[chunkKey]bool
 	// gate, when not nil, blocks every read until it is closed or ctx ends.
 	gate chan struct{}
+
+	mu    sync.Mutex
+	reads map[chunkKey]int // reads of each chunk
 }
 
 func (f *fakeReader) Chunk(ctx context.Context, s, c int) (*worker.Chunk, error) {
 	f.calls.Add(1)
+	f.mu.Lock()
+	if f.reads == nil {
+		f.reads = make(map[chunkKey]int)
+	}
+	f.reads[chunkKey{s, c}]++
+	f.mu.Unlock()
 	if f.gate != nil {
 		select {
 		case <-f.gate:
@@ -104,20 +113,24 @@ func (f *fakeReader) waitRead(t *testing.T, ctx context.Context) {
 // seqPlan is a simple reference plan: samples in storage order, dealt out
 // step by step, rank by rank; the tail that does not fill a step is
 // dropped. Its tokens are "fake:<fingerprint>:<seed>:<epoch>:<window>:<policy>:<step>".
+// Its LastUse is exact, computed by walking the whole plan once.
 type seqPlan struct {
 	job         sampler.Job
 	ids         []sampler.SampleID
+	unit        []int // unit[i]: the unit of ids[i]
 	world, bs   int
 	offset      int64 // steps consumed before the resume point
 	steps       int64
+	last        map[[2]int]int64 // {rank, unit}: the last step rank uses unit
 	batchCalled atomic.Int64
 }
 
-func newSeqPlan(counts []int64, job sampler.Job, resume *sampler.Token, world, bs int) (epochPlan, error) {
-	p := &seqPlan{job: job, world: world, bs: bs}
-	for s, n := range counts {
-		for i := range n {
-			p.ids = append(p.ids, sampler.SampleID{Shard: int64(s), Index: i})
+func newSeqPlan(units []sampler.Unit, job sampler.Job, resume *sampler.Token, world, bs int) (epochPlan, error) {
+	p := &seqPlan{job: job, world: world, bs: bs, last: make(map[[2]int]int64)}
+	for u, un := range units {
+		for i := range un.Samples {
+			p.ids = append(p.ids, sampler.SampleID{Shard: un.Shard, Index: un.First + i})
+			p.unit = append(p.unit, u)
 		}
 	}
 	if resume != nil && len(resume.Segments) > 0 {
@@ -127,7 +140,19 @@ func newSeqPlan(counts []int64, job sampler.Job, resume *sampler.Token, world, b
 	if p.steps < 0 {
 		return nil, fmt.Errorf("%w: token past the end", sampler.ErrInvalid)
 	}
+	for step := range p.steps {
+		for r := range world {
+			first := p.first(r, step)
+			for i := range int64(bs) {
+				p.last[[2]int{r, p.unit[first+i]}] = step
+			}
+		}
+	}
 	return p, nil
+}
+
+func (p *seqPlan) first(rank int, step int64) int64 {
+	return ((p.offset+step)*int64(p.world) + int64(rank)) * int64(p.bs)
 }
 
 func (p *seqPlan) Steps() int64   { return p.steps }
@@ -136,8 +161,15 @@ func (p *seqPlan) Dropped() int64 { return int64(len(p.ids)) % int64(p.world*p.b
 func (p *seqPlan) Padded() int64  { return 0 }
 func (p *seqPlan) Batch(rank int, step int64, dst []sampler.SampleID) []sampler.SampleID {
 	p.batchCalled.Add(1)
-	first := ((p.offset+step)*int64(p.world) + int64(rank)) * int64(p.bs)
+	first := p.first(rank, step)
 	return append(dst, p.ids[first:first+int64(p.bs)]...)
+}
+func (p *seqPlan) LastUse(rank int, step int64, dst []int64) []int64 {
+	first := p.first(rank, step)
+	for i := range int64(p.bs) {
+		dst = append(dst, p.last[[2]int{rank, p.unit[first+i]}])
+	}
+	return dst
 }
 func (p *seqPlan) Token(step int64) string {
 	j := p.job

@@ -4,6 +4,7 @@ import (
 	"context"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -18,22 +19,34 @@ import (
 // rankStream is one StreamBatches call once its request is valid: rank's
 // batches for steps [from, end) of plan, sent in order.
 //
-// Two parts share it. The producer, a goroutine, plans steps, starts their
-// chunk fetches (at most FetchConcurrency at a time) and queues the steps;
-// the queue holds at most ReadaheadSteps of them, so a client that reads
-// slowly blocks Send, the queue fills and the read-ahead stops. The
-// consumer, the handler's goroutine, takes steps off the queue in order,
-// waits for their chunks, assembles and sends each batch and releases its
-// chunks. A stream holds at most ReadaheadSteps+2 steps of chunks: the
-// queue's, the producer's unqueued one and the consumer's.
+// Two parts share it. The producer, a goroutine, plans steps, starts the
+// fetches of the chunks they need and queues the steps; the queue holds at
+// most ReadaheadSteps of them, so a client that reads slowly blocks Send,
+// the queue fills and the read-ahead stops. The consumer, the handler's
+// goroutine, takes steps off the queue in order, waits for their chunks,
+// assembles and sends each batch and releases the chunks no later step
+// needs.
+//
+// Chunk lifetimes come from the plan: the plan's LastUse says, for every
+// sample, the last step of this stream that uses its chunk. The producer
+// fetches a chunk once, at its first use, keeps it in held until the step
+// of its last use is planned, then hands it to that step, whose consumer
+// releases it once the batch is sent. So each chunk is read once per epoch
+// and rank (the Pad policy's repeated samples in the last step excepted),
+// and a stream holds the chunks of about the windows its current and
+// read-ahead steps touch. Their decoded bytes count against budget, the
+// stream's share of Config.ChunkMemoryBytes reserved when it opened; the
+// producer starts no fetch past it while the consumer has queued steps to
+// send (it always may for the step the consumer waits on, so a stream
+// never deadlocks on its own budget).
 //
 // Invariants:
 //   - run owns every goroutine it starts (the producer and each fetch) and
 //     waits for them all before it returns;
-//   - every chunk is released exactly once: by the consumer after Send
-//     returns (grpc-go has marshalled the message by then, and newServer
-//     installs no stats handler that reads messages later), or by run
-//     after every goroutine ended, on any other exit path;
+//   - every chunk is released exactly once: by the consumer after Send of
+//     its last step returns (grpc-go has marshalled the message by then,
+//     and newServer installs no stats handler that reads messages later),
+//     or by run after every goroutine ended, on any other exit path;
 //   - errors, of planning or reading, arrive in step order: a step carries
 //     its own and the consumer returns it when the step's turn comes.
 type rankStream struct {
@@ -42,10 +55,16 @@ type rankStream struct {
 	plan      epochPlan
 	rank      int
 	from, end int64
+	budget    int64 // decoded chunk bytes this stream may hold: its reservation
 
 	wg    sync.WaitGroup    // the producer and every fetch
 	queue chan *pendingStep // planned steps, fetches started; the producer closes it
 	sem   chan struct{}     // one token per fetch in flight
+	freed chan struct{}     // the consumer took a step or released chunks (capacity 1)
+
+	held      map[chunkKey]*fetch // the producer's: fetched chunks a later step still needs
+	heldBytes atomic.Int64        // decoded bytes of chunks fetched and not released
+	peak      int64               // the producer's: the most heldBytes reached
 
 	building *pendingStep // the producer's: planned, not queued yet
 	sending  *pendingStep // the consumer's: taken off the queue, not released yet
@@ -54,11 +73,15 @@ type rankStream struct {
 // chunkKey names one chunk of one shard.
 type chunkKey struct{ shard, chunk int }
 
-// fetch is one chunk read; chunk and err are written before done closes.
+// fetch is one chunk read, shared by every step that uses the chunk; chunk
+// and err are written before done closes.
 type fetch struct {
-	done  chan struct{}
-	chunk *worker.Chunk
-	err   error
+	size     int64 // decoded size, counted against the stream's budget
+	last     int64 // the last step that uses the chunk
+	done     chan struct{}
+	chunk    *worker.Chunk
+	err      error
+	released bool // the consumer's, or run's once every goroutine ended
 }
 
 // pendingStep is one planned step on its way to the client.
@@ -66,8 +89,10 @@ type pendingStep struct {
 	step    int64
 	ids     []sampler.SampleID
 	keys    []chunkKey // the chunks ids need, in order of first use
+	last    []int64    // last[i]: the last step that uses keys[i]
 	err     error      // planning failed: the step has no chunks, and the stream ends with err at its turn
 	fetches map[chunkKey]*fetch
+	expire  []*fetch // the chunks whose last use is this step: released once it is sent
 }
 
 // run sends the stream's batches until the last one is sent, a step fails
@@ -76,14 +101,20 @@ func (s *rankStream) run(ctx context.Context, send func(*pb.StreamBatchesRespons
 	ctx, cancel := context.WithCancel(ctx)
 	s.queue = make(chan *pendingStep, s.l.cfg.ReadaheadSteps)
 	s.sem = make(chan struct{}, s.l.cfg.FetchConcurrency)
+	s.freed = make(chan struct{}, 1)
+	s.held = make(map[chunkKey]*fetch)
 	defer func() {
 		cancel()
 		s.wg.Wait() // no fetch is running: every chunk can be released
-		s.building.release()
-		s.sending.release()
-		for ps := range s.queue { // closed by the producer
-			ps.release()
+		for _, f := range s.held {
+			s.release(f)
 		}
+		s.releaseStep(s.building)
+		s.releaseStep(s.sending)
+		for ps := range s.queue { // closed by the producer
+			s.releaseStep(ps)
+		}
+		s.l.metrics.streamChunkPeak.Observe(float64(s.peak))
 	}()
 	s.wg.Add(1)
 	go func() {
@@ -113,54 +144,94 @@ func (s *rankStream) produce(ctx context.Context) {
 	}
 }
 
-// planStep plans step's batch and the chunks it needs. A step that cannot
-// be planned carries its error instead.
+// planStep plans step's batch, the chunks it needs and their last uses. A
+// step that cannot be planned carries its error instead.
 func (s *rankStream) planStep(step int64) *pendingStep {
 	ps := &pendingStep{step: step}
-	ps.ids, ps.keys, ps.err = s.planBatch(step)
+	ps.ids, ps.keys, ps.last, ps.err = s.planBatch(step)
 	return ps
 }
 
-// planBatch returns step's samples and the chunks they are in, in order of
-// first use.
-func (s *rankStream) planBatch(step int64) (ids []sampler.SampleID, keys []chunkKey, err error) {
+// planBatch returns step's samples, the chunks they are in (in order of
+// first use) and the last step that uses each chunk.
+func (s *rankStream) planBatch(step int64) (ids []sampler.SampleID, keys []chunkKey, last []int64, err error) {
 	defer func() { // the producer goroutine is outside the recovery interceptor's reach
 		if v := recover(); v != nil {
 			s.l.cfg.Logger.Error("panic planning a step", "plan", s.j.key, "rank", s.rank, "step", step, "panic", v, "stack", string(debug.Stack()))
-			ids, keys, err = nil, nil, status.Errorf(codes.Internal, "plan rank %d: internal error: %v", s.rank, v)
+			ids, keys, last, err = nil, nil, nil, status.Errorf(codes.Internal, "plan rank %d: internal error: %v", s.rank, v)
 		}
 	}()
 	ids = s.plan.Batch(s.rank, step, nil)
+	uses := s.plan.LastUse(s.rank, step, nil)
 	shards := s.j.ds.manifest.Shards
-	seen := make(map[chunkKey]bool)
-	for _, id := range ids {
+	index := make(map[chunkKey]int)
+	for i, id := range ids {
 		if id.Shard < 0 || id.Shard >= int64(len(shards)) || id.Index < 0 || id.Index >= shards[id.Shard].Samples {
-			return nil, nil, status.Errorf(codes.Internal, "plan names sample %d of shard %d, which the manifest of %d shards lacks", id.Index, id.Shard, len(shards))
+			return nil, nil, nil, status.Errorf(codes.Internal, "plan names sample %d of shard %d, which the manifest of %d shards lacks", id.Index, id.Shard, len(shards))
+		}
+		if uses[i] < step || uses[i] >= s.plan.Steps() {
+			return nil, nil, nil, status.Errorf(codes.Internal, "plan says sample %d of shard %d at step %d is last used at step %d", id.Index, id.Shard, step, uses[i])
 		}
 		k := chunkKey{int(id.Shard), shards[id.Shard].ChunkOf(id.Index)}
-		if !seen[k] {
-			seen[k] = true
-			keys = append(keys, k)
+		if j, ok := index[k]; ok {
+			last[j] = max(last[j], uses[i])
+			continue
 		}
+		index[k] = len(keys)
+		keys = append(keys, k)
+		last = append(last, uses[i])
 	}
-	return ids, keys, nil
+	return ids, keys, last, nil
 }
 
-// startFetches starts reading ps's chunks in order, each once a fetch slot
-// is free. It returns false when ctx ended first; ps.fetches holds the
-// fetches started either way.
+// startFetches gives ps its chunks: those a planned step already fetched,
+// and fetches it starts in order for the others, each once there is room
+// in the budget and a free fetch slot. Then it hands ps the chunks whose
+// last use ps is. It returns false when ctx ended first; every fetch
+// started is in s.held or ps.expire either way.
 func (s *rankStream) startFetches(ctx context.Context, ps *pendingStep) bool {
 	ps.fetches = make(map[chunkKey]*fetch, len(ps.keys))
+	for i, k := range ps.keys {
+		f := s.held[k]
+		if f == nil {
+			size := s.j.ds.manifest.Shards[k.shard].Chunks[k.chunk].RawSize
+			if !s.waitRoom(ctx, size) {
+				return false
+			}
+			select {
+			case s.sem <- struct{}{}:
+			case <-ctx.Done():
+				return false
+			}
+			f = &fetch{size: size, last: ps.step, done: make(chan struct{})}
+			s.held[k] = f
+			s.peak = max(s.peak, s.heldBytes.Add(size))
+			s.l.chunkMem.hold(size)
+			s.wg.Add(1)
+			go s.fetch(ctx, k, f)
+		}
+		f.last = max(f.last, ps.last[i], ps.step)
+		ps.fetches[k] = f
+	}
 	for _, k := range ps.keys {
+		if f := s.held[k]; f != nil && f.last <= ps.step {
+			ps.expire = append(ps.expire, f)
+			delete(s.held, k)
+		}
+	}
+	return true
+}
+
+// waitRoom waits until a chunk of size bytes fits the stream's budget, or
+// the consumer has no queued step to send: then the step being built is
+// the one it waits for, and it gets its chunks whatever the budget.
+func (s *rankStream) waitRoom(ctx context.Context, size int64) bool {
+	for s.heldBytes.Load()+size > s.budget && len(s.queue) > 0 {
 		select {
-		case s.sem <- struct{}{}:
+		case <-s.freed:
 		case <-ctx.Done():
 			return false
 		}
-		f := &fetch{done: make(chan struct{})}
-		ps.fetches[k] = f
-		s.wg.Add(1)
-		go s.fetch(ctx, k, f)
 	}
 	return true
 }
@@ -199,6 +270,7 @@ func (s *rankStream) next(ctx context.Context) (*pendingStep, error) {
 		return nil, status.FromContextError(context.Cause(ctx)).Err()
 	}
 	s.sending = ps
+	s.signalFreed() // the queue shrank: the producer may be waiting on it
 	for _, f := range ps.fetches {
 		select {
 		case <-f.done:
@@ -223,7 +295,7 @@ func (s *rankStream) sendStep(ps *pendingStep, send func(*pb.StreamBatchesRespon
 		return err // already a status: the stream's context ended or the transport failed
 	}
 	s.sending = nil
-	ps.release()
+	s.releaseStep(ps)
 	m := s.l.metrics
 	m.stepSend.Observe(time.Since(start).Seconds())
 	m.batchesSent.Inc()
@@ -271,16 +343,39 @@ func (s *rankStream) assemble(ps *pendingStep) (*pb.Batch, error) {
 	}, nil
 }
 
-// release gives back ps's chunks: their buffers go back to the read path's
-// pool. Only once none of its fetches is running: after its batch is sent
-// (its chunks were all read), or after every goroutine of the stream ended.
-func (ps *pendingStep) release() {
+// releaseStep releases the chunks whose last use is ps: after its batch is
+// sent (its chunks were all read), or after every goroutine of the stream
+// ended.
+func (s *rankStream) releaseStep(ps *pendingStep) {
 	if ps == nil {
 		return
 	}
-	for _, f := range ps.fetches {
-		f.chunk.Release()
-		f.chunk = nil
+	for _, f := range ps.expire {
+		s.release(f)
+	}
+	ps.expire = nil
+}
+
+// release gives back f's chunk: its buffer goes back to the read path's
+// pool, and its bytes to the stream's budget.
+func (s *rankStream) release(f *fetch) {
+	if f.released {
+		return
+	}
+	f.released = true
+	f.chunk.Release()
+	f.chunk = nil
+	s.heldBytes.Add(-f.size)
+	s.l.chunkMem.unhold(f.size)
+	s.signalFreed()
+}
+
+// signalFreed wakes a producer waiting for room; a pending signal is
+// enough, so it never blocks.
+func (s *rankStream) signalFreed() {
+	select {
+	case s.freed <- struct{}{}:
+	default:
 	}
 }
 
