@@ -54,27 +54,16 @@ type Decoder struct {
 	MaxRawSize int64
 
 	once sync.Once
-	zd   *zstd.Decoder
+	zd   *zstd.Decoder // DecodeAll output limited to cap(dst)
 	err  error
-
-	cappedOnce sync.Once
-	capped     *zstd.Decoder // DecodeAll output limited to cap(dst)
-	cappedErr  error
 }
 
 func (d *Decoder) zstd() (*zstd.Decoder, error) {
 	d.once.Do(func() {
-		d.zd, d.err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(uint64(d.maxRawSize())))
-	})
-	return d.zd, d.err
-}
-
-func (d *Decoder) zstdCapped() (*zstd.Decoder, error) {
-	d.cappedOnce.Do(func() {
-		d.capped, d.cappedErr = zstd.NewReader(nil, zstd.WithDecoderConcurrency(0),
+		d.zd, d.err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(0),
 			zstd.WithDecoderMaxMemory(uint64(d.maxRawSize())), zstd.WithDecodeAllCapLimit(true))
 	})
-	return d.capped, d.cappedErr
+	return d.zd, d.err
 }
 
 func (d *Decoder) maxRawSize() int64 {
@@ -84,14 +73,30 @@ func (d *Decoder) maxRawSize() int64 {
 	return d.MaxRawSize
 }
 
-// DecompressChunk returns the decompressed bytes of a chunk the manifest
-// says holds rawSize bytes, in one buffer of exactly that size. A chunk
-// that decodes to any other size is a *FormatError, and one that would
-// decode to more stops there: a corrupt frame header or manifest cannot
-// make it allocate more than rawSize (itself at most MaxRawSize). Plain
-// tar chunks are returned as they are (raw itself) when their size is
-// rawSize.
-func (d *Decoder) DecompressChunk(raw []byte, compression string, rawSize int64) ([]byte, error) {
+// Decode decodes the chunk c of a shard from its stored bytes raw: exactly
+// c.Samples samples from exactly c.RawSize decompressed bytes. It is the
+// one way to decode a chunk the manifest describes.
+//
+// Field data alias raw (plain tar) or the decompressed buffer (zstd):
+// dst's array when cap(dst) >= c.RawSize, so that a caller can pass a
+// pooled buffer and knows what the samples hold on to; otherwise one new
+// buffer of exactly c.RawSize bytes.
+//
+// A chunk that decodes to any size but c.RawSize is a *FormatError, and
+// one that would decode to more stops there: a corrupt frame header or
+// manifest cannot make it allocate more than c.RawSize (itself at most
+// MaxRawSize).
+func (d *Decoder) Decode(dst, raw []byte, compression string, c manifest.Chunk) ([]Sample, error) {
+	buf, err := d.decompress(dst, raw, compression, c.RawSize)
+	if err != nil {
+		return nil, err
+	}
+	return ParseTar(buf, c.FirstSample, c.Samples)
+}
+
+// decompress returns the rawSize decompressed bytes of a chunk (see
+// Decode): raw itself for plain tar.
+func (d *Decoder) decompress(dst, raw []byte, compression string, rawSize int64) ([]byte, error) {
 	if rawSize < 0 || rawSize > d.maxRawSize() {
 		return nil, &FormatError{Offset: 0, Msg: fmt.Sprintf("chunk of %d raw bytes (limit %d)", rawSize, d.maxRawSize())}
 	}
@@ -102,11 +107,14 @@ func (d *Decoder) DecompressChunk(raw []byte, compression string, rawSize int64)
 		}
 		return raw, nil
 	case manifest.CompressionZstd:
-		zd, err := d.zstdCapped()
+		zd, err := d.zstd()
 		if err != nil {
 			return nil, err
 		}
-		out, err := zd.DecodeAll(raw, make([]byte, 0, rawSize))
+		if int64(cap(dst)) < rawSize {
+			dst = make([]byte, 0, rawSize)
+		}
+		out, err := zd.DecodeAll(raw, dst[:0:rawSize]) // the cap limit: rawSize
 		if errors.Is(err, zstd.ErrDecoderSizeExceeded) {
 			return nil, &FormatError{Offset: 0, Msg: fmt.Sprintf("zstd chunk decodes to more than the %d bytes the manifest says", rawSize)}
 		}
@@ -119,73 +127,6 @@ func (d *Decoder) DecompressChunk(raw []byte, compression string, rawSize int64)
 		return out, nil
 	default:
 		return nil, fmt.Errorf("wds: unknown compression %q", compression)
-	}
-}
-
-// Decode decodes the chunk c of a shard from its stored bytes: exactly
-// c.Samples samples from exactly c.RawSize decompressed bytes (see
-// DecompressChunk). Field data alias raw (plain tar) or the one
-// decompressed buffer (zstd).
-func (d *Decoder) Decode(raw []byte, compression string, c manifest.Chunk) ([]Sample, error) {
-	buf, err := d.DecompressChunk(raw, compression, c.RawSize)
-	if err != nil {
-		return nil, err
-	}
-	return ParseTar(buf, c.FirstSample, c.Samples)
-}
-
-// Decompress returns a chunk's decompressed bytes: raw itself for plain
-// tar, the decoded frames for zstd. dst, if it has room, receives them;
-// zstd output is bounded only by MaxRawSize (a frame header claiming 3 GiB
-// makes it allocate 3 GiB). Readers that know the chunk's RawSize use
-// DecompressChunk, which allocates only that.
-func (d *Decoder) Decompress(raw []byte, compression string, dst []byte) ([]byte, error) {
-	switch compression {
-	case manifest.CompressionNone, "":
-		return raw, nil
-	case manifest.CompressionZstd:
-		zd, err := d.zstd()
-		if err != nil {
-			return nil, err
-		}
-		out, err := zd.DecodeAll(raw, dst[:0])
-		if err != nil {
-			return nil, &FormatError{Offset: 0, Msg: "zstd: " + err.Error()}
-		}
-		return out, nil
-	default:
-		return nil, fmt.Errorf("wds: unknown compression %q", compression)
-	}
-}
-
-// DecodeChunk decodes one chunk's stored bytes into exactly want samples.
-// firstSample is the shard index of the chunk's first sample, used in
-// errors. Field data of plain tar chunks alias raw (no copy); of zstd
-// chunks, the decompressed buffer.
-func (d *Decoder) DecodeChunk(raw []byte, compression string, firstSample, want int64) ([]Sample, error) {
-	buf, err := d.Decompress(raw, compression, nil)
-	if err != nil {
-		return nil, err
-	}
-	return ParseTar(buf, firstSample, want)
-}
-
-// DecodeChunk decodes one chunk with a decoder made for this call; code
-// that decodes many chunks keeps a Decoder instead.
-func DecodeChunk(raw []byte, compression string, firstSample, want int64) ([]Sample, error) {
-	var d Decoder
-	s, err := d.DecodeChunk(raw, compression, firstSample, want)
-	d.close()
-	return s, err
-}
-
-// close releases the zstd decoders of a Decoder that is done.
-func (d *Decoder) close() {
-	if d.zd != nil {
-		d.zd.Close()
-	}
-	if d.capped != nil {
-		d.capped.Close()
 	}
 }
 

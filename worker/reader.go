@@ -219,29 +219,20 @@ func (r *Reader) buffer(n int) []byte {
 
 // decode turns a chunk's stored bytes (raw, a pool buffer) into samples and
 // returns the pool buffer their bytes alias: raw itself for plain tar; for
-// zstd, a second pool buffer of the manifest's RawSize, raw going back to
-// the pool at once. owner is nil if the bytes are in no pool buffer (a
-// zstd chunk larger than the manifest says); on error the caller puts it
-// back.
+// zstd, a second pool buffer of the manifest's RawSize (wds.Decode bounds
+// the output by it), raw going back to the pool at once. On error the
+// caller puts owner back.
 func (r *Reader) decode(raw []byte, compression string, mc manifest.Chunk) (samples []Sample, owner []byte, err error) {
 	if compression != manifest.CompressionZstd {
-		samples, err = wds.ParseTar(raw, mc.FirstSample, mc.Samples)
+		samples, err = r.dec.Decode(nil, raw, compression, mc)
 		return samples, raw, err
 	}
 	var dst []byte
 	if mc.RawSize <= wds.DefaultMaxRawSize {
-		dst = r.buffer(int(mc.RawSize))[:0] // the manifest is only a hint: DecodeAll grows it if short
+		dst = r.buffer(int(mc.RawSize)) // larger: Decode fails before using it
 	}
-	out, err := r.dec.Decompress(raw, compression, dst)
+	samples, err = r.dec.Decode(dst, raw, compression, mc)
 	r.pool.put(raw)
-	if cap(dst) > 0 && (cap(out) == 0 || &out[:1][0] != &dst[:1][0]) {
-		r.pool.put(dst) // not used: DecodeAll failed or grew its own buffer
-		dst = nil
-	}
-	if err != nil {
-		return nil, dst, err
-	}
-	samples, err = wds.ParseTar(out, mc.FirstSample, mc.Samples)
 	return samples, dst, err
 }
 
