@@ -60,8 +60,7 @@ type Decoder struct {
 
 func (d *Decoder) zstd() (*zstd.Decoder, error) {
 	d.once.Do(func() {
-		d.zd, d.err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(0),
-			zstd.WithDecoderMaxMemory(uint64(d.maxRawSize())), zstd.WithDecodeAllCapLimit(true))
+		d.zd, d.err = newZstdDecoder(nil, 0, d.maxRawSize())
 	})
 	return d.zd, d.err
 }

@@ -134,7 +134,7 @@ func indexZstd(ctx context.Context, st store.Store, sh *manifest.Shard, chunkSiz
 		return err
 	}
 	defer rc.Close()
-	zr, err := zstd.NewReader(rc, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(DefaultMaxRawSize))
+	zr, err := newZstdDecoder(rc, 1, DefaultMaxRawSize)
 	if err != nil {
 		return err
 	}
@@ -162,8 +162,7 @@ func indexFrames(ctx context.Context, st store.Store, sh *manifest.Shard, frames
 		return false, err
 	}
 	defer rc.Close()
-	zd, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1),
-		zstd.WithDecoderMaxMemory(DefaultMaxRawSize), zstd.WithDecodeAllCapLimit(true))
+	zd, err := newZstdDecoder(nil, 1, DefaultMaxRawSize)
 	if err != nil {
 		return false, err
 	}
