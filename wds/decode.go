@@ -150,15 +150,77 @@ func ParseTar(buf []byte, firstSample, want int64) ([]Sample, error) {
 	return g.finish(int64(len(buf)))
 }
 
-// grouper collects tar entries into samples: consecutive entries with the
-// same key are one sample's fields.
+// sampleRules are the rules that group tar entries into samples. ParseTar
+// (through grouper) and the index's streaming scan (scanTar) both apply
+// them, so that the index cuts chunks where the decoder finds samples:
+//
+//   - only regular entries count (countable); a sparse one is an error;
+//   - SplitName gives an entry's sample key and field name;
+//   - consecutive entries with the same key are one sample's fields, and
+//     a field twice in one sample is an error;
+//   - with want >= 0, more or fewer than want samples is an error.
+type sampleRules struct {
+	first, want int64 // shard index of the first sample (for errors); want < 0: any number
+	n           int64 // samples started
+	key         string
+	fields      []string // of the sample being read
+}
+
+func newSampleRules(firstSample, want int64) sampleRules {
+	return sampleRules{first: firstSample, want: want}
+}
+
+// countable reports whether an entry archive/tar read (its data at pos)
+// is a sample's field; a sparse file is an error.
+func (r *sampleRules) countable(h *tar.Header, pos int64) (bool, error) {
+	if !regular(h) {
+		return false, nil
+	}
+	if sparse(h) {
+		return false, &FormatError{Offset: pos, Msg: fmt.Sprintf("tar entry %q is a sparse file (unsupported)", h.Name)}
+	}
+	return true, nil
+}
+
+// add files a regular entry (its data at pos) under its sample: it
+// returns the entry's key and field, and whether the entry starts a new
+// sample.
+func (r *sampleRules) add(name string, pos int64) (key, field string, start bool, err error) {
+	key, field = SplitName(name)
+	if r.n > 0 && key == r.key {
+		for _, f := range r.fields {
+			if f == field {
+				return "", "", false, &FormatError{Offset: pos, Msg: fmt.Sprintf("sample %d (%q) has field %q twice", r.first+r.n-1, key, field)}
+			}
+		}
+		r.fields = append(r.fields, field)
+		return key, field, false, nil
+	}
+	if r.want >= 0 && r.n >= r.want {
+		return "", "", false, &FormatError{Offset: pos, Msg: fmt.Sprintf("more than the %d samples the manifest lists (sample %q)", r.want, key)}
+	}
+	r.n++
+	r.key, r.fields = key, append(r.fields[:0], field)
+	return key, field, true, nil
+}
+
+// finish checks the number of samples at the end of the entries.
+func (r *sampleRules) finish(end int64) error {
+	if r.want >= 0 && r.n != r.want {
+		return &FormatError{Offset: end, Msg: fmt.Sprintf("%d samples, the manifest lists %d", r.n, r.want)}
+	}
+	return nil
+}
+
+// grouper collects the entries of a chunk in memory into samples, by
+// sampleRules, their field data aliasing the chunk.
 type grouper struct {
-	first, want int64
-	out         []Sample
+	rules sampleRules
+	out   []Sample
 }
 
 func newGrouper(firstSample, want int64) *grouper {
-	g := &grouper{first: firstSample, want: want}
+	g := &grouper{rules: newSampleRules(firstSample, want)}
 	if want > 0 && want < 1<<16 {
 		g.out = make([]Sample, 0, want)
 	}
@@ -168,27 +230,22 @@ func newGrouper(firstSample, want int64) *grouper {
 // add files a regular entry's data (at offset pos of the chunk) under its
 // sample.
 func (g *grouper) add(name string, data []byte, pos int64) error {
-	key, field := SplitName(name)
-	if n := len(g.out); n > 0 && g.out[n-1].Key == key {
-		s := &g.out[n-1]
-		for _, f := range s.Fields {
-			if f.Name == field {
-				return &FormatError{Offset: pos, Msg: fmt.Sprintf("sample %d (%q) has field %q twice", g.first+int64(n-1), key, field)}
-			}
-		}
-		s.Fields = append(s.Fields, Field{Name: field, Data: data})
+	key, field, start, err := g.rules.add(name, pos)
+	if err != nil {
+		return err
+	}
+	if start {
+		g.out = append(g.out, Sample{Key: key, Fields: []Field{{Name: field, Data: data}}})
 		return nil
 	}
-	if g.want >= 0 && int64(len(g.out)) >= g.want {
-		return &FormatError{Offset: pos, Msg: fmt.Sprintf("more than the %d samples the manifest lists (sample %q)", g.want, key)}
-	}
-	g.out = append(g.out, Sample{Key: key, Fields: []Field{{Name: field, Data: data}}})
+	s := &g.out[len(g.out)-1]
+	s.Fields = append(s.Fields, Field{Name: field, Data: data})
 	return nil
 }
 
 func (g *grouper) finish(end int64) ([]Sample, error) {
-	if g.want >= 0 && int64(len(g.out)) != g.want {
-		return nil, &FormatError{Offset: end, Msg: fmt.Sprintf("%d samples, the manifest lists %d", len(g.out), g.want)}
+	if err := g.rules.finish(end); err != nil {
+		return nil, err
 	}
 	return g.out, nil
 }
@@ -209,7 +266,7 @@ func (g *grouper) archive(buf []byte, start int64) error {
 			return nil
 		}
 		if err != nil {
-			return &FormatError{Offset: next, Msg: fmt.Sprintf("tar header after sample %d: %v", g.first+int64(len(g.out)), err)}
+			return &FormatError{Offset: next, Msg: fmt.Sprintf("tar header after sample %d: %v", g.rules.first+g.rules.n, err)}
 		}
 		// After Next the reader sits at the entry's data; the following
 		// Next seeks past it, so data is sliced without a copy.
@@ -219,11 +276,11 @@ func (g *grouper) archive(buf []byte, start int64) error {
 			return &FormatError{Offset: pos, Msg: fmt.Sprintf("tar entry %q of %d bytes runs past the chunk end %d", h.Name, size, len(buf))}
 		}
 		next = pos + padded(size)
-		if !regular(h) {
+		if ok, err := g.rules.countable(h, pos); !ok {
+			if err != nil {
+				return err
+			}
 			continue
-		}
-		if sparse(h) {
-			return &FormatError{Offset: pos, Msg: fmt.Sprintf("tar entry %q is a sparse file (unsupported)", h.Name)}
 		}
 		if err := g.add(h.Name, buf[pos:pos+h.Size:pos+h.Size], pos); err != nil {
 			return err
