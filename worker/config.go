@@ -71,9 +71,6 @@ type Config struct {
 	// MaxManifestBytes bounds the manifest read. Default 1 GiB (a manifest
 	// of millions of shards is hundreds of MiB).
 	MaxManifestBytes int64
-	// PrefetchConcurrency bounds the Prefetch calls running at once; more
-	// are dropped. Default Concurrency.
-	PrefetchConcurrency int
 
 	// Registerer receives the Reader's metrics; nil registers none.
 	// Readers sharing one Registerer share the collectors.
@@ -82,7 +79,7 @@ type Config struct {
 
 func (c *Config) validate() error {
 	if c.PartSize < 0 || c.Concurrency < 0 || c.MaxAttempts < 0 || c.RetryBase < 0 || c.RetryMax < 0 ||
-		c.PartTimeout < 0 || c.FetchBufferBytes < 0 || c.CacheBytes < 0 || c.MaxManifestBytes < 0 || c.PrefetchConcurrency < 0 {
+		c.PartTimeout < 0 || c.FetchBufferBytes < 0 || c.CacheBytes < 0 || c.MaxManifestBytes < 0 {
 		return errors.New("worker: negative Config value")
 	}
 	def := func(v *int64, d int64) {
@@ -113,9 +110,6 @@ func (c *Config) validate() error {
 	}
 	if c.PartTimeout == 0 {
 		c.PartTimeout = 30 * time.Second
-	}
-	if c.PrefetchConcurrency == 0 {
-		c.PrefetchConcurrency = c.Concurrency
 	}
 	return nil
 }

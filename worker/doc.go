@@ -29,7 +29,7 @@
 //
 // # Errors
 //
-// Every error of Open, Chunk and Prefetch is a *Error naming the shard,
+// Every error of Open and Chunk is a *Error naming the shard,
 // its path and the byte offset, with a Kind the service maps to a gRPC
 // code:
 //

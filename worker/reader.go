@@ -33,22 +33,15 @@ type Reader struct {
 	man   *manifest.Manifest
 	m     *metrics
 
-	gets     *weighted // GET slots
-	buffers  *weighted // fetch buffer bytes
-	prefetch *weighted // Prefetch goroutines
-	cache    *chunkCache
-	pool     *bufPool
-	disk     *diskCache // nil without CacheDir
-	dec      wds.Decoder
+	gets    *weighted // GET slots
+	buffers *weighted // fetch buffer bytes
+	cache   *chunkCache
+	pool    *bufPool
+	disk    *diskCache // nil without CacheDir
+	dec     wds.Decoder
 
 	checkMu sync.Mutex
 	checked map[int]bool // shards whose object matched the manifest
-
-	mu         sync.Mutex // guards closed, prefetches and wg.Add
-	closed     bool
-	prefetchN  uint64
-	prefetches map[uint64]context.CancelFunc // running, for Close to stop
-	wg         sync.WaitGroup                // prefetch goroutines
 }
 
 // Open opens the dataset at uri (a local directory, file://, or
@@ -74,19 +67,16 @@ func Open(ctx context.Context, uri string, cfg Config, log *slog.Logger) (*Reade
 	}
 	m := newMetrics(cfg.Registerer)
 	r := &Reader{
-		uri:      uri,
-		cfg:      cfg,
-		log:      log.With("dataset", uri),
-		store:    st,
-		m:        m,
-		pool:     newBufPool(cfg.BufferPoolBytes, m.bufInUse, m.bufIdle),
-		gets:     newWeighted(int64(cfg.Concurrency)),
-		buffers:  newWeighted(cfg.FetchBufferBytes),
-		prefetch: newWeighted(int64(cfg.PrefetchConcurrency)),
-		cache:    newChunkCache(cfg.MemoryCacheBytes),
-		checked:  make(map[int]bool),
-
-		prefetches: make(map[uint64]context.CancelFunc),
+		uri:     uri,
+		cfg:     cfg,
+		log:     log.With("dataset", uri),
+		store:   st,
+		m:       m,
+		pool:    newBufPool(cfg.BufferPoolBytes, m.bufInUse, m.bufIdle),
+		gets:    newWeighted(int64(cfg.Concurrency)),
+		buffers: newWeighted(cfg.FetchBufferBytes),
+		cache:   newChunkCache(cfg.MemoryCacheBytes),
+		checked: make(map[int]bool),
 	}
 	if cfg.CacheDir != "" {
 		d, err := openDiskCache(cfg.CacheDir, cfg.CacheBytes)
@@ -312,50 +302,10 @@ func (r *Reader) checkShard(ctx context.Context, s int) error {
 	return nil
 }
 
-// Prefetch starts loading chunk c of shard s into the memory cache in the
-// background and returns at once. It reports false, doing nothing, when
-// PrefetchConcurrency prefetches are already running or the Reader is
-// closed. The load ends with ctx or Close; its errors are only logged:
-// the later Chunk call reports them. Useless with the memory cache off.
-func (r *Reader) Prefetch(ctx context.Context, s, c int) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.closed || !r.prefetch.tryAcquire(1) {
-		return false
-	}
-	pctx, cancel := context.WithCancel(ctx)
-	id := r.prefetchN
-	r.prefetchN++
-	r.prefetches[id] = cancel
-	r.wg.Go(func() {
-		defer func() {
-			r.mu.Lock()
-			delete(r.prefetches, id)
-			r.mu.Unlock()
-			cancel()
-			r.prefetch.release(1)
-		}()
-		if _, err := r.Chunk(pctx, s, c); err != nil && KindOf(err) != Canceled {
-			r.log.Debug("prefetch", "shard", s, "chunk", c, "err", err)
-		}
-	})
-	return true
-}
-
-// Close stops prefetches, waits for them, and drops the caches' memory.
-// Chunk calls in flight finish normally; the disk cache stays on disk.
+// Close drops the memory cache's chunks. Chunk calls in flight finish
+// normally; the disk cache stays on disk. The Reader starts no goroutine
+// that outlives a Chunk call, so there is nothing to stop.
 func (r *Reader) Close() error {
-	r.mu.Lock()
-	if r.closed {
-		r.mu.Unlock()
-		return nil
-	}
-	r.closed = true
-	for _, cancel := range r.prefetches {
-		cancel()
-	}
-	r.mu.Unlock()
-	r.wg.Wait()
 	r.cache.clear()
 	// r.dec stays usable: Chunk calls in flight may still decode, and a
 	// zstd decoder used only through DecodeAll holds no goroutines.

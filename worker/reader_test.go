@@ -464,46 +464,30 @@ func TestDiskCache(t *testing.T) {
 	}
 }
 
-func TestPrefetch(t *testing.T) {
-	f := newFlaky(t, small, 0)
-	r := open(t, "mem://prefetch", worker.Config{Store: f})
-	ctx := testCtx(t)
-	if !r.Prefetch(ctx, 1, 1) {
-		t.Fatal("Prefetch refused on an idle reader")
-	}
-	// Chunk joins the prefetch in flight or hits the cache: one read.
-	if _, err := r.Chunk(ctx, 1, 1); err != nil {
-		t.Fatal(err)
-	}
-	if got := f.reads.Load(); got != 1 {
-		t.Errorf("%d reads for a prefetched chunk, want 1", got)
-	}
-	r.Close()
-	if r.Prefetch(ctx, 0, 0) {
-		t.Error("Prefetch accepted after Close")
-	}
-}
-
-// TestCloseEndsGoroutines checks that Close stops prefetches and leaves no
-// goroutine of the Reader behind.
+// TestCloseEndsGoroutines checks that Chunk calls cancelled mid-fetch and
+// Close leave no goroutine of the Reader behind.
 func TestCloseEndsGoroutines(t *testing.T) {
 	f := newFlaky(t, small, 0)
-	f.block = make(chan struct{}) // prefetches hang until Close cancels them
+	f.block = make(chan struct{}) // fetches hang until their context ends
 	base := runtime.NumGoroutine()
-	r, err := worker.Open(testCtx(t), "mem://leak", worker.Config{Store: f, PrefetchConcurrency: 3}, nil)
+	r, err := worker.Open(testCtx(t), "mem://leak", worker.Config{Store: f}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := testCtx(t)
-	started := 0
+	ctx, cancel := context.WithCancel(testCtx(t))
+	var wg sync.WaitGroup
 	for c := range 3 {
-		if r.Prefetch(ctx, 0, c) {
-			started++
-		}
+		wg.Go(func() {
+			if _, err := r.Chunk(ctx, 0, c); worker.KindOf(err) != worker.Canceled {
+				t.Errorf("Chunk(0, %d) with its context cancelled: %v, want Canceled", c, err)
+			}
+		})
 	}
-	if started != 3 || r.Prefetch(ctx, 1, 0) {
-		t.Errorf("started %d prefetches and then one more; want 3 and a refusal", started)
+	for f.reads.Load() < 3 {
+		time.Sleep(time.Millisecond)
 	}
+	cancel()
+	wg.Wait()
 	r.Close()
 	leaktest.Wait(t, base)
 }
