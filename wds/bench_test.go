@@ -93,23 +93,14 @@ func BenchmarkDecodeChunk(b *testing.B) {
 		if comp == manifest.CompressionZstd {
 			in = z
 		}
-		b.Run(comp, func(b *testing.B) {
-			var d Decoder
-			b.SetBytes(int64(len(raw)))
-			for b.Loop() {
-				if _, err := d.DecodeChunk(in, comp, 0, sh.Chunks[0].Samples); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
-		// Decode: the manifest's RawSize bounds and presizes the buffer.
+		// The manifest's RawSize bounds and presizes the buffer.
 		c := sh.Chunks[0]
 		c.Size, c.RawSize = int64(len(in)), int64(len(raw))
 		b.Run(comp+"/bounded", func(b *testing.B) {
 			var d Decoder
 			b.SetBytes(int64(len(raw)))
 			for b.Loop() {
-				if _, err := d.Decode(in, comp, c); err != nil {
+				if _, err := d.Decode(nil, in, comp, c); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -36,8 +36,11 @@ type DatasetOptions struct {
 }
 
 func (o *DatasetOptions) validate() error {
-	if o.ShardSize < 0 || o.ChunkSize < 0 {
-		return fmt.Errorf("wds: negative shard size %d or chunk size %d", o.ShardSize, o.ChunkSize)
+	if o.ShardSize < 0 {
+		return fmt.Errorf("wds: DatasetOptions.ShardSize %d, want >= 0", o.ShardSize)
+	}
+	if o.ChunkSize < 0 {
+		return fmt.Errorf("wds: DatasetOptions.ChunkSize %d, want >= 0", o.ChunkSize)
 	}
 	if o.ShardSize == 0 {
 		o.ShardSize = DefaultShardSize
@@ -50,7 +53,7 @@ func (o *DatasetOptions) validate() error {
 		o.Compression = manifest.CompressionZstd
 	case manifest.CompressionZstd, manifest.CompressionNone:
 	default:
-		return fmt.Errorf("wds: unknown compression %q", o.Compression)
+		return fmt.Errorf("wds: DatasetOptions.Compression %q, want %q or %q", o.Compression, manifest.CompressionZstd, manifest.CompressionNone)
 	}
 	return nil
 }

@@ -406,3 +406,26 @@ func TestWriteDatasetStoreFails(t *testing.T) {
 		}
 	}
 }
+
+// TestDatasetOptionsValidate: every rejected option is named with its
+// value.
+func TestDatasetOptionsValidate(t *testing.T) {
+	for _, tc := range []struct {
+		opts DatasetOptions
+		want string
+	}{
+		{DatasetOptions{ShardSize: -1}, "wds: DatasetOptions.ShardSize -1, want >= 0"},
+		{DatasetOptions{ChunkSize: -2}, "wds: DatasetOptions.ChunkSize -2, want >= 0"},
+		{DatasetOptions{Compression: "gzip"}, `wds: DatasetOptions.Compression "gzip", want "zstd" or "none"`},
+		{DatasetOptions{}, ""},
+	} {
+		err := tc.opts.validate()
+		got := ""
+		if err != nil {
+			got = err.Error()
+		}
+		if got != tc.want {
+			t.Errorf("%+v.validate() = %q, want %q", tc.opts, got, tc.want)
+		}
+	}
+}

@@ -54,27 +54,15 @@ type Decoder struct {
 	MaxRawSize int64
 
 	once sync.Once
-	zd   *zstd.Decoder
+	zd   *zstd.Decoder // DecodeAll output limited to cap(dst)
 	err  error
-
-	cappedOnce sync.Once
-	capped     *zstd.Decoder // DecodeAll output limited to cap(dst)
-	cappedErr  error
 }
 
 func (d *Decoder) zstd() (*zstd.Decoder, error) {
 	d.once.Do(func() {
-		d.zd, d.err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(uint64(d.maxRawSize())))
+		d.zd, d.err = newZstdDecoder(nil, 0, d.maxRawSize())
 	})
 	return d.zd, d.err
-}
-
-func (d *Decoder) zstdCapped() (*zstd.Decoder, error) {
-	d.cappedOnce.Do(func() {
-		d.capped, d.cappedErr = zstd.NewReader(nil, zstd.WithDecoderConcurrency(0),
-			zstd.WithDecoderMaxMemory(uint64(d.maxRawSize())), zstd.WithDecodeAllCapLimit(true))
-	})
-	return d.capped, d.cappedErr
 }
 
 func (d *Decoder) maxRawSize() int64 {
@@ -84,14 +72,30 @@ func (d *Decoder) maxRawSize() int64 {
 	return d.MaxRawSize
 }
 
-// DecompressChunk returns the decompressed bytes of a chunk the manifest
-// says holds rawSize bytes, in one buffer of exactly that size. A chunk
-// that decodes to any other size is a *FormatError, and one that would
-// decode to more stops there: a corrupt frame header or manifest cannot
-// make it allocate more than rawSize (itself at most MaxRawSize). Plain
-// tar chunks are returned as they are (raw itself) when their size is
-// rawSize.
-func (d *Decoder) DecompressChunk(raw []byte, compression string, rawSize int64) ([]byte, error) {
+// Decode decodes the chunk c of a shard from its stored bytes raw: exactly
+// c.Samples samples from exactly c.RawSize decompressed bytes. It is the
+// one way to decode a chunk the manifest describes.
+//
+// Field data alias raw (plain tar) or the decompressed buffer (zstd):
+// dst's array when cap(dst) >= c.RawSize, so that a caller can pass a
+// pooled buffer and knows what the samples hold on to; otherwise one new
+// buffer of exactly c.RawSize bytes.
+//
+// A chunk that decodes to any size but c.RawSize is a *FormatError, and
+// one that would decode to more stops there: a corrupt frame header or
+// manifest cannot make it allocate more than c.RawSize (itself at most
+// MaxRawSize).
+func (d *Decoder) Decode(dst, raw []byte, compression string, c manifest.Chunk) ([]Sample, error) {
+	buf, err := d.decompress(dst, raw, compression, c.RawSize)
+	if err != nil {
+		return nil, err
+	}
+	return ParseTar(buf, c.FirstSample, c.Samples)
+}
+
+// decompress returns the rawSize decompressed bytes of a chunk (see
+// Decode): raw itself for plain tar.
+func (d *Decoder) decompress(dst, raw []byte, compression string, rawSize int64) ([]byte, error) {
 	if rawSize < 0 || rawSize > d.maxRawSize() {
 		return nil, &FormatError{Offset: 0, Msg: fmt.Sprintf("chunk of %d raw bytes (limit %d)", rawSize, d.maxRawSize())}
 	}
@@ -102,11 +106,14 @@ func (d *Decoder) DecompressChunk(raw []byte, compression string, rawSize int64)
 		}
 		return raw, nil
 	case manifest.CompressionZstd:
-		zd, err := d.zstdCapped()
+		zd, err := d.zstd()
 		if err != nil {
 			return nil, err
 		}
-		out, err := zd.DecodeAll(raw, make([]byte, 0, rawSize))
+		if int64(cap(dst)) < rawSize {
+			dst = make([]byte, 0, rawSize)
+		}
+		out, err := zd.DecodeAll(raw, dst[:0:rawSize]) // the cap limit: rawSize
 		if errors.Is(err, zstd.ErrDecoderSizeExceeded) {
 			return nil, &FormatError{Offset: 0, Msg: fmt.Sprintf("zstd chunk decodes to more than the %d bytes the manifest says", rawSize)}
 		}
@@ -119,73 +126,6 @@ func (d *Decoder) DecompressChunk(raw []byte, compression string, rawSize int64)
 		return out, nil
 	default:
 		return nil, fmt.Errorf("wds: unknown compression %q", compression)
-	}
-}
-
-// Decode decodes the chunk c of a shard from its stored bytes: exactly
-// c.Samples samples from exactly c.RawSize decompressed bytes (see
-// DecompressChunk). Field data alias raw (plain tar) or the one
-// decompressed buffer (zstd).
-func (d *Decoder) Decode(raw []byte, compression string, c manifest.Chunk) ([]Sample, error) {
-	buf, err := d.DecompressChunk(raw, compression, c.RawSize)
-	if err != nil {
-		return nil, err
-	}
-	return ParseTar(buf, c.FirstSample, c.Samples)
-}
-
-// Decompress returns a chunk's decompressed bytes: raw itself for plain
-// tar, the decoded frames for zstd. dst, if it has room, receives them;
-// zstd output is bounded only by MaxRawSize (a frame header claiming 3 GiB
-// makes it allocate 3 GiB). Readers that know the chunk's RawSize use
-// DecompressChunk, which allocates only that.
-func (d *Decoder) Decompress(raw []byte, compression string, dst []byte) ([]byte, error) {
-	switch compression {
-	case manifest.CompressionNone, "":
-		return raw, nil
-	case manifest.CompressionZstd:
-		zd, err := d.zstd()
-		if err != nil {
-			return nil, err
-		}
-		out, err := zd.DecodeAll(raw, dst[:0])
-		if err != nil {
-			return nil, &FormatError{Offset: 0, Msg: "zstd: " + err.Error()}
-		}
-		return out, nil
-	default:
-		return nil, fmt.Errorf("wds: unknown compression %q", compression)
-	}
-}
-
-// DecodeChunk decodes one chunk's stored bytes into exactly want samples.
-// firstSample is the shard index of the chunk's first sample, used in
-// errors. Field data of plain tar chunks alias raw (no copy); of zstd
-// chunks, the decompressed buffer.
-func (d *Decoder) DecodeChunk(raw []byte, compression string, firstSample, want int64) ([]Sample, error) {
-	buf, err := d.Decompress(raw, compression, nil)
-	if err != nil {
-		return nil, err
-	}
-	return ParseTar(buf, firstSample, want)
-}
-
-// DecodeChunk decodes one chunk with a decoder made for this call; code
-// that decodes many chunks keeps a Decoder instead.
-func DecodeChunk(raw []byte, compression string, firstSample, want int64) ([]Sample, error) {
-	var d Decoder
-	s, err := d.DecodeChunk(raw, compression, firstSample, want)
-	d.close()
-	return s, err
-}
-
-// close releases the zstd decoders of a Decoder that is done.
-func (d *Decoder) close() {
-	if d.zd != nil {
-		d.zd.Close()
-	}
-	if d.capped != nil {
-		d.capped.Close()
 	}
 }
 
@@ -210,15 +150,77 @@ func ParseTar(buf []byte, firstSample, want int64) ([]Sample, error) {
 	return g.finish(int64(len(buf)))
 }
 
-// grouper collects tar entries into samples: consecutive entries with the
-// same key are one sample's fields.
+// sampleRules are the rules that group tar entries into samples. ParseTar
+// (through grouper) and the index's streaming scan (scanTar) both apply
+// them, so that the index cuts chunks where the decoder finds samples:
+//
+//   - only regular entries count (countable); a sparse one is an error;
+//   - SplitName gives an entry's sample key and field name;
+//   - consecutive entries with the same key are one sample's fields, and
+//     a field twice in one sample is an error;
+//   - with want >= 0, more or fewer than want samples is an error.
+type sampleRules struct {
+	first, want int64 // shard index of the first sample (for errors); want < 0: any number
+	n           int64 // samples started
+	key         string
+	fields      []string // of the sample being read
+}
+
+func newSampleRules(firstSample, want int64) sampleRules {
+	return sampleRules{first: firstSample, want: want}
+}
+
+// countable reports whether an entry archive/tar read (its data at pos)
+// is a sample's field; a sparse file is an error.
+func (r *sampleRules) countable(h *tar.Header, pos int64) (bool, error) {
+	if !regular(h) {
+		return false, nil
+	}
+	if sparse(h) {
+		return false, &FormatError{Offset: pos, Msg: fmt.Sprintf("tar entry %q is a sparse file (unsupported)", h.Name)}
+	}
+	return true, nil
+}
+
+// add files a regular entry (its data at pos) under its sample: it
+// returns the entry's key and field, and whether the entry starts a new
+// sample.
+func (r *sampleRules) add(name string, pos int64) (key, field string, start bool, err error) {
+	key, field = SplitName(name)
+	if r.n > 0 && key == r.key {
+		for _, f := range r.fields {
+			if f == field {
+				return "", "", false, &FormatError{Offset: pos, Msg: fmt.Sprintf("sample %d (%q) has field %q twice", r.first+r.n-1, key, field)}
+			}
+		}
+		r.fields = append(r.fields, field)
+		return key, field, false, nil
+	}
+	if r.want >= 0 && r.n >= r.want {
+		return "", "", false, &FormatError{Offset: pos, Msg: fmt.Sprintf("more than the %d samples the manifest lists (sample %q)", r.want, key)}
+	}
+	r.n++
+	r.key, r.fields = key, append(r.fields[:0], field)
+	return key, field, true, nil
+}
+
+// finish checks the number of samples at the end of the entries.
+func (r *sampleRules) finish(end int64) error {
+	if r.want >= 0 && r.n != r.want {
+		return &FormatError{Offset: end, Msg: fmt.Sprintf("%d samples, the manifest lists %d", r.n, r.want)}
+	}
+	return nil
+}
+
+// grouper collects the entries of a chunk in memory into samples, by
+// sampleRules, their field data aliasing the chunk.
 type grouper struct {
-	first, want int64
-	out         []Sample
+	rules sampleRules
+	out   []Sample
 }
 
 func newGrouper(firstSample, want int64) *grouper {
-	g := &grouper{first: firstSample, want: want}
+	g := &grouper{rules: newSampleRules(firstSample, want)}
 	if want > 0 && want < 1<<16 {
 		g.out = make([]Sample, 0, want)
 	}
@@ -228,27 +230,22 @@ func newGrouper(firstSample, want int64) *grouper {
 // add files a regular entry's data (at offset pos of the chunk) under its
 // sample.
 func (g *grouper) add(name string, data []byte, pos int64) error {
-	key, field := SplitName(name)
-	if n := len(g.out); n > 0 && g.out[n-1].Key == key {
-		s := &g.out[n-1]
-		for _, f := range s.Fields {
-			if f.Name == field {
-				return &FormatError{Offset: pos, Msg: fmt.Sprintf("sample %d (%q) has field %q twice", g.first+int64(n-1), key, field)}
-			}
-		}
-		s.Fields = append(s.Fields, Field{Name: field, Data: data})
+	key, field, start, err := g.rules.add(name, pos)
+	if err != nil {
+		return err
+	}
+	if start {
+		g.out = append(g.out, Sample{Key: key, Fields: []Field{{Name: field, Data: data}}})
 		return nil
 	}
-	if g.want >= 0 && int64(len(g.out)) >= g.want {
-		return &FormatError{Offset: pos, Msg: fmt.Sprintf("more than the %d samples the manifest lists (sample %q)", g.want, key)}
-	}
-	g.out = append(g.out, Sample{Key: key, Fields: []Field{{Name: field, Data: data}}})
+	s := &g.out[len(g.out)-1]
+	s.Fields = append(s.Fields, Field{Name: field, Data: data})
 	return nil
 }
 
 func (g *grouper) finish(end int64) ([]Sample, error) {
-	if g.want >= 0 && int64(len(g.out)) != g.want {
-		return nil, &FormatError{Offset: end, Msg: fmt.Sprintf("%d samples, the manifest lists %d", len(g.out), g.want)}
+	if err := g.rules.finish(end); err != nil {
+		return nil, err
 	}
 	return g.out, nil
 }
@@ -269,7 +266,7 @@ func (g *grouper) archive(buf []byte, start int64) error {
 			return nil
 		}
 		if err != nil {
-			return &FormatError{Offset: next, Msg: fmt.Sprintf("tar header after sample %d: %v", g.first+int64(len(g.out)), err)}
+			return &FormatError{Offset: next, Msg: fmt.Sprintf("tar header after sample %d: %v", g.rules.first+g.rules.n, err)}
 		}
 		// After Next the reader sits at the entry's data; the following
 		// Next seeks past it, so data is sliced without a copy.
@@ -279,11 +276,11 @@ func (g *grouper) archive(buf []byte, start int64) error {
 			return &FormatError{Offset: pos, Msg: fmt.Sprintf("tar entry %q of %d bytes runs past the chunk end %d", h.Name, size, len(buf))}
 		}
 		next = pos + padded(size)
-		if !regular(h) {
+		if ok, err := g.rules.countable(h, pos); !ok {
+			if err != nil {
+				return err
+			}
 			continue
-		}
-		if sparse(h) {
-			return &FormatError{Offset: pos, Msg: fmt.Sprintf("tar entry %q is a sparse file (unsupported)", h.Name)}
 		}
 		if err := g.add(h.Name, buf[pos:pos+h.Size:pos+h.Size], pos); err != nil {
 			return err

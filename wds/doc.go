@@ -18,8 +18,9 @@
 //
 // The writer side is ShardWriter (one shard) and WriteDataset (a dataset of
 // shards and its manifest); IndexShard builds the chunk table of a shard
-// written by other tools. Decoder.DecodeChunk turns one chunk's stored
-// bytes into samples.
+// written by other tools. Decoder.Decode turns one chunk's stored bytes
+// into samples, bounded by the manifest's raw size; ParseTar groups the
+// entries of decompressed tar bytes into samples.
 //
 // # Errors
 //

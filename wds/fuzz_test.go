@@ -32,25 +32,36 @@ func FuzzDecodeChunk(f *testing.F) {
 		f.Add(s.data, s.zstd, s.want)
 	}
 	d := fuzzDecoder()
+	ref, err := zstd.NewReader(nil, zstd.WithDecoderMaxMemory(uint64(d.MaxRawSize)))
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer ref.Close()
 	f.Fuzz(func(t *testing.T, data []byte, compressed bool, want uint8) {
 		comp := manifest.CompressionNone
 		if compressed {
 			comp = manifest.CompressionZstd
 		}
-		// DecompressChunk with the true size gives the same bytes;
-		// with one byte less it fails.
-		if full, err := d.Decompress(data, comp, nil); err == nil {
-			got, err := d.DecompressChunk(data, comp, int64(len(full)))
-			if err != nil || !bytes.Equal(got, full) {
-				t.Fatalf("DecompressChunk(%d bytes) = %d bytes, %v; Decompress gave %d bytes", len(full), len(got), err, len(full))
-			}
-			if len(full) > 0 {
-				if _, err := d.DecompressChunk(data, comp, int64(len(full)-1)); err == nil {
-					t.Fatalf("DecompressChunk with a raw size one short of %d bytes succeeded", len(full))
-				}
+		// The decompressed bytes, by a zstd decoder without a size
+		// bound: Decode with their true size gives the same bytes, with
+		// one byte less it fails.
+		full := data
+		if compressed {
+			var err error
+			if full, err = ref.DecodeAll(data, nil); err != nil {
+				return // not zstd: nothing decodes
 			}
 		}
-		samples, err := d.DecodeChunk(data, comp, 0, int64(want))
+		got, err := d.decompress(nil, data, comp, int64(len(full)))
+		if err != nil || !bytes.Equal(got, full) {
+			t.Fatalf("decompress(%d bytes) = %d bytes, %v; the reference gave %d bytes", len(full), len(got), err, len(full))
+		}
+		if len(full) > 0 {
+			if _, err := d.decompress(nil, data, comp, int64(len(full)-1)); err == nil {
+				t.Fatalf("decompress with a raw size one short of %d bytes succeeded", len(full))
+			}
+		}
+		samples, err := d.Decode(nil, data, comp, manifest.Chunk{RawSize: int64(len(full)), Samples: int64(want)})
 		if err != nil {
 			return
 		}

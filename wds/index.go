@@ -134,7 +134,7 @@ func indexZstd(ctx context.Context, st store.Store, sh *manifest.Shard, chunkSiz
 		return err
 	}
 	defer rc.Close()
-	zr, err := zstd.NewReader(rc, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(DefaultMaxRawSize))
+	zr, err := newZstdDecoder(rc, 1, DefaultMaxRawSize)
 	if err != nil {
 		return err
 	}
@@ -162,8 +162,7 @@ func indexFrames(ctx context.Context, st store.Store, sh *manifest.Shard, frames
 		return false, err
 	}
 	defer rc.Close()
-	zd, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1),
-		zstd.WithDecoderMaxMemory(DefaultMaxRawSize), zstd.WithDecodeAllCapLimit(true))
+	zd, err := newZstdDecoder(nil, 1, DefaultMaxRawSize)
 	if err != nil {
 		return false, err
 	}
@@ -317,8 +316,9 @@ func (c *countReader) Read(p []byte) (int, error) {
 }
 
 // scanTar reads a tar stream and returns the offset of every sample's
-// first header (sample starts, by the same rules as ParseTar) and the
-// offset where the archive's entries end.
+// first header (sample starts, by ParseTar's sampleRules) and the offset
+// where the archive's entries end. It holds one header at a time, never
+// the stream.
 func scanTar(ctx context.Context, r io.Reader) (starts []int64, end int64, err error) {
 	cr, ok := r.(*countReader)
 	if !ok {
@@ -326,9 +326,8 @@ func scanTar(ctx context.Context, r io.Reader) (starts []int64, end int64, err e
 	}
 	base := cr.n
 	tr := tar.NewReader(cr)
+	rules := newSampleRules(0, -1)
 	var next int64
-	var key string
-	var fields []string
 	for {
 		h, err := tr.Next()
 		if errors.Is(err, io.EOF) {
@@ -349,23 +348,18 @@ func scanTar(ctx context.Context, r io.Reader) (starts []int64, end int64, err e
 			return nil, 0, &FormatError{Offset: pos, Msg: fmt.Sprintf("tar entry %q has size %d", h.Name, size)}
 		}
 		next = pos + padded(size)
-		if !regular(h) {
-			continue
-		}
-		if sparse(h) {
-			return nil, 0, &FormatError{Offset: pos, Msg: fmt.Sprintf("tar entry %q is a sparse file (unsupported)", h.Name)}
-		}
-		k, f := SplitName(h.Name)
-		if len(starts) > 0 && k == key {
-			for _, g := range fields {
-				if g == f {
-					return nil, 0, &FormatError{Offset: pos, Msg: fmt.Sprintf("sample %d (%q) has field %q twice", len(starts)-1, k, f)}
-				}
+		if ok, err := rules.countable(h, pos); !ok {
+			if err != nil {
+				return nil, 0, err
 			}
-			fields = append(fields, f)
 			continue
 		}
-		starts = append(starts, hdr)
-		key, fields = k, append(fields[:0], f)
+		_, _, start, err := rules.add(h.Name, pos)
+		if err != nil {
+			return nil, 0, err
+		}
+		if start {
+			starts = append(starts, hdr)
+		}
 	}
 }

@@ -66,7 +66,7 @@ func decodeShard(t testing.TB, d *Decoder, data []byte, sh manifest.Shard) []Sam
 	t.Helper()
 	var all []Sample
 	for i, c := range sh.Chunks {
-		s, err := d.Decode(data[c.Offset:c.Offset+c.Size], sh.Compression, c) // RawSize exact too
+		s, err := d.Decode(nil, data[c.Offset:c.Offset+c.Size], sh.Compression, c) // RawSize exact too
 		if err != nil {
 			t.Fatalf("chunk %d: %v", i, err)
 		}
@@ -239,7 +239,8 @@ func TestParseNames(t *testing.T) {
 			z, _ := zstd.NewWriter(nil)
 			defer z.Close()
 			var d Decoder
-			got, err = d.DecodeChunk(z.EncodeAll(data, nil), manifest.CompressionZstd, 0, int64(len(want)))
+			c := manifest.Chunk{RawSize: int64(len(data)), Samples: int64(len(want))}
+			got, err = d.Decode(nil, z.EncodeAll(data, nil), manifest.CompressionZstd, c)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -269,7 +270,7 @@ func TestWrongCount(t *testing.T) {
 	data, sh := writeShard(t, testSamples(10, 3), manifest.CompressionNone, 0)
 	var d Decoder
 	for _, want := range []int64{9, 11, 0} {
-		_, err := d.DecodeChunk(data, sh.Compression, 0, want)
+		_, err := d.Decode(nil, data, sh.Compression, manifest.Chunk{RawSize: int64(len(data)), Samples: want})
 		var fe *FormatError
 		if !errors.As(err, &fe) {
 			t.Errorf("want %d of 10 samples: err = %v, want a *FormatError", want, err)
@@ -324,7 +325,11 @@ func TestTruncated(t *testing.T) {
 				if n < len(chunk)-2048 && n%tc.every != 0 {
 					continue
 				}
-				got, err := d.DecodeChunk(chunk[:n], comp, 0, c.Samples)
+				cut := c
+				if comp == manifest.CompressionNone {
+					cut.RawSize = int64(n) // a manifest that agrees: ParseTar sees the cut
+				}
+				got, err := d.Decode(nil, chunk[:n], comp, cut)
 				if err == nil {
 					if comp == manifest.CompressionNone && n >= lossless {
 						if diff := diffSamples(samples, got); diff != "" {
@@ -351,7 +356,7 @@ func TestCorruptZstd(t *testing.T) {
 	for i := 0; i < int(c.Size); i += 7 {
 		bad := bytes.Clone(data[c.Offset : c.Offset+c.Size])
 		bad[i] ^= 0x5a
-		got, err := d.DecodeChunk(bad, manifest.CompressionZstd, 0, c.Samples)
+		got, err := d.Decode(nil, bad, manifest.CompressionZstd, c)
 		if err == nil {
 			// The content checksum catches a changed payload; a flip
 			// that still decodes must decode to the same samples.
@@ -426,7 +431,7 @@ func TestDecodeBounded(t *testing.T) {
 		var d Decoder
 		var got []Sample
 		for i, c := range sh.Chunks {
-			s, err := d.Decode(data[c.Offset:c.Offset+c.Size], comp, c)
+			s, err := d.Decode(nil, data[c.Offset:c.Offset+c.Size], comp, c)
 			if err != nil {
 				t.Fatalf("%s chunk %d: %v", comp, i, err)
 			}
@@ -435,7 +440,7 @@ func TestDecodeBounded(t *testing.T) {
 				wrong := c
 				wrong.RawSize += delta
 				var fe *FormatError
-				if _, err := d.Decode(data[c.Offset:c.Offset+c.Size], comp, wrong); !errors.As(err, &fe) {
+				if _, err := d.Decode(nil, data[c.Offset:c.Offset+c.Size], comp, wrong); !errors.As(err, &fe) {
 					t.Errorf("%s chunk %d with RawSize %+d: err = %v, want a *FormatError", comp, i, delta, err)
 				}
 			}
@@ -465,11 +470,11 @@ func TestDecodeBounded(t *testing.T) {
 	zeros = nil
 	for name, frame := range map[string][]byte{"content size in header": withSize, "streamed": stream.Bytes()} {
 		var d Decoder
-		d.DecompressChunk(nil, manifest.CompressionZstd, 0) // create the decoder outside the measurement
+		d.decompress(nil, nil, manifest.CompressionZstd, 0) // create the decoder outside the measurement
 		var before, after runtime.MemStats
 		runtime.GC()
 		runtime.ReadMemStats(&before)
-		_, err := d.DecompressChunk(frame, manifest.CompressionZstd, 1<<20)
+		_, err := d.decompress(nil, frame, manifest.CompressionZstd, 1<<20)
 		runtime.ReadMemStats(&after)
 		var fe *FormatError
 		if !errors.As(err, &fe) {
@@ -477,6 +482,36 @@ func TestDecodeBounded(t *testing.T) {
 		}
 		if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 16<<20 {
 			t.Errorf("%s: decoding a 64 MiB frame as a 1 MiB chunk allocated %d MiB, want a bound near 1 MiB", name, alloc>>20)
+		}
+	}
+}
+
+// TestDecodeIntoDst: a zstd chunk decodes into dst when dst has room for
+// its RawSize (the read path passes a pooled buffer and keeps it as the
+// samples' owner), and into a buffer of its own when not.
+func TestDecodeIntoDst(t *testing.T) {
+	samples := testSamples(20, 8)
+	data, sh := writeShard(t, samples, manifest.CompressionZstd, 1<<30)
+	c := sh.Chunks[0]
+	raw := data[c.Offset : c.Offset+c.Size]
+	var d Decoder
+	for _, tc := range []struct {
+		capacity int64
+		inDst    bool
+	}{{c.RawSize, true}, {c.RawSize + 4096, true}, {c.RawSize - 1, false}} {
+		dst := make([]byte, 7, tc.capacity) // a length is ignored
+		got, err := d.Decode(dst, raw, manifest.CompressionZstd, c)
+		if err != nil {
+			t.Fatalf("cap(dst) %d: %v", tc.capacity, err)
+		}
+		if diff := diffSamples(samples, got); diff != "" {
+			t.Fatalf("cap(dst) %d: samples differ: %s", tc.capacity, diff)
+		}
+		field := got[0].Fields[0].Data
+		full := dst[:cap(dst)]
+		in := &field[0] == &full[512] // the first sample's data follows its header
+		if in != tc.inDst {
+			t.Errorf("cap(dst) %d (RawSize %d): samples in dst = %v, want %v", tc.capacity, c.RawSize, in, tc.inDst)
 		}
 	}
 }

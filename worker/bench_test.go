@@ -93,10 +93,11 @@ func benchDataset(b *testing.B, comp string) (*miniotest.Server, *manifest.Manif
 	return srv, benchData[comp].build(b, st)
 }
 
-func parallel(b *testing.B, n, workers int, job func(i int) error) {
+// parallel runs job(0) … job(n-1) on conc goroutines.
+func parallel(b *testing.B, n, conc int, job func(i int) error) {
 	jobs := make(chan int)
 	var wg sync.WaitGroup
-	for range workers {
+	for range conc {
 		wg.Go(func() {
 			for i := range jobs {
 				if err := job(i); err != nil {

@@ -1,7 +1,6 @@
 package worker
 
 import (
-	"errors"
 	"fmt"
 	"time"
 
@@ -71,9 +70,6 @@ type Config struct {
 	// MaxManifestBytes bounds the manifest read. Default 1 GiB (a manifest
 	// of millions of shards is hundreds of MiB).
 	MaxManifestBytes int64
-	// PrefetchConcurrency bounds the Prefetch calls running at once; more
-	// are dropped. Default Concurrency.
-	PrefetchConcurrency int
 
 	// Registerer receives the Reader's metrics; nil registers none.
 	// Readers sharing one Registerer share the collectors.
@@ -81,9 +77,25 @@ type Config struct {
 }
 
 func (c *Config) validate() error {
-	if c.PartSize < 0 || c.Concurrency < 0 || c.MaxAttempts < 0 || c.RetryBase < 0 || c.RetryMax < 0 ||
-		c.PartTimeout < 0 || c.FetchBufferBytes < 0 || c.CacheBytes < 0 || c.MaxManifestBytes < 0 || c.PrefetchConcurrency < 0 {
-		return errors.New("worker: negative Config value")
+	// BufferPoolBytes and MemoryCacheBytes may be negative: "keep none".
+	for _, f := range []struct {
+		name     string
+		value    any
+		negative bool
+	}{
+		{"PartSize", c.PartSize, c.PartSize < 0},
+		{"Concurrency", c.Concurrency, c.Concurrency < 0},
+		{"MaxAttempts", c.MaxAttempts, c.MaxAttempts < 0},
+		{"RetryBase", c.RetryBase, c.RetryBase < 0},
+		{"RetryMax", c.RetryMax, c.RetryMax < 0},
+		{"PartTimeout", c.PartTimeout, c.PartTimeout < 0},
+		{"FetchBufferBytes", c.FetchBufferBytes, c.FetchBufferBytes < 0},
+		{"CacheBytes", c.CacheBytes, c.CacheBytes < 0},
+		{"MaxManifestBytes", c.MaxManifestBytes, c.MaxManifestBytes < 0},
+	} {
+		if f.negative {
+			return fmt.Errorf("worker: Config.%s %v, want >= 0", f.name, f.value)
+		}
 	}
 	def := func(v *int64, d int64) {
 		if *v == 0 {
@@ -113,9 +125,6 @@ func (c *Config) validate() error {
 	}
 	if c.PartTimeout == 0 {
 		c.PartTimeout = 30 * time.Second
-	}
-	if c.PrefetchConcurrency == 0 {
-		c.PrefetchConcurrency = c.Concurrency
 	}
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 
+	"github.com/shardstream/shardstream/internal/datasettest"
 	"github.com/shardstream/shardstream/manifest"
 	"github.com/shardstream/shardstream/store"
 	"github.com/shardstream/shardstream/wds"
@@ -114,37 +115,6 @@ func (d dataset) build(t testing.TB, st store.Store) *manifest.Manifest {
 // size, zstd shards with their seek table), the way pack does.
 func (d dataset) buildWDS(t testing.TB, st store.Store, chunkSize int64) *manifest.Manifest {
 	t.Helper()
-	ctx := context.Background()
-	m := &manifest.Manifest{Version: manifest.Version}
-	for s := range d.shards {
-		var obj bytes.Buffer
-		sw := wds.NewShardWriter(&obj, d.compression, chunkSize)
-		for i := range d.samples {
-			if err := sw.WriteSample(sampleOf(s, i, d.maxField)); err != nil {
-				t.Fatal(err)
-			}
-		}
-		sh, err := sw.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		sh.Path = fmt.Sprintf("wds/shard-%04d.tar", s)
-		if err := st.Write(ctx, sh.Path, bytes.NewReader(obj.Bytes())); err != nil {
-			t.Fatal(err)
-		}
-		info, err := st.Stat(ctx, sh.Path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		sh.ETag = info.ETag
-		m.Shards = append(m.Shards, sh)
-	}
-	data, err := m.Marshal()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Write(ctx, manifest.FileName, bytes.NewReader(data)); err != nil {
-		t.Fatal(err)
-	}
-	return m
+	sample := func(s, i int) wds.Sample { return sampleOf(s, i, d.maxField) }
+	return datasettest.Write(t, st, d.shards, d.samples, sample, datasettest.Options{Compression: d.compression, ChunkSize: chunkSize, Prefix: "wds/"})
 }

@@ -1,6 +1,12 @@
 // Package worker is the loader's read path: it turns (shard, chunk) into
-// decoded samples. ("worker" here is not a PyTorch DataLoader worker: it
-// is the loader server's reading side.)
+// decoded samples, for the loader server to shuffle, batch and stream.
+//
+// It is not a PyTorch DataLoader worker. To every torch user "worker"
+// means one of the processes a torch.utils.data.DataLoader forks, which
+// the Python client runs in. In Go code and proto fields that meaning is
+// always spelled out ("DataLoader worker" in comments, DataLoaderWorker
+// or dataloader_worker in names); the bare word "worker" means this
+// package only.
 //
 // A Reader opens one dataset (a local directory or s3://bucket/prefix),
 // reads its manifest, and serves Chunk calls from many goroutines at once:
@@ -29,7 +35,7 @@
 //
 // # Errors
 //
-// Every error of Open, Chunk and Prefetch is a *Error naming the shard,
+// Every error of Open and Chunk is a *Error naming the shard,
 // its path and the byte offset, with a Kind the service maps to a gRPC
 // code:
 //

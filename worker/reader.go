@@ -33,22 +33,15 @@ type Reader struct {
 	man   *manifest.Manifest
 	m     *metrics
 
-	gets     *weighted // GET slots
-	buffers  *weighted // fetch buffer bytes
-	prefetch *weighted // Prefetch goroutines
-	cache    *chunkCache
-	pool     *bufPool
-	disk     *diskCache // nil without CacheDir
-	dec      wds.Decoder
+	gets    *weighted // GET slots
+	buffers *weighted // fetch buffer bytes
+	cache   *chunkCache
+	pool    *bufPool
+	disk    *diskCache // nil without CacheDir
+	dec     wds.Decoder
 
 	checkMu sync.Mutex
 	checked map[int]bool // shards whose object matched the manifest
-
-	mu         sync.Mutex // guards closed, prefetches and wg.Add
-	closed     bool
-	prefetchN  uint64
-	prefetches map[uint64]context.CancelFunc // running, for Close to stop
-	wg         sync.WaitGroup                // prefetch goroutines
 }
 
 // Open opens the dataset at uri (a local directory, file://, or
@@ -74,19 +67,16 @@ func Open(ctx context.Context, uri string, cfg Config, log *slog.Logger) (*Reade
 	}
 	m := newMetrics(cfg.Registerer)
 	r := &Reader{
-		uri:      uri,
-		cfg:      cfg,
-		log:      log.With("dataset", uri),
-		store:    st,
-		m:        m,
-		pool:     newBufPool(cfg.BufferPoolBytes, m.bufInUse, m.bufIdle),
-		gets:     newWeighted(int64(cfg.Concurrency)),
-		buffers:  newWeighted(cfg.FetchBufferBytes),
-		prefetch: newWeighted(int64(cfg.PrefetchConcurrency)),
-		cache:    newChunkCache(cfg.MemoryCacheBytes),
-		checked:  make(map[int]bool),
-
-		prefetches: make(map[uint64]context.CancelFunc),
+		uri:     uri,
+		cfg:     cfg,
+		log:     log.With("dataset", uri),
+		store:   st,
+		m:       m,
+		pool:    newBufPool(cfg.BufferPoolBytes, m.bufInUse, m.bufIdle),
+		gets:    newWeighted(int64(cfg.Concurrency)),
+		buffers: newWeighted(cfg.FetchBufferBytes),
+		cache:   newChunkCache(cfg.MemoryCacheBytes),
+		checked: make(map[int]bool),
 	}
 	if cfg.CacheDir != "" {
 		d, err := openDiskCache(cfg.CacheDir, cfg.CacheBytes)
@@ -219,29 +209,20 @@ func (r *Reader) buffer(n int) []byte {
 
 // decode turns a chunk's stored bytes (raw, a pool buffer) into samples and
 // returns the pool buffer their bytes alias: raw itself for plain tar; for
-// zstd, a second pool buffer of the manifest's RawSize, raw going back to
-// the pool at once. owner is nil if the bytes are in no pool buffer (a
-// zstd chunk larger than the manifest says); on error the caller puts it
-// back.
+// zstd, a second pool buffer of the manifest's RawSize (wds.Decode bounds
+// the output by it), raw going back to the pool at once. On error the
+// caller puts owner back.
 func (r *Reader) decode(raw []byte, compression string, mc manifest.Chunk) (samples []Sample, owner []byte, err error) {
 	if compression != manifest.CompressionZstd {
-		samples, err = wds.ParseTar(raw, mc.FirstSample, mc.Samples)
+		samples, err = r.dec.Decode(nil, raw, compression, mc)
 		return samples, raw, err
 	}
 	var dst []byte
 	if mc.RawSize <= wds.DefaultMaxRawSize {
-		dst = r.buffer(int(mc.RawSize))[:0] // the manifest is only a hint: DecodeAll grows it if short
+		dst = r.buffer(int(mc.RawSize)) // larger: Decode fails before using it
 	}
-	out, err := r.dec.Decompress(raw, compression, dst)
+	samples, err = r.dec.Decode(dst, raw, compression, mc)
 	r.pool.put(raw)
-	if cap(dst) > 0 && (cap(out) == 0 || &out[:1][0] != &dst[:1][0]) {
-		r.pool.put(dst) // not used: DecodeAll failed or grew its own buffer
-		dst = nil
-	}
-	if err != nil {
-		return nil, dst, err
-	}
-	samples, err = wds.ParseTar(out, mc.FirstSample, mc.Samples)
 	return samples, dst, err
 }
 
@@ -321,50 +302,10 @@ func (r *Reader) checkShard(ctx context.Context, s int) error {
 	return nil
 }
 
-// Prefetch starts loading chunk c of shard s into the memory cache in the
-// background and returns at once. It reports false, doing nothing, when
-// PrefetchConcurrency prefetches are already running or the Reader is
-// closed. The load ends with ctx or Close; its errors are only logged:
-// the later Chunk call reports them. Useless with the memory cache off.
-func (r *Reader) Prefetch(ctx context.Context, s, c int) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.closed || !r.prefetch.tryAcquire(1) {
-		return false
-	}
-	pctx, cancel := context.WithCancel(ctx)
-	id := r.prefetchN
-	r.prefetchN++
-	r.prefetches[id] = cancel
-	r.wg.Go(func() {
-		defer func() {
-			r.mu.Lock()
-			delete(r.prefetches, id)
-			r.mu.Unlock()
-			cancel()
-			r.prefetch.release(1)
-		}()
-		if _, err := r.Chunk(pctx, s, c); err != nil && KindOf(err) != Canceled {
-			r.log.Debug("prefetch", "shard", s, "chunk", c, "err", err)
-		}
-	})
-	return true
-}
-
-// Close stops prefetches, waits for them, and drops the caches' memory.
-// Chunk calls in flight finish normally; the disk cache stays on disk.
+// Close drops the memory cache's chunks. Chunk calls in flight finish
+// normally; the disk cache stays on disk. The Reader starts no goroutine
+// that outlives a Chunk call, so there is nothing to stop.
 func (r *Reader) Close() error {
-	r.mu.Lock()
-	if r.closed {
-		r.mu.Unlock()
-		return nil
-	}
-	r.closed = true
-	for _, cancel := range r.prefetches {
-		cancel()
-	}
-	r.mu.Unlock()
-	r.wg.Wait()
 	r.cache.clear()
 	// r.dec stays usable: Chunk calls in flight may still decode, and a
 	// zstd decoder used only through DecodeAll holds no goroutines.

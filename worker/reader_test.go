@@ -19,6 +19,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/shardstream/shardstream/internal/datasettest"
 	"github.com/shardstream/shardstream/internal/leaktest"
 	"github.com/shardstream/shardstream/manifest"
 	"github.com/shardstream/shardstream/store"
@@ -190,34 +191,9 @@ func TestRetries(t *testing.T) {
 	if got := f.failures.Load(); got >= 0 {
 		t.Fatalf("%d injected failures left unused", got+1)
 	}
-	if got := metricValue(t, reg, "shardstream_read_retries_total"); got != 10 {
+	if got := datasettest.MetricValue(t, reg, "shardstream_read_retries_total"); got != 10 {
 		t.Errorf("retries_total = %v, want 10", got)
 	}
-}
-
-// metricValue is the value of the counter or gauge name whose label
-// values are labels (in the order the metric declares them); 0 if none.
-func metricValue(t *testing.T, reg *prometheus.Registry, name string, labels ...string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	metric:
-		for _, m := range mf.GetMetric() {
-			for i, lp := range m.GetLabel() {
-				if i >= len(labels) || lp.GetValue() != labels[i] {
-					continue metric
-				}
-			}
-			return m.GetCounter().GetValue() + m.GetGauge().GetValue()
-		}
-	}
-	return 0
 }
 
 func TestRetriesExhausted(t *testing.T) {
@@ -240,7 +216,7 @@ func TestRetriesExhausted(t *testing.T) {
 	if got := f.reads.Load(); got != 3 {
 		t.Errorf("%d attempts, want MaxAttempts 3", got)
 	}
-	if got := metricValue(t, reg, "shardstream_read_errors_total", "unavailable"); got != 1 {
+	if got := datasettest.MetricValue(t, reg, "shardstream_read_errors_total", "unavailable"); got != 1 {
 		t.Errorf("errors_total{kind=unavailable} = %v, want 1", got)
 	}
 	if d := time.Since(start); d > 5*time.Second {
@@ -451,7 +427,7 @@ func TestDiskCache(t *testing.T) {
 	if got := f.reads.Load() - n; got != 6 {
 		t.Errorf("after corrupting 6 entries: %d store reads, want 6", got)
 	}
-	if got := metricValue(t, reg, "shardstream_read_cache_requests_total", "disk", "corrupt"); got != 6 {
+	if got := datasettest.MetricValue(t, reg, "shardstream_read_cache_requests_total", "disk", "corrupt"); got != 6 {
 		t.Errorf("corrupt entries counted %v, want 6", got)
 	}
 	// A bound of about two chunks keeps at most two entries.
@@ -464,46 +440,30 @@ func TestDiskCache(t *testing.T) {
 	}
 }
 
-func TestPrefetch(t *testing.T) {
-	f := newFlaky(t, small, 0)
-	r := open(t, "mem://prefetch", worker.Config{Store: f})
-	ctx := testCtx(t)
-	if !r.Prefetch(ctx, 1, 1) {
-		t.Fatal("Prefetch refused on an idle reader")
-	}
-	// Chunk joins the prefetch in flight or hits the cache: one read.
-	if _, err := r.Chunk(ctx, 1, 1); err != nil {
-		t.Fatal(err)
-	}
-	if got := f.reads.Load(); got != 1 {
-		t.Errorf("%d reads for a prefetched chunk, want 1", got)
-	}
-	r.Close()
-	if r.Prefetch(ctx, 0, 0) {
-		t.Error("Prefetch accepted after Close")
-	}
-}
-
-// TestCloseEndsGoroutines checks that Close stops prefetches and leaves no
-// goroutine of the Reader behind.
+// TestCloseEndsGoroutines checks that Chunk calls cancelled mid-fetch and
+// Close leave no goroutine of the Reader behind.
 func TestCloseEndsGoroutines(t *testing.T) {
 	f := newFlaky(t, small, 0)
-	f.block = make(chan struct{}) // prefetches hang until Close cancels them
+	f.block = make(chan struct{}) // fetches hang until their context ends
 	base := runtime.NumGoroutine()
-	r, err := worker.Open(testCtx(t), "mem://leak", worker.Config{Store: f, PrefetchConcurrency: 3}, nil)
+	r, err := worker.Open(testCtx(t), "mem://leak", worker.Config{Store: f}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := testCtx(t)
-	started := 0
+	ctx, cancel := context.WithCancel(testCtx(t))
+	var wg sync.WaitGroup
 	for c := range 3 {
-		if r.Prefetch(ctx, 0, c) {
-			started++
-		}
+		wg.Go(func() {
+			if _, err := r.Chunk(ctx, 0, c); worker.KindOf(err) != worker.Canceled {
+				t.Errorf("Chunk(0, %d) with its context cancelled: %v, want Canceled", c, err)
+			}
+		})
 	}
-	if started != 3 || r.Prefetch(ctx, 1, 0) {
-		t.Errorf("started %d prefetches and then one more; want 3 and a refusal", started)
+	for f.reads.Load() < 3 {
+		time.Sleep(time.Millisecond)
 	}
+	cancel()
+	wg.Wait()
 	r.Close()
 	leaktest.Wait(t, base)
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/shardstream/shardstream/internal/datasettest"
 	"github.com/shardstream/shardstream/manifest"
 	"github.com/shardstream/shardstream/store/memstore"
 	"github.com/shardstream/shardstream/worker"
@@ -60,8 +61,8 @@ func TestReleaseReusesBuffers(t *testing.T) {
 						}
 					}
 				}
-				reused := metricValue(t, reg, "shardstream_read_buffers_total", "pool")
-				allocated := metricValue(t, reg, "shardstream_read_buffers_total", "new")
+				reused := datasettest.MetricValue(t, reg, "shardstream_read_buffers_total", "pool")
+				allocated := datasettest.MetricValue(t, reg, "shardstream_read_buffers_total", "new")
 				t.Logf("release %v: %v buffers reused, %v allocated", release, reused, allocated)
 				if release && reused < allocated {
 					t.Errorf("releasing every chunk: %v buffers reused, %v allocated; want most reused", reused, allocated)
@@ -122,12 +123,12 @@ func TestHeldChunksKeepTheirBytes(t *testing.T) {
 				})
 			}
 			wg.Wait()
-			if reused := metricValue(t, reg, "shardstream_read_buffers_total", "pool"); reused == 0 {
+			if reused := datasettest.MetricValue(t, reg, "shardstream_read_buffers_total", "pool"); reused == 0 {
 				t.Error("no buffer was reused: the test did not exercise the pool")
 			}
 			// Every caller has released; Close releases the cache's.
 			r.Close()
-			if inUse := metricValue(t, reg, "shardstream_read_buffer_bytes"); inUse != 0 {
+			if inUse := datasettest.MetricValue(t, reg, "shardstream_read_buffer_bytes"); inUse != 0 {
 				t.Errorf("%v bytes of chunk buffers in use after every chunk was released and the Reader closed", inUse)
 			}
 		})

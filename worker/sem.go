@@ -55,17 +55,6 @@ func (s *weighted) acquire(ctx context.Context, n int64) (int64, error) {
 	}
 }
 
-// tryAcquire takes n units if they are free now.
-func (s *weighted) tryAcquire(n int64) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.cur+n <= s.size && s.waiters.Len() == 0 {
-		s.cur += n
-		return true
-	}
-	return false
-}
-
 func (s *weighted) release(n int64) {
 	s.mu.Lock()
 	s.cur -= n

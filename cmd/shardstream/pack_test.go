@@ -85,7 +85,7 @@ func readDatasetTest(t *testing.T, ctx context.Context, uri string, cfg ...s3sto
 	got := map[string][]byte{}
 	for _, sh := range m.Shards {
 		for ci, c := range sh.Chunks {
-			samples, err := d.DecodeChunk(read(sh.Path, c.Offset, c.Size), sh.Compression, c.FirstSample, c.Samples)
+			samples, err := d.Decode(nil, read(sh.Path, c.Offset, c.Size), sh.Compression, c)
 			if err != nil {
 				t.Fatalf("%s chunk %d: %v", sh.Path, ci, err)
 			}
