@@ -26,8 +26,11 @@ from shardstream._convert import LAST_BATCH_POLICIES, job_spec
 # this module's __all__.
 from shardstream._convert import batch_from_proto as batch_from_proto
 from shardstream._convert import sample_from_proto as sample_from_proto
-from shardstream.types import Batch, DatasetInfo, Plan, Stats
+from shardstream.types import Batch as Batch
+from shardstream.types import DatasetInfo as DatasetInfo
+from shardstream.types import Plan as Plan
 from shardstream.types import Sample as Sample
+from shardstream.types import Stats as Stats
 from shardstream.world import current_worker, current_world, dist_world
 
 if TYPE_CHECKING:
