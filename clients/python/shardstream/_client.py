@@ -34,9 +34,10 @@ log = logging.getLogger("shardstream")
 
 # ---- typed stubs -----------------------------------------------------------
 #
-# grpc_tools.protoc generates untyped stubs (shardstream_pb2_grpc.py); these
-# Protocols state the part of them this client calls, with the message types
-# of the generated shardstream_pb2.pyi. The method names are the RPCs'.
+# grpc_tools.protoc generates untyped stubs (shardstream_pb2_grpc.py, checked
+# for drift against `make proto`, so not edited); these Protocols state the
+# part of them this client calls, with the message types of the generated
+# shardstream_pb2.pyi. The method names are the RPCs'.
 
 
 class _BatchStream(Protocol):
