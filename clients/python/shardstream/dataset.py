@@ -59,7 +59,8 @@ class ShardStreamDataset(IterableDataset[Any]):
     see :data:`Sample`), or what ``decode`` makes of it. Use it with
     ``DataLoader(ds, batch_size=None)`` so the DataLoader does not batch
     again, and ``num_workers`` 0 or 1: a rank's stream is one ordered
-    sequence, so more workers would either reorder or repeat it (raises).
+    sequence, so more DataLoader workers would either reorder or repeat it
+    (raises).
 
     Every rank of the job must build the dataset with the same ``seed``,
     ``epoch``, ``batch_size``, ``window``, ``last_batch`` and
@@ -155,7 +156,7 @@ class ShardStreamDataset(IterableDataset[Any]):
     def __getstate__(self) -> dict[str, Any]:
         # A DataLoader worker started with spawn gets a pickled copy, and
         # torch.distributed is not initialised in it: carry the parent's
-        # rank along, or the worker would read as rank 0 of 1.
+        # rank along, or the DataLoader worker would read as rank 0 of 1.
         state = dict(self.__dict__)
         state["_inherited_dist"] = dist_world() or self._inherited_dist
         return state
