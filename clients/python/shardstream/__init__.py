@@ -15,17 +15,14 @@
 See docs/python-client.md for DDP, checkpoints, elastic resume and errors.
 """
 
-from shardstream.dataset import (
-    Batch,
-    DatasetInfo,
-    Plan,
-    Sample,
-    ShardStreamDataset,
-    Stats,
-    batch_from_proto,
-    sample_from_proto,
-)
+# batch_from_proto and sample_from_proto are wire conversion, internal now
+# (shardstream._convert); they stay importable from here for code written
+# before the split, but are not in the public list.
+from shardstream._convert import batch_from_proto as batch_from_proto
+from shardstream._convert import sample_from_proto as sample_from_proto
+from shardstream.dataset import ShardStreamDataset
 from shardstream.errors import ShardStreamError
+from shardstream.types import Batch, DatasetInfo, Plan, Sample, Stats
 from shardstream.world import World, current_worker, current_world, dist_world, resolve_world
 
 __all__ = [
@@ -37,10 +34,8 @@ __all__ = [
     "ShardStreamError",
     "Stats",
     "World",
-    "batch_from_proto",
     "current_worker",
     "current_world",
     "dist_world",
     "resolve_world",
-    "sample_from_proto",
 ]

@@ -3,146 +3,45 @@
 The client is thin: the coordinator plans the epoch and a loader streams this
 rank's batches in order; the client asks for them, turns them into Python
 values and remembers the resume token of the last batch it handed over.
+
+This module holds the dataset only: the values it yields are in
+:mod:`shardstream.types`, the gRPC calls and the reconnect loop in
+:mod:`shardstream._client`, the wire conversion in :mod:`shardstream._convert`.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from contextlib import closing
+from typing import TYPE_CHECKING, Any, Literal
 
-import grpc
 from torch.utils.data import IterableDataset
 
-from shardstream.errors import ShardStreamError, from_rpc_error
-from shardstream.v1 import shardstream_pb2 as pb
-from shardstream.v1 import shardstream_pb2_grpc as pb_grpc
+from shardstream._client import Client
+from shardstream._convert import LAST_BATCH_POLICIES, job_spec
+
+# Kept importable from here for code written against the one-module client
+# (and for pickles that name shardstream.dataset.Batch or .Stats); not part of
+# this module's __all__.
+from shardstream._convert import batch_from_proto as batch_from_proto
+from shardstream._convert import sample_from_proto as sample_from_proto
+from shardstream.types import Batch as Batch
+from shardstream.types import DatasetInfo as DatasetInfo
+from shardstream.types import Plan as Plan
+from shardstream.types import Sample as Sample
+from shardstream.types import Stats as Stats
 from shardstream.world import current_worker, current_world, dist_world
 
-__all__ = [
-    "Batch",
-    "DatasetInfo",
-    "Plan",
-    "Sample",
-    "ShardStreamDataset",
-    "Stats",
-    "batch_from_proto",
-    "sample_from_proto",
-]
+if TYPE_CHECKING:
+    from shardstream.v1 import shardstream_pb2 as pb
+
+__all__ = ["ShardStreamDataset"]
 
 log = logging.getLogger("shardstream")
 
-Sample = dict[str, Any]
-"""One sample: ``__key__`` (str), ``__shard__`` and ``__index__`` (int: its
-identity in the dataset) and one ``bytes`` value per field, by field name."""
-
 _UINT32_MAX = (1 << 32) - 1
 _UINT64_MAX = (1 << 64) - 1
-
-# Codes after which the same request may succeed on a new stream: the server
-# or the connection went away (UNAVAILABLE), the loader is full
-# (RESOURCE_EXHAUSTED says to retry or use another loader), or a stream was
-# cut by a server shutting down (CANCELLED, ABORTED: this client cancels a
-# stream only when it stops iterating, and then it does not retry).
-_RETRYABLE = frozenset(
-    {
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
-        grpc.StatusCode.CANCELLED,
-        grpc.StatusCode.ABORTED,
-    }
-)
-
-
-def _retryable(err: grpc.RpcError) -> bool:
-    if not isinstance(err, grpc.Call):
-        return False
-    code = err.code()
-    if code in _RETRYABLE:
-        return True
-    # grpc-core reports a peer's HTTP/2 stream reset (a loader killed or
-    # force-stopped mid-stream) as INTERNAL; the request itself was fine.
-    return code == grpc.StatusCode.INTERNAL and "RST_STREAM" in (err.details() or "")
-
-
-class Batch(list[Sample]):
-    """One step's samples for one rank, in the order the loader sent them.
-
-    ``resume_token`` is the token to checkpoint once every rank has consumed
-    this step; ``step`` counts from the point the iteration started at (the
-    resume token's point, or the start of the epoch).
-    """
-
-    def __init__(
-        self, samples: list[Sample], *, rank: int, epoch: int, step: int, resume_token: str
-    ) -> None:
-        super().__init__(samples)
-        self.rank = rank
-        self.epoch = epoch
-        self.step = step
-        self.resume_token = resume_token
-
-    def __repr__(self) -> str:
-        return f"Batch(rank={self.rank}, epoch={self.epoch}, step={self.step}, samples={len(self)})"
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What the coordinator planned for one rank (from PlanEpoch)."""
-
-    fingerprint: str
-    steps: int
-    samples: int
-    dropped: int
-    padded: int
-    resume_token: str
-    loader_addresses: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """A served dataset (from GetDataset)."""
-
-    name: str
-    fingerprint: str
-    shards: int
-    samples: int
-    bytes: int
-
-
-@dataclass
-class Stats:
-    """Counters of the iterations run in this process."""
-
-    batches: int = 0
-    samples: int = 0
-    # Bytes of field data received (keys and framing not counted).
-    bytes: int = 0
-    # Streams reopened after a failure.
-    reconnects: int = 0
-    last_error: str = field(default="", repr=False)
-
-
-def sample_from_proto(s: pb.Sample) -> Sample:
-    """Turns a wire Sample into the dict the dataset yields."""
-    d: Sample = {"__key__": s.key, "__shard__": s.shard, "__index__": s.index}
-    for f in s.fields:
-        d[f.name] = f.data
-    return d
-
-
-def batch_from_proto(b: pb.Batch) -> Batch:
-    """Turns a wire Batch into a :class:`Batch` of sample dicts."""
-    return Batch(
-        [sample_from_proto(s) for s in b.samples],
-        rank=b.rank,
-        epoch=b.epoch,
-        step=b.step,
-        resume_token=b.resume_token,
-    )
 
 
 def _check_uint(name: str, value: object, limit: int, *, minimum: int = 0) -> int:
@@ -153,12 +52,6 @@ def _check_uint(name: str, value: object, limit: int, *, minimum: int = 0) -> in
     return value
 
 
-_POLICIES: Mapping[str, pb.LastBatchPolicy] = {
-    "drop": pb.LAST_BATCH_POLICY_DROP,
-    "pad": pb.LAST_BATCH_POLICY_PAD,
-}
-
-
 class ShardStreamDataset(IterableDataset[Any]):
     """This trainer rank's batches of one epoch, streamed from shardstream.
 
@@ -166,7 +59,8 @@ class ShardStreamDataset(IterableDataset[Any]):
     see :data:`Sample`), or what ``decode`` makes of it. Use it with
     ``DataLoader(ds, batch_size=None)`` so the DataLoader does not batch
     again, and ``num_workers`` 0 or 1: a rank's stream is one ordered
-    sequence, so more workers would either reorder or repeat it (raises).
+    sequence, so more DataLoader workers would either reorder or repeat it
+    (raises).
 
     Every rank of the job must build the dataset with the same ``seed``,
     ``epoch``, ``batch_size``, ``window``, ``last_batch`` and
@@ -232,7 +126,7 @@ class ShardStreamDataset(IterableDataset[Any]):
         self._epoch = _check_uint("epoch", epoch, _UINT64_MAX)
         self.batch_size = _check_uint("batch_size", batch_size, _UINT32_MAX)
         self.window = _check_uint("window", window, _UINT32_MAX)
-        if last_batch not in _POLICIES:
+        if last_batch not in LAST_BATCH_POLICIES:
             raise ValueError(f"last_batch: {last_batch!r}, want 'drop' or 'pad'")
         self.last_batch = last_batch
         self.dataset = dataset
@@ -262,7 +156,7 @@ class ShardStreamDataset(IterableDataset[Any]):
     def __getstate__(self) -> dict[str, Any]:
         # A DataLoader worker started with spawn gets a pickled copy, and
         # torch.distributed is not initialised in it: carry the parent's
-        # rank along, or the worker would read as rank 0 of 1.
+        # rank along, or the DataLoader worker would read as rank 0 of 1.
         state = dict(self.__dict__)
         state["_inherited_dist"] = dist_world() or self._inherited_dist
         return state
@@ -307,82 +201,36 @@ class ShardStreamDataset(IterableDataset[Any]):
 
     def job(self, world_size: int) -> pb.JobSpec:
         """The JobSpec this dataset sends for ``world_size`` ranks."""
-        return pb.JobSpec(
+        return job_spec(
             dataset=self.dataset,
             seed=self.seed,
             epoch=self._epoch,
             world_size=world_size,
             batch_size=self.batch_size,
             window=self.window,
-            last_batch=_POLICIES[self.last_batch],
+            last_batch=self.last_batch,
             resume_token=self._token,
         )
 
-    def _channel(self, address: str) -> grpc.Channel:
-        n = self.max_message_bytes
-        return grpc.insecure_channel(
-            address,
-            options=[
-                ("grpc.max_receive_message_length", n),
-                ("grpc.max_send_message_length", n),
-                # Reconnect quickly to a loader that restarts: the default
-                # first backoff is 1s and grows to 2 minutes.
-                ("grpc.initial_reconnect_backoff_ms", 100),
-                ("grpc.min_reconnect_backoff_ms", 100),
-                ("grpc.max_reconnect_backoff_ms", 2000),
-                # Notice a vanished loader on a quiet stream; the server
-                # permits pings every 10s or more.
-                ("grpc.keepalive_time_ms", 30_000),
-                ("grpc.keepalive_timeout_ms", 10_000),
-                ("grpc.keepalive_permit_without_calls", 1),
-            ],
+    def _client(self) -> Client:
+        return Client(
+            self.address,
+            timeout=self.timeout,
+            retry_timeout=self.retry_timeout,
+            max_message_bytes=self.max_message_bytes,
         )
 
     def describe(self) -> DatasetInfo:
         """Asks the coordinator about the dataset (GetDataset)."""
-        with self._channel(self.address) as ch:
-            stub = pb_grpc.CoordinatorServiceStub(ch)
-            try:
-                r = stub.GetDataset(
-                    pb.GetDatasetRequest(dataset=self.dataset),
-                    timeout=self.timeout,
-                    wait_for_ready=True,
-                )
-            except grpc.RpcError as e:
-                raise from_rpc_error("GetDataset", self.address, e) from e
-        return DatasetInfo(
-            name=r.name,
-            fingerprint=r.fingerprint,
-            shards=r.shards,
-            samples=r.samples,
-            bytes=r.bytes,
-        )
+        with self._client() as client:
+            return client.describe(self.dataset)
 
     def plan(self) -> Plan:
         """Asks the coordinator for this rank's plan (PlanEpoch) without
         streaming anything."""
         world = current_world(self.rank, self.world_size, self._inherited_dist)
-        with self._channel(self.address) as ch:
-            return self._plan(pb_grpc.CoordinatorServiceStub(ch), self.job(world.world_size))
-
-    def _plan(self, stub: Any, job: pb.JobSpec, *, wait: bool = True) -> Plan:
-        """PlanEpoch; ``wait`` waits up to ``timeout`` for the server to
-        come up instead of failing at once when it is unreachable."""
-        try:
-            r = stub.PlanEpoch(
-                pb.PlanEpochRequest(job=job), timeout=self.timeout, wait_for_ready=wait
-            )
-        except grpc.RpcError as e:
-            raise from_rpc_error("PlanEpoch", self.address, e) from e
-        return Plan(
-            fingerprint=r.dataset_fingerprint,
-            steps=r.steps,
-            samples=r.samples,
-            dropped=r.dropped,
-            padded=r.padded,
-            resume_token=r.resume_token,
-            loader_addresses=tuple(r.loader_addresses),
-        )
+        with self._client() as client:
+            return client.plan(self.job(world.world_size))
 
     # ---- iteration -----------------------------------------------------
 
@@ -398,17 +246,11 @@ class ShardStreamDataset(IterableDataset[Any]):
         return self._iterate(world.rank, world.world_size)
 
     def _iterate(self, rank: int, world_size: int) -> Iterator[Any]:
+        # A generator: the client and its channels are made at the first
+        # next(), in the process that iterates, never before a fork.
         job = self.job(world_size)
-        channels: dict[str, grpc.Channel] = {}
-
-        def stub_for(address: str) -> Any:
-            if address not in channels:
-                channels[address] = self._channel(address)
-            return channels[address]
-
-        try:
-            coordinator = pb_grpc.CoordinatorServiceStub(stub_for(self.address))
-            plan = self._plan(coordinator, job)
+        with self._client() as client:
+            plan = client.plan(job)
             self.last_plan = plan
             if plan.steps == 0 and job.resume_token:
                 log.warning(
@@ -416,106 +258,11 @@ class ShardStreamDataset(IterableDataset[Any]):
                     "call set_epoch() for the next epoch",
                     job.epoch,
                 )
-            yield from self._stream(plan, job, rank, coordinator, stub_for)
-        finally:
-            for ch in channels.values():
-                ch.close()
-
-    def _loader_address(self, plan: Plan, rank: int, attempt: int) -> str:
-        """The loader for ``rank`` on its ``attempt``-th stream: the planned
-        one first, then the others of the plan in turn (loaders are
-        stateless, any of them serves any rank)."""
-        addrs = [a or self.address for a in plan.loader_addresses]
-        first = addrs[rank] if rank < len(addrs) else self.address
-        order = [first, *sorted(set(addrs) - {first})]
-        return order[attempt % len(order)]
-
-    def _stream(
-        self,
-        plan: Plan,
-        job: pb.JobSpec,
-        rank: int,
-        coordinator: Any,
-        channel_for: Callable[[str], grpc.Channel],
-    ) -> Iterator[Any]:
-        next_step = 0
-        attempt = 0
-        failures = 0
-        stalled_since: float | None = None
-        while next_step < plan.steps:
-            address = self._loader_address(plan, rank, attempt)
-            loader = pb_grpc.LoaderServiceStub(channel_for(address))
-            req = pb.StreamBatchesRequest(job=job, rank=rank, from_step=next_step)
-            call = loader.StreamBatches(req)
-            retry_error: grpc.RpcError | None = None
-            try:
-                for resp in call:
-                    b = resp.batch
-                    if b.step != next_step or b.rank != rank:
-                        raise ShardStreamError(
-                            "StreamBatches",
-                            address,
-                            grpc.StatusCode.INTERNAL,
-                            f"got rank {b.rank} step {b.step}, want rank {rank} step {next_step}",
-                        )
-                    batch = batch_from_proto(b)
-                    self.stats.batches += 1
-                    self.stats.samples += len(batch)
-                    self.stats.bytes += sum(len(f.data) for s in b.samples for f in s.fields)
-                    failures, stalled_since = 0, None
-                    next_step += 1
+            with closing(client.batches(plan, job, rank, self.stats)) as batches:
+                for batch in batches:
                     item = batch if self.decode is None else self.decode(batch)
                     # The token changes only as a batch is handed over, so
                     # state_dict() never counts a batch the trainer has not
                     # had (a decode error leaves it at the previous batch).
-                    self._token = b.resume_token
+                    self._token = batch.resume_token
                     yield item
-                if next_step >= plan.steps:
-                    return
-                why = f"stream ended at step {next_step} of {plan.steps}"
-            except grpc.RpcError as e:
-                if not _retryable(e):
-                    raise from_rpc_error("StreamBatches", address, e) from e
-                retry_error = e
-                why = f"{e.code().name}: {e.details()}"
-            finally:
-                call.cancel()
-            now = time.monotonic()
-            if stalled_since is None:
-                stalled_since = now
-            if now - stalled_since > self.retry_timeout:
-                if retry_error is not None:
-                    raise from_rpc_error("StreamBatches", address, retry_error) from retry_error
-                raise ShardStreamError("StreamBatches", address, grpc.StatusCode.UNAVAILABLE, why)
-            failures += 1
-            attempt += 1
-            self.stats.reconnects += 1
-            self.stats.last_error = why
-            delay = min(2.0, 0.05 * math.pow(2, min(failures, 10)))
-            log.warning(
-                "shardstream: rank %d stream from %s lost at step %d (%s); reopening in %.2fs",
-                rank,
-                address,
-                next_step,
-                why,
-                delay,
-            )
-            time.sleep(delay)
-            # Ask again where to read: a restarted coordinator may name
-            # other loaders. The same job gives the same plan; a different
-            # one means the dataset changed under the job.
-            try:
-                replan = self._plan(coordinator, job, wait=False)
-            except ShardStreamError as e:
-                if not isinstance(e.__cause__, grpc.RpcError) or not _retryable(e.__cause__):
-                    raise
-                continue
-            if replan.fingerprint != plan.fingerprint or replan.steps != plan.steps:
-                raise ShardStreamError(
-                    "PlanEpoch",
-                    self.address,
-                    grpc.StatusCode.FAILED_PRECONDITION,
-                    f"plan changed while reading: dataset {plan.fingerprint} with "
-                    f"{plan.steps} steps became {replan.fingerprint} with {replan.steps}",
-                )
-            plan = replan

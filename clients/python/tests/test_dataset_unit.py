@@ -10,6 +10,7 @@ import grpc
 import pytest
 
 import shardstream
+from shardstream import _convert
 from shardstream.v1 import shardstream_pb2 as pb
 
 
@@ -102,7 +103,7 @@ def test_batch_from_proto() -> None:
             )
         ],
     )
-    got = shardstream.batch_from_proto(b)
+    got = _convert.batch_from_proto(b)
     assert list(got) == [
         {"__key__": "k", "__shard__": 4, "__index__": 5, "cls": b"1", "input.npy": b"x"}
     ]
@@ -111,6 +112,25 @@ def test_batch_from_proto() -> None:
     again = pickle.loads(pickle.dumps(got))
     assert list(again) == list(got)
     assert (again.step, again.resume_token) == (3, "t")
+
+
+def test_public_names() -> None:
+    # What users import: the dataset, its types, its error and the rank
+    # helpers; no protobuf. Names of the one-module client keep working.
+    assert not [n for n in shardstream.__all__ if "proto" in n or n.startswith("_")]
+    for name in shardstream.__all__:
+        assert getattr(shardstream, name) is not None
+    assert shardstream.batch_from_proto is _convert.batch_from_proto
+    assert shardstream.sample_from_proto is _convert.sample_from_proto
+    from shardstream.dataset import Batch, Plan, Sample, Stats, batch_from_proto
+
+    assert (Batch, Plan, Sample, Stats) == (
+        shardstream.Batch,
+        shardstream.Plan,
+        shardstream.Sample,
+        shardstream.Stats,
+    )
+    assert batch_from_proto is _convert.batch_from_proto
 
 
 def test_dataset_pickles() -> None:

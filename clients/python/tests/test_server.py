@@ -183,7 +183,7 @@ def test_dataloader_worker_process(server: Server) -> None:
     ds = shardstream.ShardStreamDataset(
         server.address, rank=1, world_size=2, seed=2, batch_size=16, decode=decode_numbers
     )
-    # spawn: a worker started clean, with its own gRPC channel.
+    # spawn: a DataLoader worker started clean, with its own gRPC channel.
     loader = DataLoader(ds, batch_size=None, num_workers=1, multiprocessing_context="spawn")
     got = list(loader)
     assert [s for s, _ in got] == list(range(len(got)))
