@@ -3,13 +3,13 @@ package service
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/shardstream/shardstream/internal/datasettest"
 	"github.com/shardstream/shardstream/manifest"
 	pb "github.com/shardstream/shardstream/proto/shardstream/v1"
 	"github.com/shardstream/shardstream/store/memstore"
@@ -25,37 +25,13 @@ func realReader(t *testing.T, shards, perShard int, reg prometheus.Registerer) *
 	t.Helper()
 	ctx := testCtx(t)
 	st := memstore.New()
-	m := &manifest.Manifest{Version: manifest.Version}
-	for s := range shards {
-		var obj bytes.Buffer
-		sw := wds.NewShardWriter(&obj, manifest.CompressionNone, 400<<10)
-		for i := range perShard {
-			key := sampleKey(int64(s), int64(i))
-			err := sw.WriteSample(wds.Sample{Key: key, Fields: []wds.Field{
-				{Name: "cls", Data: []byte(key)},
-				{Name: "bin", Data: bytes.Repeat([]byte{byte(i)}, 100<<10)},
-			}})
-			if err != nil {
-				t.Fatal(err)
-			}
-		}
-		sh, err := sw.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		sh.Path = fmt.Sprintf("shard-%d.tar", s)
-		if err := st.Write(ctx, sh.Path, &obj); err != nil {
-			t.Fatal(err)
-		}
-		m.Shards = append(m.Shards, sh)
-	}
-	data, err := m.Marshal()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Write(ctx, manifest.FileName, bytes.NewReader(data)); err != nil {
-		t.Fatal(err)
-	}
+	datasettest.Write(t, st, shards, perShard, func(s, i int) wds.Sample {
+		key := sampleKey(int64(s), int64(i))
+		return wds.Sample{Key: key, Fields: []wds.Field{
+			{Name: "cls", Data: []byte(key)},
+			{Name: "bin", Data: bytes.Repeat([]byte{byte(i)}, 100<<10)},
+		}}
+	}, datasettest.Options{Compression: manifest.CompressionNone, ChunkSize: 400 << 10})
 	r, err := worker.Open(ctx, "mem://release", worker.Config{Store: st, MemoryCacheBytes: -1, Registerer: reg}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -107,36 +83,14 @@ func TestStreamsReleaseChunks(t *testing.T) {
 			if err := ts.stop(); err != nil { // waits for the stream handler to return
 				t.Fatal(err)
 			}
-			if inUse := gathered(t, reg, "shardstream_read_buffer_bytes", ""); inUse != 0 {
+			if inUse := datasettest.MetricValue(t, reg, "shardstream_read_buffer_bytes"); inUse != 0 {
 				t.Errorf("%v bytes of chunk buffers still in use after the stream ended", inUse)
 			}
 			if tc.steps < 0 { // a chunk lives to its window's end: three steps may release none
-				if reused := gathered(t, reg, "shardstream_read_buffers_total", "pool"); reused == 0 {
+				if reused := datasettest.MetricValue(t, reg, "shardstream_read_buffers_total", "pool"); reused == 0 {
 					t.Error("no chunk buffer was reused over a whole epoch")
 				}
 			}
 		})
 	}
-}
-
-// gathered is the value of metric name in reg, of its series whose first
-// label has the value label ("" for an unlabelled metric).
-func gathered(t *testing.T, reg *prometheus.Registry, name, label string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			if l := m.GetLabel(); len(l) == 0 && label == "" || len(l) > 0 && l[0].GetValue() == label {
-				return m.GetGauge().GetValue() + m.GetCounter().GetValue()
-			}
-		}
-	}
-	t.Fatalf("no metric %s{%s}", name, label)
-	return 0
 }

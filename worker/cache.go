@@ -117,9 +117,3 @@ func (c *chunkCache) clear() {
 	c.lru.Init()
 	c.size = 0
 }
-
-func (c *chunkCache) bytes() int64 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.size
-}

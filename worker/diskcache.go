@@ -115,7 +115,7 @@ func (c *diskCache) get(key string, buf []byte) (hit, corrupt bool) {
 	if good {
 		var n int
 		n, err = f.ReadAt(buf, diskHeaderLen)
-		good = n == len(buf) && crc32.Checksum(buf, castagnoli) == binary.LittleEndian.Uint32(hdr[4:8])
+		good = err == nil && n == len(buf) && crc32.Checksum(buf, castagnoli) == binary.LittleEndian.Uint32(hdr[4:8])
 	}
 	if !good {
 		c.drop(name, true)
@@ -195,10 +195,4 @@ func (c *diskCache) evictLocked() {
 		c.size -= e.size
 		os.Remove(filepath.Join(c.dir, e.name))
 	}
-}
-
-func (c *diskCache) bytes() int64 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.size
 }

@@ -36,7 +36,7 @@ func (f *planFlags) register(fs *flag.FlagSet) {
 	fs.Uint64Var(&f.epoch, "epoch", 0, "the epoch to plan")
 	fs.IntVar(&f.worldSize, "world-size", 1, "number of trainer ranks")
 	fs.IntVar(&f.batchSize, "batch-size", 1, "samples per batch (per rank)")
-	fs.IntVar(&f.window, "window", sampler.DefaultWindow, "shuffle window in shards")
+	fs.IntVar(&f.window, "window", sampler.DefaultWindow, "shuffle window in chunks (manifest chunks of about 8 MiB)")
 	fs.BoolVar(&f.dropLast, "drop-last", false, "drop the tail that does not fill a step on every rank (the default)")
 	fs.BoolVar(&f.pad, "pad", false, "pad the last step by repeating samples instead of dropping the tail")
 	fs.StringVar(&f.resume, "resume", "", "resume token: plan from that point on (steps count from it)")
@@ -86,7 +86,7 @@ func runPlan(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	job := sampler.Job{Fingerprint: m.Fingerprint(), Seed: f.seed, Epoch: f.epoch, Window: f.window, Policy: policy}
-	p, err := sampler.New(m.SampleCounts(), job, resume, f.worldSize, f.batchSize)
+	p, err := sampler.New(m.Units(), job, resume, f.worldSize, f.batchSize)
 	if err != nil {
 		return fmt.Errorf("plan %s: %w", f.data, err)
 	}

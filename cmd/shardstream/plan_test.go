@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shardstream/shardstream/manifest"
 	"github.com/shardstream/shardstream/sampler"
 	"github.com/shardstream/shardstream/worker"
 )
@@ -119,7 +120,11 @@ func TestPlanCommand(t *testing.T) {
 		len(tok.Segments) != 1 || tok.Segments[0] != (sampler.Segment{WorldSize: 2, BatchSize: 3, Steps: 2}) {
 		t.Errorf("resume token %+v, want seed 7 epoch 2 window 2 drop-last and 2 of 2 steps consumed", tok)
 	}
-	p, err := sampler.New(planTestCounts, tok.Job, nil, 2, 3)
+	m, err := manifest.Parse([]byte(planTestManifest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := sampler.New(m.Units(), tok.Job, nil, 2, 3) // one unit per chunk: c.tar.zst is two
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -31,6 +31,7 @@ type serveFlags struct {
 	memoryCache     string
 	fetchBuffers    string
 	bufferPool      string
+	chunkMemory     string
 	window          int
 	readahead       int
 	maxStreams      int
@@ -51,7 +52,8 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.memoryCache, "memory-cache-size", "", "decoded chunks kept in memory, e.g. 4GiB; 0 turns the cache off (empty: 1GiB)")
 	fs.StringVar(&f.fetchBuffers, "fetch-buffer-size", "", "bytes of chunks being downloaded at once, e.g. 1GiB (empty: 512MiB)")
 	fs.StringVar(&f.bufferPool, "buffer-pool-size", "", "idle chunk buffers kept for reuse, e.g. 512MiB; 0 keeps none (empty: 256MiB)")
-	fs.IntVar(&f.window, "window", service.DefaultWindow, "default shuffle window in shards, for jobs that give none")
+	fs.StringVar(&f.chunkMemory, "chunk-memory", "", "decoded chunks all streams together may hold for their coming steps, e.g. 8GiB; each stream reserves about 2 windows of chunks when it opens (empty: 4GiB)")
+	fs.IntVar(&f.window, "window", service.DefaultWindow, "default shuffle window in chunks (manifest chunks of about 8 MiB), for jobs that give none")
 	fs.IntVar(&f.readahead, "readahead", service.DefaultReadaheadSteps, "steps each stream reads ahead of the one it sends")
 	fs.IntVar(&f.maxStreams, "max-streams", service.DefaultMaxStreams, "most streams served at once; more are refused with RESOURCE_EXHAUSTED")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format on stderr: text or json")
@@ -66,6 +68,7 @@ type serveConfig struct {
 	log         *slog.Logger
 	loaderAddrs []string      // nil: this server
 	read        worker.Config // the read path's, without its Registerer
+	chunkMemory int64         // service.Config.ChunkMemoryBytes; 0: its default
 }
 
 // runServe serves one dataset with the coordinator and the loader in one
@@ -119,6 +122,13 @@ func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
 	if err := setMemory(&c.read, f.memoryCache, f.fetchBuffers, f.bufferPool); err != nil {
 		return c, err
 	}
+	if f.chunkMemory != "" {
+		n, err := parseSize(f.chunkMemory)
+		if err != nil || n == 0 {
+			return c, usageError{fmt.Sprintf("serve: --chunk-memory %q: want a positive size like 8GiB", f.chunkMemory)}
+		}
+		c.chunkMemory = n
+	}
 	return c, nil
 }
 
@@ -138,14 +148,15 @@ func serve(ctx context.Context, c serveConfig, stdout io.Writer) error {
 	m := r.Manifest()
 
 	srv, err := service.New(service.Config{
-		Datasets:        []service.Dataset{{Name: c.name, Manifest: m, Chunks: r}},
-		LoaderAddrs:     c.loaderAddrs,
-		DefaultWindow:   c.window,
-		ReadaheadSteps:  c.readahead,
-		MaxStreams:      c.maxStreams,
-		ShutdownTimeout: c.shutdownTimeout,
-		Logger:          c.log,
-		Registry:        reg,
+		Datasets:         []service.Dataset{{Name: c.name, Manifest: m, Chunks: r}},
+		LoaderAddrs:      c.loaderAddrs,
+		DefaultWindow:    c.window,
+		ChunkMemoryBytes: c.chunkMemory,
+		ReadaheadSteps:   c.readahead,
+		MaxStreams:       c.maxStreams,
+		ShutdownTimeout:  c.shutdownTimeout,
+		Logger:           c.log,
+		Registry:         reg,
 	})
 	if err != nil {
 		return err

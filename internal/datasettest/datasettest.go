@@ -82,7 +82,8 @@ func Write(t testing.TB, st store.Store, shards, perShard int, sample func(s, i 
 	return m
 }
 
-// MetricValue is the value of the counter or gauge name in g, of its
+// MetricValue is the value of the counter or gauge name in g (of a
+// histogram, the sum of its observations), of its
 // first series whose label values begin with labels (in the order the
 // metric declares its labels; none: its first series). It is 0 when
 // there is no such series: a labelled counter that never counted has
@@ -108,7 +109,7 @@ func MetricValue(t testing.TB, g prometheus.Gatherer, name string, labels ...str
 					continue series
 				}
 			}
-			return m.GetCounter().GetValue() + m.GetGauge().GetValue()
+			return m.GetCounter().GetValue() + m.GetGauge().GetValue() + m.GetHistogram().GetSampleSum()
 		}
 	}
 	return 0
