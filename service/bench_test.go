@@ -12,8 +12,8 @@ import (
 // loader (planning, assembly, encoding, gRPC) and not the fake's work.
 type prebuiltReader map[chunkKey]*worker.Chunk
 
-func (p prebuiltReader) Chunk(ctx context.Context, s, c int) (*worker.Chunk, error) {
-	return p[chunkKey{s, c}], nil
+func (p prebuiltReader) Fetch(ctx context.Context, s, c int) (*worker.Chunk, int64, error) {
+	return p[chunkKey{s, c}], 0, nil
 }
 
 // BenchmarkStreamBatches streams one rank's epoch over loopback gRPC from
@@ -29,7 +29,7 @@ func BenchmarkStreamBatches(b *testing.B) {
 	pre := prebuiltReader{}
 	for s := range shards {
 		for c := range m.Shards[s].Chunks {
-			ch, _ := fake.Chunk(context.Background(), s, c)
+			ch, _, _ := fake.Fetch(context.Background(), s, c)
 			pre[chunkKey{s, c}] = ch
 		}
 	}

@@ -18,6 +18,7 @@ type dataset struct {
 	fingerprint string
 	units       []sampler.Unit // one per chunk: what the planner permutes
 	maxChunk    int64          // the largest chunk's decoded size
+	bytes       int64          // stored bytes of all shards
 	// minUnitSamples is the fewest samples of a non-empty unit (0: none).
 	minUnitSamples int64
 }
@@ -46,6 +47,7 @@ func newCatalog(ds []Dataset) *catalog {
 			fingerprint:    d.Manifest.Fingerprint(),
 			units:          units,
 			maxChunk:       d.Manifest.MaxChunkRawSize(),
+			bytes:          d.Manifest.TotalBytes(),
 			minUnitSamples: minSamples,
 		}
 		c.names = append(c.names, d.Name)

@@ -15,10 +15,11 @@ import (
 )
 
 // ChunkReader is what the loader needs from the read path: one decoded
-// chunk of one shard. *worker.Reader implements it; it must be safe for
-// concurrent use.
+// chunk of one shard, and how many bytes getting it read from the store
+// (0 when a cache had it). *worker.Reader implements it; it must be safe
+// for concurrent use.
 type ChunkReader interface {
-	Chunk(ctx context.Context, shard, chunk int) (*worker.Chunk, error)
+	Fetch(ctx context.Context, shard, chunk int) (*worker.Chunk, int64, error)
 }
 
 // Dataset is one served dataset.

@@ -197,3 +197,33 @@ func TestOldTokenRefused(t *testing.T) {
 		t.Errorf("version-1 token: %v, want FailedPrecondition naming job.resume_token", err)
 	}
 }
+
+// The loader counts the bytes each job epoch read from the store and their
+// ratio to the dataset's size: about 1 for an epoch that reads each chunk
+// once.
+func TestEpochStoreBytes(t *testing.T) {
+	leaktest.Check(t)
+	r := &fakeReader{m: testManifest(5, 20, 4)}
+	reg := prometheus.NewRegistry()
+	cfg := testConfig(r)
+	cfg.Registry = reg
+	ts := startServer(t, cfg, samplerPlanner)
+	ctx := testCtx(t)
+	for epoch := range uint64(2) {
+		if _, err := streamAll(ctx, ts.loader, &pb.StreamBatchesRequest{Job: &pb.JobSpec{WorldSize: 1, BatchSize: 5, Seed: 9, Epoch: epoch}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	total := float64(r.m.TotalBytes())         // 100 samples in batches of 5: every chunk is read each epoch
+	for _, epoch := range []string{"0", "1"} { // labels sort by name: dataset, epoch, seed
+		if got := datasettest.MetricValue(t, reg, "shardstream_epoch_store_bytes", "default", epoch, "9"); got != total {
+			t.Errorf("epoch %s: %v store bytes, want the dataset's %v", epoch, got, total)
+		}
+		if got := datasettest.MetricValue(t, reg, "shardstream_epoch_store_bytes_ratio", "default", epoch, "9"); got != 1 {
+			t.Errorf("epoch %s: ratio %v, want 1", epoch, got)
+		}
+	}
+	if got := datasettest.MetricValue(t, reg, "shardstream_loader_store_bytes_total", "default"); got != 2*total {
+		t.Errorf("store bytes in all %v, want %v", got, 2*total)
+	}
+}

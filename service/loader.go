@@ -87,13 +87,13 @@ func (l *loader) newRankStream(req *pb.StreamBatchesRequest) (*rankStream, error
 // strange bytes) becomes this stream's error instead of killing every
 // stream of the process: the gRPC recovery interceptor only covers the
 // handler's own goroutine.
-func (l *loader) readChunk(ctx context.Context, ds *dataset, k chunkKey) (c *worker.Chunk, err error) {
+func (l *loader) readChunk(ctx context.Context, ds *dataset, k chunkKey) (c *worker.Chunk, stored int64, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			sh := ds.manifest.Shards[k.shard]
 			l.cfg.Logger.ErrorContext(ctx, "panic reading a chunk", "shard", sh.Path, "chunk", k.chunk, "panic", p, "stack", string(debug.Stack()))
-			c, err = nil, status.Errorf(codes.Internal, "read shard %d (%s) chunk %d at offset %d: internal error: %v", k.shard, sh.Path, k.chunk, sh.Chunks[k.chunk].Offset, p)
+			c, stored, err = nil, 0, status.Errorf(codes.Internal, "read shard %d (%s) chunk %d at offset %d: internal error: %v", k.shard, sh.Path, k.chunk, sh.Chunks[k.chunk].Offset, p)
 		}
 	}()
-	return ds.chunks.Chunk(ctx, k.shard, k.chunk)
+	return ds.chunks.Fetch(ctx, k.shard, k.chunk)
 }

@@ -19,6 +19,7 @@ type metrics struct {
 
 	chunkMemLimit, chunkMemReserved, chunkMemHeld prometheus.Gauge
 	streamChunkPeak                               prometheus.Histogram
+	fetched                                       *epochFetches
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -26,6 +27,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	// when read-ahead keeps up and takes seconds when storage stalls.
 	buckets := prometheus.ExponentialBuckets(1e-4, 4, 10)
 	m := &metrics{
+		fetched: newEpochFetches(),
 		chunkMemLimit: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "shardstream_loader_chunk_memory_limit_bytes", Help: "Config.ChunkMemoryBytes (--chunk-memory): decoded chunk bytes open streams may hold.",
 		}),
@@ -73,7 +75,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, c := range []prometheus.Collector{
 		m.streamsOpen, m.streamsTotal, m.batchesSent, m.samplesSent, m.bytesSent,
 		m.stepWait, m.stepSend, m.chunkFetch, m.plansTotal, m.planCacheMiss,
-		m.chunkMemLimit, m.chunkMemReserved, m.chunkMemHeld, m.streamChunkPeak,
+		m.chunkMemLimit, m.chunkMemReserved, m.chunkMemHeld, m.streamChunkPeak, m.fetched,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

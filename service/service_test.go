@@ -671,11 +671,11 @@ func TestPlanNamesMissingSample(t *testing.T) {
 // panicReader panics on one chunk.
 type panicReader struct{ *fakeReader }
 
-func (p panicReader) Chunk(ctx context.Context, s, c int) (*worker.Chunk, error) {
+func (p panicReader) Fetch(ctx context.Context, s, c int) (*worker.Chunk, int64, error) {
 	if s == 1 && c == 0 {
 		panic("decoder bug")
 	}
-	return p.fakeReader.Chunk(ctx, s, c)
+	return p.fakeReader.Fetch(ctx, s, c)
 }
 
 // TestPanicsStayInTheirStream: a panic in the read path or the planner ends

@@ -62,7 +62,9 @@ type fakeReader struct {
 	reads map[chunkKey]int // reads of each chunk
 }
 
-func (f *fakeReader) Chunk(ctx context.Context, s, c int) (*worker.Chunk, error) {
+// Fetch reads a made-up chunk; every read counts its stored size as read
+// from the store (the fake has no cache).
+func (f *fakeReader) Fetch(ctx context.Context, s, c int) (*worker.Chunk, int64, error) {
 	f.calls.Add(1)
 	f.mu.Lock()
 	if f.reads == nil {
@@ -74,14 +76,14 @@ func (f *fakeReader) Chunk(ctx context.Context, s, c int) (*worker.Chunk, error)
 		select {
 		case <-f.gate:
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return nil, 0, ctx.Err()
 		}
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	if err := f.errs[chunkKey{s, c}]; err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	mc := f.m.Shards[s].Chunks[c]
 	n := mc.Samples
@@ -96,7 +98,7 @@ func (f *fakeReader) Chunk(ctx context.Context, s, c int) (*worker.Chunk, error)
 			{Name: "bin", Data: bytes.Repeat([]byte{byte(i)}, f.fieldSize)},
 		}})
 	}
-	return ch, nil
+	return ch, mc.Size, nil
 }
 
 // waitRead waits until f has been asked for a chunk.

@@ -240,7 +240,9 @@ func (s *rankStream) waitRoom(ctx context.Context, size int64) bool {
 func (s *rankStream) fetch(ctx context.Context, k chunkKey, f *fetch) {
 	defer s.wg.Done()
 	start := time.Now()
-	f.chunk, f.err = s.l.readChunk(ctx, s.j.ds, k)
+	var stored int64
+	f.chunk, stored, f.err = s.l.readChunk(ctx, s.j.ds, k)
+	s.l.metrics.fetched.add(s.j, stored)
 	s.l.metrics.chunkFetch.Observe(time.Since(start).Seconds())
 	<-s.sem
 	close(f.done)

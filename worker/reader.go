@@ -130,16 +130,28 @@ func (r *Reader) Manifest() *manifest.Manifest { return r.man }
 // shard and offset. The result is shared: do not modify it. Release it
 // when done, so its buffer can be reused (see Chunk).
 func (r *Reader) Chunk(ctx context.Context, s, c int) (*Chunk, error) {
+	ch, _, err := r.Fetch(ctx, s, c)
+	return ch, err
+}
+
+// Fetch is Chunk that also says how many bytes this call read from the
+// store: the chunk's stored size when this call fetched it, 0 when it came
+// from the memory or disk cache or from another caller's fetch. Callers
+// add it up to account for what a job costs in store traffic.
+func (r *Reader) Fetch(ctx context.Context, s, c int) (*Chunk, int64, error) {
 	if s < 0 || s >= len(r.man.Shards) || c < 0 || c >= len(r.man.Shards[s].Chunks) {
 		err := &Error{Shard: s, Op: "chunk", Kind: Other, Err: fmt.Errorf("no chunk %d of shard %d in a manifest of %d shards", c, s, len(r.man.Shards))}
 		if s >= 0 && s < len(r.man.Shards) {
 			err.Path = r.man.Shards[s].Path
 		}
 		r.m.errs.WithLabelValues(err.Kind.String()).Inc()
-		return nil, err
+		return nil, 0, err
 	}
+	var stored int64 // written by the load, which runs in this goroutine if at all
 	ch, hit, err := r.cache.get(ctx, chunkKey{s, c}, func(ctx context.Context) (*Chunk, int64, error) {
-		return r.load(ctx, s, c)
+		ch, size, n, err := r.load(ctx, s, c)
+		stored = n
+		return ch, size, err
 	})
 	if hit {
 		r.m.cacheReqs.WithLabelValues("memory", "hit").Inc()
@@ -153,22 +165,22 @@ func (r *Reader) Chunk(ctx context.Context, s, c int) (*Chunk, error) {
 			err = &Error{Shard: s, Path: sh.Path, Offset: sh.Chunks[c].Offset, Op: "chunk", Kind: Canceled, Err: err}
 		}
 		r.m.errs.WithLabelValues(KindOf(err).String()).Inc()
-		return nil, err
+		return nil, stored, err
 	}
-	return ch, nil
+	return ch, stored, nil
 }
 
-// load fetches and decodes one chunk; it returns the chunk and its
-// decoded size for the cache.
-func (r *Reader) load(ctx context.Context, s, c int) (*Chunk, int64, error) {
+// load fetches and decodes one chunk; it returns the chunk, its decoded
+// size for the cache and the bytes it read from the store.
+func (r *Reader) load(ctx context.Context, s, c int) (_ *Chunk, size, stored int64, _ error) {
 	sh := &r.man.Shards[s]
 	mc := sh.Chunks[c]
 	if err := r.checkShard(ctx, s); err != nil {
-		return nil, 0, err
+		return nil, 0, 0, err
 	}
 	held, err := r.buffers.acquire(ctx, mc.Size)
 	if err != nil {
-		return nil, 0, &Error{Shard: s, Path: sh.Path, Offset: mc.Offset, Op: "read", Kind: Canceled, Err: err}
+		return nil, 0, 0, &Error{Shard: s, Path: sh.Path, Offset: mc.Offset, Op: "read", Kind: Canceled, Err: err}
 	}
 	r.m.inflight.Add(float64(held))
 	defer func() {
@@ -176,9 +188,13 @@ func (r *Reader) load(ctx context.Context, s, c int) (*Chunk, int64, error) {
 		r.m.inflight.Sub(float64(held))
 	}()
 	buf := r.buffer(int(mc.Size))
-	if err := r.fetchChunk(ctx, s, c, buf); err != nil {
+	fromStore, err := r.fetchChunk(ctx, s, c, buf)
+	if err != nil {
 		r.pool.put(buf)
-		return nil, 0, err
+		return nil, 0, 0, err
+	}
+	if fromStore {
+		stored = mc.Size
 	}
 	samples, owner, err := r.decode(buf, sh.Compression, mc)
 	if err == nil && int64(len(samples)) != mc.Samples {
@@ -186,13 +202,13 @@ func (r *Reader) load(ctx context.Context, s, c int) (*Chunk, int64, error) {
 	}
 	if err != nil {
 		r.pool.put(owner)
-		return nil, 0, &Error{Shard: s, Path: sh.Path, Offset: mc.Offset, Op: "decode", Kind: Corrupt, Err: err}
+		return nil, 0, stored, &Error{Shard: s, Path: sh.Path, Offset: mc.Offset, Op: "decode", Kind: Corrupt, Err: err}
 	}
-	size := max(int64(cap(owner)), mc.RawSize)
+	size = max(int64(cap(owner)), mc.RawSize)
 	for _, smp := range samples { // bookkeeping the byte slices do not show
 		size += int64(64 + len(smp.Key) + 40*len(smp.Fields))
 	}
-	return newChunk(mc.FirstSample, samples, owner, r.pool), size, nil
+	return newChunk(mc.FirstSample, samples, owner, r.pool), size, stored, nil
 }
 
 // buffer takes a buffer of n bytes from the pool, counting where it came
@@ -227,8 +243,8 @@ func (r *Reader) decode(raw []byte, compression string, mc manifest.Chunk) (samp
 }
 
 // fetchChunk fills buf with the chunk's stored bytes, from the disk cache
-// or the store.
-func (r *Reader) fetchChunk(ctx context.Context, s, c int, buf []byte) error {
+// or the store; fromStore says it went to the store.
+func (r *Reader) fetchChunk(ctx context.Context, s, c int, buf []byte) (fromStore bool, err error) {
 	sh := &r.man.Shards[s]
 	mc := sh.Chunks[c]
 	var key string
@@ -238,7 +254,7 @@ func (r *Reader) fetchChunk(ctx context.Context, s, c int, buf []byte) error {
 		switch {
 		case hit:
 			r.m.cacheReqs.WithLabelValues("disk", "hit").Inc()
-			return nil
+			return false, nil
 		case corrupt:
 			r.m.cacheReqs.WithLabelValues("disk", "corrupt").Inc()
 			r.log.Warn("disk cache entry corrupt; fetching again", "shard", s, "path", sh.Path, "offset", mc.Offset)
@@ -247,14 +263,14 @@ func (r *Reader) fetchChunk(ctx context.Context, s, c int, buf []byte) error {
 		}
 	}
 	if err := r.fetchRange(ctx, s, sh.Path, mc.Offset, buf); err != nil {
-		return err
+		return true, err
 	}
 	if r.disk != nil {
 		if err := r.disk.put(key, buf); err != nil {
 			r.log.Warn("disk cache write", "err", err)
 		}
 	}
-	return nil
+	return true, nil
 }
 
 // diskKey names a chunk's bytes by everything that identifies them, so a

@@ -508,3 +508,43 @@ func TestQueueingIsNotATimeout(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// Fetch says how many bytes each call read from the store: a chunk's stored
+// size when the call fetched it, 0 when the memory or disk cache had it.
+func TestFetchCountsStoreBytes(t *testing.T) {
+	ctx := testCtx(t)
+	st := memstore.New()
+	d := dataset{shards: 2, samples: 12, perChunk: 4, compression: manifest.CompressionZstd, maxField: 3000}
+	d.build(t, st)
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name  string
+		cfg   worker.Config
+		again int64 // what a second Fetch of the same chunk reads: 0 or the size
+	}{
+		{"memory cache", worker.Config{Store: st}, 0},
+		{"no cache", worker.Config{Store: st, MemoryCacheBytes: -1}, -1},
+		{"disk cache", worker.Config{Store: st, MemoryCacheBytes: -1, CacheDir: dir}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := open(t, "mem://fetch", tc.cfg)
+			for s, sh := range r.Manifest().Shards {
+				for c, mc := range sh.Chunks {
+					for pass, want := range []int64{mc.Size, tc.again} {
+						if want < 0 {
+							want = mc.Size
+						}
+						ch, n, err := r.Fetch(ctx, s, c)
+						if err != nil {
+							t.Fatal(err)
+						}
+						ch.Release()
+						if n != want {
+							t.Errorf("pass %d: Fetch(%d, %d) read %d store bytes, want %d", pass, s, c, n, want)
+						}
+					}
+				}
+			}
+		})
+	}
+}

@@ -84,8 +84,8 @@ func Write(t testing.TB, st store.Store, shards, perShard int, sample func(s, i 
 
 // MetricValue is the value of the counter or gauge name in g (of a
 // histogram, the sum of its observations), of its
-// first series whose label values begin with labels (in the order the
-// metric declares its labels; none: its first series). It is 0 when
+// first series whose label values begin with labels (in the order of the
+// label names, which Gather sorts; none: its first series). It is 0 when
 // there is no such series: a labelled counter that never counted has
 // none.
 func MetricValue(t testing.TB, g prometheus.Gatherer, name string, labels ...string) float64 {
