@@ -19,26 +19,35 @@
 //
 // StreamBatches reads ahead: up to Config.ReadaheadSteps steps past the one
 // being sent have their chunks fetched, at most Config.FetchConcurrency
-// chunk reads at a time per stream. Batches are assembled and sent in step
-// order, and a step's error (a chunk that cannot be read, a sample the plan
-// names that the manifest lacks) ends the stream when that step's turn
-// comes, after every step before it was sent. A client that reads slowly
-// blocks Send, which stops the read-ahead once its bounded queue is full,
-// so a stream's memory is bounded by about (ReadaheadSteps+2) steps of
-// chunks whatever the dataset size.
+// chunk reads at a time per stream. A chunk is fetched once, at its first
+// use in the rank's stream, and released after its last (the plan's
+// LastUse), so an epoch reads each chunk once per rank that uses it.
+// Batches are assembled and sent in step order, and a step's error (a chunk
+// that cannot be read, a sample the plan names that the manifest lacks)
+// ends the stream when that step's turn comes, after every step before it
+// was sent. A client that reads slowly blocks Send, which stops the
+// read-ahead once its bounded queue is full.
+//
+// Memory: when a stream opens it reserves, from Config.ChunkMemoryBytes,
+// the chunk bytes its job needs — (k·W + 1) × the largest chunk, W the
+// window and k the windows one step touches — or is refused with
+// ResourceExhausted; its read-ahead stops at the reservation. A stream's
+// memory is bounded by that plus (ReadaheadSteps+2) batches, whatever the
+// dataset or shard size.
 //
 // # Errors
 //
 // Errors become gRPC status codes only here, at the boundary:
 //
 //	InvalidArgument     bad JobSpec (world_size, batch_size, rank, steps), malformed resume token
-//	FailedPrecondition  resume token of another dataset or job (the message names the field);
-//	                    a shard that changed under the manifest
+//	FailedPrecondition  resume token of another dataset or job (the message names the field),
+//	                    or of version 1 (shard windows); a shard that changed under the manifest
 //	NotFound            unknown dataset; a shard object that is missing
 //	OutOfRange          from_step past the end of the epoch
 //	DataLoss            a corrupt shard or chunk (the message names shard path and offset)
 //	Unavailable         storage unavailable after the read path's retries
-//	ResourceExhausted   more than Config.MaxStreams streams open
+//	ResourceExhausted   more than Config.MaxStreams streams open; a stream whose chunk memory
+//	                    does not fit Config.ChunkMemoryBytes (the message names --chunk-memory)
 //	Canceled, DeadlineExceeded  the client's context
 //
 // # Metrics
@@ -53,6 +62,13 @@
 //	shardstream_loader_chunk_fetch_seconds       histogram time to get one decoded chunk from the read path
 //	shardstream_coordinator_plans_total{code}    counter  PlanEpoch calls, by gRPC status code
 //	shardstream_plan_cache_misses_total          counter  plans computed (not found in the plan cache)
+//	shardstream_loader_chunk_memory_limit_bytes  gauge    Config.ChunkMemoryBytes
+//	shardstream_loader_chunk_memory_reserved_bytes gauge  chunk memory reserved by open streams
+//	shardstream_loader_chunk_memory_held_bytes   gauge    decoded chunk bytes open streams hold
+//	shardstream_loader_stream_chunk_peak_bytes   histogram the most chunk bytes one stream held
+//	shardstream_loader_store_bytes_total{dataset} counter bytes streams read from the store
+//	shardstream_epoch_store_bytes{dataset,seed,epoch}       counter one job epoch's store bytes (last 32)
+//	shardstream_epoch_store_bytes_ratio{dataset,seed,epoch} gauge   the same over the dataset's bytes
 package service
 
 // Layout, for maintainers:
@@ -60,9 +76,11 @@ package service
 //	server.go       Server: the gRPC server, interceptors, health, Serve and graceful stop
 //	config.go       Config and Dataset, validate (defaults; every error names its field)
 //	coordinator.go  core (what both services share) and coordinator: GetDataset, PlanEpoch
-//	loader.go       loader: StreamBatches admission (MaxStreams), request validation, readChunk
-//	stream.go       rankStream: one stream's producer (plans steps, starts bounded fetches,
-//	                queues pendingSteps) and consumer (waits, assembles, sends, releases)
+//	loader.go       loader: StreamBatches admission (MaxStreams, chunk memory), request validation, readChunk
+//	stream.go       rankStream: one stream's producer (plans steps and chunk lifetimes, starts
+//	                bounded fetches, queues pendingSteps) and consumer (waits, assembles, sends, releases)
+//	chunkmem.go     chunkMemory: Config.ChunkMemoryBytes reserved per stream; streamNeed
+//	fetched.go      epochFetches: store bytes per dataset and job epoch
 //	catalog.go      catalog and dataset: the served datasets by name
 //	resolve.go      resolve: JobSpec to job (defaults, limits, resume token), planKey
 //	plancache.go    planCache: an LRU of plans, each computed once
@@ -72,4 +90,5 @@ package service
 //
 // Tests: servicetest_test.go holds the fakes (fakeReader, seqPlan),
 // startServer and the stream helpers (collect, streamAll, recvEach);
-// release_test.go runs the real read path to check chunk buffers return.
+// release_test.go runs the real read path to check chunk buffers return;
+// lifetime_test.go checks chunks are read once and memory reservations.
