@@ -94,7 +94,9 @@ type JobSpec struct {
 	Epoch     uint64 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	WorldSize uint32 `protobuf:"varint,4,opt,name=world_size,json=worldSize,proto3" json:"world_size,omitempty"`
 	BatchSize uint32 `protobuf:"varint,5,opt,name=batch_size,json=batchSize,proto3" json:"batch_size,omitempty"`
-	// Shards per shuffle window; 0 means the server default.
+	// Chunks (the manifest's ~8 MiB units) per shuffle window; 0 means the
+	// server default (8). Each epoch permutes the dataset's chunks; samples
+	// are shuffled within windows of this many consecutive chunks.
 	Window    uint32          `protobuf:"varint,6,opt,name=window,proto3" json:"window,omitempty"`
 	LastBatch LastBatchPolicy `protobuf:"varint,7,opt,name=last_batch,json=lastBatch,proto3,enum=shardstream.v1.LastBatchPolicy" json:"last_batch,omitempty"`
 	// Where the epoch stands, from a checkpoint; empty starts the epoch.
