@@ -3,6 +3,7 @@ package service
 import (
 	"encoding/base64"
 	"encoding/binary"
+	"fmt"
 	"hash/crc32"
 	"strings"
 	"testing"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/shardstream/shardstream/internal/datasettest"
 	"github.com/shardstream/shardstream/internal/leaktest"
+	"github.com/shardstream/shardstream/manifest"
 	pb "github.com/shardstream/shardstream/proto/shardstream/v1"
 )
 
@@ -225,5 +227,59 @@ func TestEpochStoreBytes(t *testing.T) {
 	}
 	if got := datasettest.MetricValue(t, reg, "shardstream_loader_store_bytes_total", "default"); got != 2*total {
 		t.Errorf("store bytes in all %v, want %v", got, 2*total)
+	}
+}
+
+// unevenManifest has chunks of 3 to 9 samples of 1 KiB each, so shuffle
+// windows end mid-step and a window's last step often holds none of some
+// of its chunks.
+func unevenManifest(shards, chunks int) *manifest.Manifest {
+	m := &manifest.Manifest{Version: manifest.Version}
+	n := 0
+	for s := range shards {
+		sh := manifest.Shard{Path: fmt.Sprintf("shard-%05d.tar", s), Compression: manifest.CompressionNone}
+		for range chunks {
+			k := int64(3 + n*5%7)
+			n++
+			sh.Chunks = append(sh.Chunks, manifest.Chunk{Offset: sh.Size, Size: k << 10, RawSize: k << 10, FirstSample: sh.Samples, Samples: k})
+			sh.Size += k << 10
+			sh.Samples += k
+		}
+		m.Shards = append(m.Shards, sh)
+	}
+	if err := m.Validate(); err != nil {
+		panic(err)
+	}
+	return m
+}
+
+// A stream releases every chunk after the step of its last use even when
+// that step reads none of it, so over a whole epoch it never holds more
+// than it reserved, and it reads each chunk once.
+func TestStreamReleasesChunksOfEndedWindows(t *testing.T) {
+	leaktest.Check(t)
+	r := &fakeReader{m: unevenManifest(6, 10)}
+	reg := prometheus.NewRegistry()
+	cfg := testConfig(r)
+	cfg.Registry = reg
+	ts := startServer(t, cfg, samplerPlanner)
+	ctx := testCtx(t)
+	got, err := streamAll(ctx, ts.loader, &pb.StreamBatchesRequest{Job: &pb.JobSpec{WorldSize: 1, BatchSize: 4, Window: 3, Seed: 11}})
+	if err != nil || len(got) == 0 {
+		t.Fatalf("%d batches, %v", len(got), err)
+	}
+	if err := ts.stop(); err != nil {
+		t.Fatal(err)
+	}
+	need, _ := streamNeed(newCatalog(cfg.Datasets).byName["default"], 3, 4)
+	if peak := datasettest.MetricValue(t, reg, "shardstream_loader_stream_chunk_peak_bytes"); peak > float64(need) {
+		t.Errorf("the stream held %v bytes of chunks at its peak, more than its reservation of %d", peak, need)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for k, n := range r.reads {
+		if n != 1 {
+			t.Errorf("chunk %v read %d times", k, n)
+		}
 	}
 }

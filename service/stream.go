@@ -63,6 +63,7 @@ type rankStream struct {
 	freed chan struct{}     // the consumer took a step or released chunks (capacity 1)
 
 	held      map[chunkKey]*fetch // the producer's: fetched chunks a later step still needs
+	expiring  map[int64][]*fetch  // the producer's: held chunks by the step of their last use
 	heldBytes atomic.Int64        // decoded bytes of chunks fetched and not released
 	peak      int64               // the producer's: the most heldBytes reached
 
@@ -76,6 +77,7 @@ type chunkKey struct{ shard, chunk int }
 // fetch is one chunk read, shared by every step that uses the chunk; chunk
 // and err are written before done closes.
 type fetch struct {
+	key      chunkKey
 	size     int64 // decoded size, counted against the stream's budget
 	last     int64 // the last step that uses the chunk
 	done     chan struct{}
@@ -103,6 +105,7 @@ func (s *rankStream) run(ctx context.Context, send func(*pb.StreamBatchesRespons
 	s.sem = make(chan struct{}, s.l.cfg.FetchConcurrency)
 	s.freed = make(chan struct{}, 1)
 	s.held = make(map[chunkKey]*fetch)
+	s.expiring = make(map[int64][]*fetch)
 	defer func() {
 		cancel()
 		s.wg.Wait() // no fetch is running: every chunk can be released
@@ -186,8 +189,10 @@ func (s *rankStream) planBatch(step int64) (ids []sampler.SampleID, keys []chunk
 
 // startFetches gives ps its chunks: those a planned step already fetched,
 // and fetches it starts in order for the others, each once there is room
-// in the budget and a free fetch slot. Then it hands ps the chunks whose
-// last use ps is. It returns false when ctx ended first; every fetch
+// in the budget and a free fetch slot. Then it hands ps every held chunk
+// whose last use is ps's step, whether or not ps reads it: the plan's last
+// use is exact to the window, so the window's last step may hold none of
+// some of its chunks. It returns false when ctx ended first; every fetch
 // started is in s.held or ps.expire either way.
 func (s *rankStream) startFetches(ctx context.Context, ps *pendingStep) bool {
 	ps.fetches = make(map[chunkKey]*fetch, len(ps.keys))
@@ -203,22 +208,26 @@ func (s *rankStream) startFetches(ctx context.Context, ps *pendingStep) bool {
 			case <-ctx.Done():
 				return false
 			}
-			f = &fetch{size: size, last: ps.step, done: make(chan struct{})}
+			f = &fetch{key: k, size: size, last: -1, done: make(chan struct{})}
 			s.held[k] = f
 			s.peak = max(s.peak, s.heldBytes.Add(size))
 			s.l.chunkMem.hold(size)
 			s.wg.Add(1)
 			go s.fetch(ctx, k, f)
 		}
-		f.last = max(f.last, ps.last[i], ps.step)
+		if last := max(ps.last[i], ps.step); last > f.last {
+			f.last = last
+			s.expiring[last] = append(s.expiring[last], f) // an entry under an earlier step goes stale
+		}
 		ps.fetches[k] = f
 	}
-	for _, k := range ps.keys {
-		if f := s.held[k]; f != nil && f.last <= ps.step {
+	for _, f := range s.expiring[ps.step] {
+		if f.last == ps.step && s.held[f.key] == f {
 			ps.expire = append(ps.expire, f)
-			delete(s.held, k)
+			delete(s.held, f.key)
 		}
 	}
+	delete(s.expiring, ps.step)
 	return true
 }
 
