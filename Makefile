@@ -3,6 +3,7 @@
 #   make demo        build, make a sample dataset, serve it, train 2 ranks × 2 epochs
 #   make test        every test: proto lint + drift, Go vet/fmt, go test -race, pytest
 #   make bench-read  read path vs plain ranged GETs on a real MinIO
+#   make bench-epoch store bytes fetched per epoch through a loader, on MinIO
 #   make bench-plan  planner benchmarks (10M shards)
 #   make proto       regenerate Go and Python code from proto/
 #
@@ -37,7 +38,7 @@ GO_SOURCES := $(shell find . -name '*.go' -not -path './.venv/*' -not -path './.
 
 .PHONY: help
 help:
-	@sed -n '2,9p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,10p' Makefile | sed 's/^# \{0,1\}//'
 
 # ---- tools -----------------------------------------------------------------
 
@@ -176,6 +177,13 @@ demo: venv build
 .PHONY: bench-read
 bench-read: tools $(BENCH_BIN)
 	$(BENCH_BIN) read --minio $(TOOLS)/minio
+
+# One epoch of 1 GiB datasets of 64 and 512 MiB shards through a real
+# loader at memory caches off, 256 MiB and 1 GiB (docs/benchmarks.md); about
+# a minute on 2 cores. Only MinIO is needed, not every tool.
+.PHONY: bench-epoch
+bench-epoch: $(TOOLS)/minio $(BENCH_BIN)
+	$(BENCH_BIN) epoch --minio $(TOOLS)/minio
 
 .PHONY: bench-plan
 bench-plan:

@@ -3,7 +3,8 @@
 // through internal/miniotest, which links the testing package: the
 // production binary must not carry test code (make check-deps).
 //
-//	shardstream-bench read [flags]   read path vs plain ranged GETs on MinIO (make bench-read)
+//	shardstream-bench read [flags]    read path vs plain ranged GETs on MinIO (make bench-read)
+//	shardstream-bench epoch [flags]   store bytes fetched per epoch through a loader (make bench-epoch)
 package main
 
 import (
@@ -26,7 +27,8 @@ type command struct {
 }
 
 var commands = map[string]command{
-	"read": {"measure the read path against plain ranged GETs", runRead},
+	"read":  {"measure the read path against plain ranged GETs", runRead},
+	"epoch": {"measure store bytes fetched per epoch through a real loader", runEpoch},
 }
 
 func main() {
