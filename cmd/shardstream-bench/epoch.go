@@ -334,9 +334,10 @@ func epochOnce(ctx context.Context, c epochConfig, scfg s3store.Config, uri stri
 	}
 	opened.Wait()
 	// A short stream may have ended already (gRPC buffers its last
-	// batches): the reservation is the open streams' total over their
-	// number.
-	reserved, open := gaugeValue(sreg, "shardstream_loader_chunk_memory_reserved_bytes"), gaugeValue(sreg, "shardstream_loader_streams_open")
+	// batches), and the two gauges are read one after the other: what
+	// the open streams reserve together is a whole number of
+	// reservations.
+	reserved := gaugeValue(sreg, "shardstream_loader_chunk_memory_reserved_bytes")
 	close(sampled)
 	wg.Wait()
 	res.wall = time.Since(start)
@@ -344,8 +345,8 @@ func epochOnce(ctx context.Context, c epochConfig, scfg s3store.Config, uri stri
 		return res, err
 	}
 	res.reserved = reservation(r.Manifest(), service.DefaultWindow, c.batch)
-	if open > 0 && reserved/open != float64(res.reserved) {
-		return res, fmt.Errorf("the loader reserved %.0f bytes per stream, docs/planner.md's formula says %d", reserved/open, res.reserved)
+	if n := reserved / float64(res.reserved); n != math.Trunc(n) || n > float64(ec.world) {
+		return res, fmt.Errorf("the loader's %d streams reserved %.0f bytes, not a whole number of the %d per stream docs/planner.md's formula gives", ec.world, reserved, res.reserved)
 	}
 	if int64(len(seen)) != plan.GetSamples() {
 		return res, fmt.Errorf("%d distinct samples delivered, the plan has %d", len(seen), plan.GetSamples())
@@ -360,6 +361,9 @@ func epochOnce(ctx context.Context, c epochConfig, scfg s3store.Config, uri stri
 		return res, err
 	}
 	res.peak = histogramMean(sreg, "shardstream_loader_stream_chunk_peak_bytes")
+	if res.peak > float64(res.reserved) {
+		return res, fmt.Errorf("streams held %.0f bytes of chunks at their peak (mean), more than the %d they reserved", res.peak, res.reserved)
+	}
 	return res, nil
 }
 
