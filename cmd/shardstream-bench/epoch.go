@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/shardstream/shardstream/internal/cli"
 	"github.com/shardstream/shardstream/manifest"
 	pb "github.com/shardstream/shardstream/proto/shardstream/v1"
 	"github.com/shardstream/shardstream/service"
@@ -162,7 +163,7 @@ func parseEpoch(args []string, stderr io.Writer) (epochConfig, error) {
 	f.concurrency = 16 // the Reader's default GETs in flight: sizes startStore's connection pool
 	var err error
 	if c.shardSizes, err = parseSizes(*shards, false); err != nil {
-		return c, usageError{"--shards: " + err.Error()}
+		return c, cli.Usage("--shards: " + err.Error())
 	}
 	one := func(name, s string) int64 {
 		v, e := parseSizes(s, false)
@@ -170,7 +171,7 @@ func parseEpoch(args []string, stderr io.Writer) (epochConfig, error) {
 			e = fmt.Errorf("%q is not one size", s)
 		}
 		if e != nil && err == nil {
-			err = usageError{name + ": " + e.Error()}
+			err = cli.Usage(name + ": " + e.Error())
 		}
 		if e != nil {
 			return 0
@@ -184,7 +185,7 @@ func parseEpoch(args []string, stderr io.Writer) (epochConfig, error) {
 		return c, err
 	}
 	if c.caches, err = parseSizes(*caches, true); err != nil {
-		return c, usageError{"--caches: " + err.Error()}
+		return c, cli.Usage("--caches: " + err.Error())
 	}
 	for i, b := range c.caches {
 		if b == 0 {
@@ -192,7 +193,7 @@ func parseEpoch(args []string, stderr io.Writer) (epochConfig, error) {
 		}
 	}
 	if c.batch <= 0 {
-		return c, usageError{"--batch must be positive"}
+		return c, cli.Usage("--batch must be positive")
 	}
 	return c, nil
 }

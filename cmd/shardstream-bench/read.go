@@ -17,6 +17,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/shardstream/shardstream/internal/cli"
 	"github.com/shardstream/shardstream/internal/miniotest"
 	"github.com/shardstream/shardstream/manifest"
 	"github.com/shardstream/shardstream/store"
@@ -110,15 +111,15 @@ func parseRead(args []string, stderr io.Writer) (readConfig, error) {
 	}
 	var err error
 	if c.shardSizes, err = parseMiBList(f.sizes); err != nil {
-		return c, usageError{"--sizes: " + err.Error()}
+		return c, cli.Usage("--sizes: " + err.Error())
 	}
 	if f.partMiB <= 0 || f.concurrency <= 0 || f.chunkMiB <= 0 || f.sampleKiB <= 0 || f.reps <= 0 || f.passMiB <= 0 {
-		return c, usageError{"--part-size, --concurrency, --chunk, --sample, --reps and --pass must be positive"}
+		return c, cli.Usage("--part-size, --concurrency, --chunk, --sample, --reps and --pass must be positive")
 	}
 	c.compressions = strings.Split(f.formats, ",")
 	for _, comp := range c.compressions {
 		if comp != manifest.CompressionNone && comp != manifest.CompressionZstd {
-			return c, usageError{fmt.Sprintf("--formats: unknown format %q", comp)}
+			return c, cli.Usage(fmt.Sprintf("--formats: unknown format %q", comp))
 		}
 	}
 	return c, nil

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/shardstream/shardstream/internal/cli"
 	"github.com/shardstream/shardstream/internal/progress"
 	"github.com/shardstream/shardstream/manifest"
 	"github.com/shardstream/shardstream/store"
@@ -42,10 +43,10 @@ func runIndex(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	if f.data == "" {
-		return usageError{"index: --data is required"}
+		return cli.Usage("index: --data is required")
 	}
 	if f.parallel < 1 {
-		return usageError{fmt.Sprintf("index: --parallel %d < 1", f.parallel)}
+		return cli.Usage(fmt.Sprintf("index: --parallel %d < 1", f.parallel))
 	}
 	comp := f.compression
 	switch comp {
@@ -53,11 +54,11 @@ func runIndex(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		comp = "" // IndexShard: by name
 	case manifest.CompressionZstd, manifest.CompressionNone:
 	default:
-		return usageError{fmt.Sprintf("index: --compression %q: want auto, zstd or none", f.compression)}
+		return cli.Usage(fmt.Sprintf("index: --compression %q: want auto, zstd or none", f.compression))
 	}
 	chunkSize, err := parseSize(f.chunkSize)
 	if err != nil || chunkSize == 0 {
-		return usageError{fmt.Sprintf("index: --chunk-size %q: want a size like 8MiB", f.chunkSize)}
+		return cli.Usage(fmt.Sprintf("index: --chunk-size %q: want a size like 8MiB", f.chunkSize))
 	}
 	start := time.Now()
 	st, err := storeuri.Open(ctx, f.data, f.s3.config())

@@ -25,7 +25,8 @@ func TestRunHelp(t *testing.T) {
 		{[]string{"help", "serve", "pack"}, 2, "want one command", "commands:"},
 		{[]string{"help", "bench-read"}, 2, "shardstream-bench read", ""},
 		{[]string{"bench-read"}, 2, "make bench-read", ""},
-		{[]string{"NOSUCHCOMMAND"}, 1, `unknown command "NOSUCHCOMMAND"`, "commands:"},
+		{[]string{"NOSUCHCOMMAND"}, 2, `unknown command "NOSUCHCOMMAND"`, "commands:"},
+		{nil, 2, "no command given", "commands:"},
 		{[]string{"serve", "-h"}, 2, "help requested", "-shutdown-timeout"},
 	}
 	for _, tt := range tests {

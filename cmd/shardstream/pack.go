@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/shardstream/shardstream/internal/cli"
 	"github.com/shardstream/shardstream/internal/progress"
 	"github.com/shardstream/shardstream/manifest"
 	"github.com/shardstream/shardstream/pack"
@@ -44,18 +45,18 @@ func runPack(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	if f.input == "" || f.output == "" {
-		return usageError{"pack: --input and --output are required"}
+		return cli.Usage("pack: --input and --output are required")
 	}
 	opts := wds.DatasetOptions{Compression: f.compress}
 	if f.compress != manifest.CompressionZstd && f.compress != manifest.CompressionNone {
-		return usageError{fmt.Sprintf("pack: --compress %q: want zstd or none", f.compress)}
+		return cli.Usage(fmt.Sprintf("pack: --compress %q: want zstd or none", f.compress))
 	}
 	var err error
 	if opts.ShardSize, err = parseSize(f.shardSize); err != nil || opts.ShardSize == 0 {
-		return usageError{fmt.Sprintf("pack: --shard-size %q: want a size like 256MiB", f.shardSize)}
+		return cli.Usage(fmt.Sprintf("pack: --shard-size %q: want a size like 256MiB", f.shardSize))
 	}
 	if opts.ChunkSize, err = parseSize(f.chunkSize); err != nil || opts.ChunkSize == 0 {
-		return usageError{fmt.Sprintf("pack: --chunk-size %q: want a size like 8MiB", f.chunkSize)}
+		return cli.Usage(fmt.Sprintf("pack: --chunk-size %q: want a size like 8MiB", f.chunkSize))
 	}
 	start := time.Now()
 	files, skipped, err := pack.List(f.input, localDir(f.output))

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"strconv"
 
+	"github.com/shardstream/shardstream/internal/cli"
 	"github.com/shardstream/shardstream/manifest"
 	"github.com/shardstream/shardstream/sampler"
 	"github.com/shardstream/shardstream/worker"
@@ -61,13 +62,13 @@ func runPlan(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	if f.data == "" {
-		return usageError{"plan: --data is required"}
+		return cli.Usage("plan: --data is required")
 	}
 	if f.dropLast && f.pad {
-		return usageError{"plan: --drop-last and --pad exclude each other"}
+		return cli.Usage("plan: --drop-last and --pad exclude each other")
 	}
 	if f.format != "jsonl" {
-		return usageError{fmt.Sprintf("plan: --format %q, want jsonl", f.format)}
+		return cli.Usage(fmt.Sprintf("plan: --format %q, want jsonl", f.format))
 	}
 	policy := sampler.DropLast
 	if f.pad {
@@ -77,7 +78,7 @@ func runPlan(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if f.resume != "" {
 		t, err := sampler.ParseToken(f.resume)
 		if err != nil {
-			return usageError{fmt.Sprintf("plan: --resume: %v", err)}
+			return cli.Usage(fmt.Sprintf("plan: --resume: %v", err))
 		}
 		resume = &t
 	}

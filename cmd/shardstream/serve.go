@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/shardstream/shardstream/internal/cli"
 	"github.com/shardstream/shardstream/service"
 	"github.com/shardstream/shardstream/worker"
 )
@@ -94,7 +95,7 @@ func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
 		return c, err
 	}
 	if f.data == "" {
-		return c, usageError{"serve: --data is required"}
+		return c, cli.Usage("serve: --data is required")
 	}
 	switch f.logFormat {
 	case "text":
@@ -102,15 +103,15 @@ func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
 	case "json":
 		c.log = slog.New(slog.NewJSONHandler(stderr, nil))
 	default:
-		return c, usageError{fmt.Sprintf("serve: --log-format %q, want text or json", f.logFormat)}
+		return c, cli.Usage(fmt.Sprintf("serve: --log-format %q, want text or json", f.logFormat))
 	}
 	if f.window < 1 || f.readahead < 1 || f.maxStreams < 1 || f.openTimeout <= 0 || f.shutdownTimeout <= 0 {
-		return c, usageError{"serve: --window, --readahead, --max-streams, --open-timeout and --shutdown-timeout must be positive"}
+		return c, cli.Usage("serve: --window, --readahead, --max-streams, --open-timeout and --shutdown-timeout must be positive")
 	}
 	if f.loaderAddrs != "" {
 		for _, a := range strings.Split(f.loaderAddrs, ",") {
 			if a = strings.TrimSpace(a); a == "" {
-				return c, usageError{fmt.Sprintf("serve: --loader-addrs %q has an empty address", f.loaderAddrs)}
+				return c, cli.Usage(fmt.Sprintf("serve: --loader-addrs %q has an empty address", f.loaderAddrs))
 			}
 			c.loaderAddrs = append(c.loaderAddrs, a)
 		}
@@ -125,7 +126,7 @@ func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
 	if f.chunkMemory != "" {
 		n, err := parseSize(f.chunkMemory)
 		if err != nil || n == 0 {
-			return c, usageError{fmt.Sprintf("serve: --chunk-memory %q: want a positive size like 8GiB", f.chunkMemory)}
+			return c, cli.Usage(fmt.Sprintf("serve: --chunk-memory %q: want a positive size like 8GiB", f.chunkMemory))
 		}
 		c.chunkMemory = n
 	}
@@ -212,10 +213,10 @@ func setCache(cfg *worker.Config, dir, size string) error {
 	if size != "" {
 		n, err := parseSize(size)
 		if err != nil {
-			return usageError{fmt.Sprintf("serve: --cache-size: %v", err)}
+			return cli.Usage(fmt.Sprintf("serve: --cache-size: %v", err))
 		}
 		if dir == "" {
-			return usageError{"serve: --cache-size needs --cache-dir"}
+			return cli.Usage("serve: --cache-size needs --cache-dir")
 		}
 		cfg.CacheBytes = n
 	}
@@ -242,9 +243,9 @@ func setMemory(cfg *worker.Config, memoryCache, fetchBuffers, bufferPool string)
 		n, err := parseSize(b.value)
 		switch {
 		case err != nil:
-			return usageError{fmt.Sprintf("serve: %s: %v", b.flag, err)}
+			return cli.Usage(fmt.Sprintf("serve: %s: %v", b.flag, err))
 		case n == 0 && !b.zeroOK:
-			return usageError{fmt.Sprintf("serve: %s must be positive", b.flag)}
+			return cli.Usage(fmt.Sprintf("serve: %s must be positive", b.flag))
 		case n == 0:
 			n = -1
 		}
