@@ -39,7 +39,7 @@
 //
 // Errors become gRPC status codes only here, at the boundary:
 //
-//	InvalidArgument     bad JobSpec (world_size, batch_size, rank, steps), malformed resume token
+//	InvalidArgument     bad JobSpec (world_size, batch_size, rank, steps, stride), malformed resume token
 //	FailedPrecondition  resume token of another dataset or job (the message names the field),
 //	                    or of version 1 (shard windows); a shard that changed under the manifest
 //	NotFound            unknown dataset; a shard object that is missing

@@ -51,6 +51,12 @@ func (l *loader) StreamBatches(req *pb.StreamBatchesRequest, stream grpc.ServerS
 	return rs.run(stream.Context(), stream.Send)
 }
 
+// maxStride bounds StreamBatchesRequest.stride: the DataLoader workers or
+// loader stripes of one rank. 1024 is far more than either (a rank has
+// tens of workers at most), and small enough that a stream's steps stay
+// close together in the plan.
+const maxStride = 1024
+
 // newRankStream validates req and finds its plan. Errors are gRPC
 // statuses naming the offending field.
 func (l *loader) newRankStream(req *pb.StreamBatchesRequest) (*rankStream, error) {
@@ -69,6 +75,10 @@ func (l *loader) newRankStream(req *pb.StreamBatchesRequest) (*rankStream, error
 	if maxSteps < 0 {
 		return nil, status.Errorf(codes.InvalidArgument, "max_steps: %d, must be >= 0 (0: to the end)", maxSteps)
 	}
+	stride := int64(max(req.GetStride(), 1))
+	if stride > maxStride {
+		return nil, status.Errorf(codes.InvalidArgument, "stride: %d, must be at most %d", stride, maxStride)
+	}
 	p, err := l.plans.get(j)
 	if err != nil {
 		return nil, err
@@ -77,10 +87,10 @@ func (l *loader) newRankStream(req *pb.StreamBatchesRequest) (*rankStream, error
 	if from > end {
 		return nil, status.Errorf(codes.OutOfRange, "from_step: %d, past the end of the epoch at step %d", from, end)
 	}
-	if maxSteps > 0 && maxSteps < end-from {
-		end = from + maxSteps
+	if maxSteps > 0 && maxSteps < (end-from+stride-1)/stride {
+		end = from + maxSteps*stride
 	}
-	return &rankStream{l: l, j: j, plan: p, rank: int(rank), from: from, end: end}, nil
+	return &rankStream{l: l, j: j, plan: p, rank: int(rank), from: from, end: end, stride: stride}, nil
 }
 
 // readChunk reads one chunk. A panic in the read path (a decoder bug on

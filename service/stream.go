@@ -17,7 +17,9 @@ import (
 )
 
 // rankStream is one StreamBatches call once its request is valid: rank's
-// batches for steps [from, end) of plan, sent in order.
+// batches for the steps from, from+stride, ... below end of plan, sent in
+// order. A stride above 1 makes the stream one of several that share the
+// rank's steps (DataLoader workers, stripes over loaders).
 //
 // Two parts share it. The producer, a goroutine, plans steps, starts the
 // fetches of the chunks they need and queues the steps; the queue holds at
@@ -28,10 +30,13 @@ import (
 // needs.
 //
 // Chunk lifetimes come from the plan: the plan's LastUse says, for every
-// sample, the last step of this stream that uses its chunk. The producer
-// fetches a chunk once, at its first use, keeps it in held until the step
-// of its last use is planned, then hands it to that step, whose consumer
-// releases it once the batch is sent. So each chunk is read once per epoch
+// sample, the last step of the rank that uses its chunk. A strided stream
+// sends only the steps ≡ from (mod stride), so its last use of the chunk is
+// the last of its own steps at or before that one (lastSent); holding the
+// chunk to a step it never sends would pin it to the end of the stream.
+// The producer fetches a chunk once, at its first use, keeps it in held
+// until the step of its last use is planned, then hands it to that step,
+// whose consumer releases it once the batch is sent. So each chunk is read once per epoch
 // and rank (the Pad policy's repeated samples in the last step excepted),
 // and a stream holds the chunks of about the windows its current and
 // read-ahead steps touch. Their decoded bytes count against budget, the
@@ -54,7 +59,8 @@ type rankStream struct {
 	j         *job
 	plan      epochPlan
 	rank      int
-	from, end int64
+	from, end int64 // the steps sent: from, from+stride, ... below end
+	stride    int64 // at least 1
 	budget    int64 // decoded chunk bytes this stream may hold: its reservation
 
 	wg    sync.WaitGroup    // the producer and every fetch
@@ -127,12 +133,26 @@ func (s *rankStream) run(ctx context.Context, send func(*pb.StreamBatchesRespons
 	return s.consume(ctx, send)
 }
 
-// produce plans steps [from, end) in order, starts their fetches and
+// steps is how many batches the stream sends.
+func (s *rankStream) steps() int64 {
+	if s.end <= s.from {
+		return 0
+	}
+	return (s.end - s.from + s.stride - 1) / s.stride
+}
+
+// lastSent is the last step of the stream at or before step (which is at
+// least from): where a chunk whose rank-wide last use is step is released.
+func (s *rankStream) lastSent(step int64) int64 {
+	return s.from + (step-s.from)/s.stride*s.stride
+}
+
+// produce plans the stream's steps in order, starts their fetches and
 // queues them, until every step is queued or ctx ends; then it closes the
 // queue.
 func (s *rankStream) produce(ctx context.Context) {
 	defer close(s.queue)
-	for step := s.from; step < s.end; step++ {
+	for step := s.from; step < s.end; step += s.stride {
 		ps := s.planStep(step)
 		s.building = ps
 		if !s.startFetches(ctx, ps) {
@@ -156,7 +176,7 @@ func (s *rankStream) planStep(step int64) *pendingStep {
 }
 
 // planBatch returns step's samples, the chunks they are in (in order of
-// first use) and the last step that uses each chunk.
+// first use) and the last step of this stream that uses each chunk.
 func (s *rankStream) planBatch(step int64) (ids []sampler.SampleID, keys []chunkKey, last []int64, err error) {
 	defer func() { // the producer goroutine is outside the recovery interceptor's reach
 		if v := recover(); v != nil {
@@ -176,13 +196,14 @@ func (s *rankStream) planBatch(step int64) (ids []sampler.SampleID, keys []chunk
 			return nil, nil, nil, status.Errorf(codes.Internal, "plan says sample %d of shard %d at step %d is last used at step %d", id.Index, id.Shard, step, uses[i])
 		}
 		k := chunkKey{int(id.Shard), shards[id.Shard].ChunkOf(id.Index)}
+		use := s.lastSent(uses[i])
 		if j, ok := index[k]; ok {
-			last[j] = max(last[j], uses[i])
+			last[j] = max(last[j], use)
 			continue
 		}
 		index[k] = len(keys)
 		keys = append(keys, k)
-		last = append(last, uses[i])
+		last = append(last, use)
 	}
 	return ids, keys, last, nil
 }
@@ -260,7 +281,7 @@ func (s *rankStream) fetch(ctx context.Context, k chunkKey, f *fetch) {
 // consume sends the queued steps in order until the last one is sent, a
 // step fails or ctx ends.
 func (s *rankStream) consume(ctx context.Context, send func(*pb.StreamBatchesResponse) error) error {
-	for range s.end - s.from {
+	for range s.steps() {
 		ps, err := s.next(ctx)
 		if err != nil {
 			return err

@@ -22,6 +22,7 @@ from shardstream._convert import batch_from_proto as batch_from_proto
 from shardstream._convert import sample_from_proto as sample_from_proto
 from shardstream.dataset import ShardStreamDataset
 from shardstream.errors import ShardStreamError
+from shardstream.loader import ShardStreamLoader
 from shardstream.types import Batch, DatasetInfo, Plan, Sample, Stats
 from shardstream.world import World, current_worker, current_world, dist_world, resolve_world
 
@@ -32,6 +33,7 @@ __all__ = [
     "Sample",
     "ShardStreamDataset",
     "ShardStreamError",
+    "ShardStreamLoader",
     "Stats",
     "World",
     "current_worker",

@@ -3,14 +3,24 @@
 A :class:`Client` is made inside the dataset's iteration (after DataLoader
 has forked its workers: gRPC channels must not cross a fork) and opens a
 channel per address the first time it is needed; :meth:`Client.close`
-closes them all.
+cancels its streams and closes them all.
+
+Exit: a stream left open (an iterator the script never finished) would make
+the interpreter hang at exit, closing a channel whose gRPC threads are
+already stopped. So every open client is closed by an ``atexit`` hook, which
+runs while those threads still work, and a client closed during interpreter
+finalization only cancels its calls.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
-import math
+import random
+import re
+import sys
 import time
+import weakref
 from collections.abc import Generator, Iterator
 from types import TracebackType
 from typing import Protocol
@@ -89,6 +99,59 @@ def _retryable(err: grpc.RpcError) -> bool:
     return code == grpc.StatusCode.INTERNAL and "RST_STREAM" in (err.details() or "")
 
 
+# gRPC's words for a message over the receiver's limit (grpc-core, this
+# side) or the sender's (grpc-go, the loader): both RESOURCE_EXHAUSTED, which
+# otherwise means "loader full, retry". The same batch would be too large
+# again, so it is not retried.
+_TOO_LARGE = re.compile(r"larger than max \((\d+) vs\. (\d+)\)")
+
+
+def too_large_hint(err: grpc.RpcError, max_message_bytes: int) -> str | None:
+    """The message for a batch over a message limit, or None when ``err``
+    is something else."""
+    if not isinstance(err, grpc.Call) or err.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return None
+    m = _TOO_LARGE.search(err.details() or "")
+    if m is None:
+        return None
+    size, limit = int(m.group(1)), int(m.group(2))
+    side = (
+        f"this client's max_message_bytes={max_message_bytes}"
+        if limit == max_message_bytes
+        else f"the loader's limit of {limit} bytes (service.Config.MaxSendMsgSize)"
+    )
+    return (
+        f"a batch message of {size} bytes is over {side}: raise "
+        f"ShardStreamDataset(max_message_bytes=...) to at least {size} (the server sends up "
+        "to 256 MiB by default), or use a smaller batch_size "
+        f"({err.details()})"
+    )
+
+
+# Backoff between attempts to reopen a stream: from 50 ms doubling to 2 s,
+# each delay drawn uniformly from [d/2, d] ("equal jitter") so that the ranks
+# of a job, cut off by one loader's death at the same moment, do not all
+# come back to the next loader at the same instant.
+_BACKOFF_FIRST = 0.05
+_BACKOFF_MAX = 2.0
+
+
+def backoff(failures: int, rng: random.Random) -> float:
+    """Seconds to wait after the ``failures``-th failure in a row (from 1)."""
+    d = min(_BACKOFF_MAX, _BACKOFF_FIRST * 2.0 ** min(max(failures, 1), 10))
+    return rng.uniform(d / 2, d)
+
+
+# Clients with channels that may still be open, closed at interpreter exit.
+_open: weakref.WeakSet[Client] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_clients() -> None:
+    for c in list(_open):
+        c.close()
+
+
 def loader_address(plan: Plan, rank: int, attempt: int, coordinator: str) -> str:
     """The loader for ``rank`` on its ``attempt``-th stream: the planned one
     first, then the others of the plan in turn (loaders are stateless, any of
@@ -123,6 +186,8 @@ class Client:
         self.retry_timeout = retry_timeout
         self.max_message_bytes = max_message_bytes
         self._channels: dict[str, grpc.Channel] = {}
+        self._calls: set[_BatchStream] = set()
+        self._rng = random.Random()
 
     def __enter__(self) -> Client:
         return self
@@ -136,8 +201,20 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        """Closes every channel; calls still running on them are cancelled."""
+        """Cancels the streams still open and closes every channel.
+
+        During interpreter finalization (a suspended iterator collected at
+        exit) it only cancels: closing a channel waits for gRPC's threads,
+        which are stopped by then. The atexit hook has closed the channels
+        before that point anyway.
+        """
+        calls, self._calls = self._calls, set()
+        for call in calls:
+            call.cancel()
         channels, self._channels = self._channels, {}
+        _open.discard(self)
+        if sys.is_finalizing():
+            return
         for ch in channels.values():
             ch.close()
 
@@ -164,6 +241,7 @@ class Client:
             ],
         )
         self._channels[address] = ch
+        _open.add(self)
         return ch
 
     def _coordinator(self) -> _CoordinatorStub:
@@ -196,52 +274,74 @@ class Client:
         return plan_from_proto(r)
 
     def batches(
-        self, plan: Plan, job: pb.JobSpec, rank: int, stats: Stats
+        self,
+        plan: Plan,
+        job: pb.JobSpec,
+        rank: int,
+        stats: Stats,
+        *,
+        first: int = 0,
+        stride: int = 1,
     ) -> Generator[Batch, None, None]:
-        """The rank's batches of ``plan``, in order, each exactly once.
+        """The rank's batches of ``plan`` for steps ``first, first+stride, …``,
+        in order, each exactly once.
 
         A lost stream is reopened from the next step not yet yielded, on the
         planned loader or any other of the plan, with backoff for up to
         ``retry_timeout`` seconds without a batch; before each new attempt
         the coordinator is asked for the plan again, and a changed plan is
-        an error. ``stats`` counts what arrives and each reconnect.
+        an error. A batch over a message limit is an error at once, with a
+        hint. ``stats`` counts what arrives and each reconnect.
         """
-        next_step = 0
+        next_step = first
         attempt = 0
         failures = 0
         stalled_since: float | None = None
         while next_step < plan.steps:
             address = loader_address(plan, rank, attempt, self.address)
             req = pb.StreamBatchesRequest(job=job, rank=rank, from_step=next_step)
+            if stride > 1:
+                req.stride = stride
             call = self._loader(address).StreamBatches(req)
+            self._calls.add(call)
             retry_error: grpc.RpcError | None = None
             try:
                 for resp in call:
                     b = resp.batch
                     if b.step != next_step or b.rank != rank:
+                        old = (
+                            " (a server without StreamBatchesRequest.stride?)" if stride > 1 else ""
+                        )
                         raise ShardStreamError(
                             "StreamBatches",
                             address,
                             grpc.StatusCode.INTERNAL,
-                            f"got rank {b.rank} step {b.step}, want rank {rank} step {next_step}",
+                            f"got rank {b.rank} step {b.step}, want rank {rank} step {next_step}"
+                            + old,
                         )
                     batch = batch_from_proto(b)
                     stats.batches += 1
                     stats.samples += len(batch)
                     stats.bytes += field_bytes(b)
                     failures, stalled_since = 0, None
-                    next_step += 1
+                    next_step += stride
                     yield batch
                 if next_step >= plan.steps:
                     return
                 why = f"stream ended at step {next_step} of {plan.steps}"
             except grpc.RpcError as e:
+                hint = too_large_hint(e, self.max_message_bytes)
+                if hint is not None:
+                    raise ShardStreamError(
+                        "StreamBatches", address, grpc.StatusCode.RESOURCE_EXHAUSTED, hint
+                    ) from e
                 if not _retryable(e):
                     raise from_rpc_error("StreamBatches", address, e) from e
                 retry_error = e
                 why = f"{e.code().name}: {e.details()}"
             finally:
                 call.cancel()
+                self._calls.discard(call)
             now = time.monotonic()
             if stalled_since is None:
                 stalled_since = now
@@ -253,7 +353,7 @@ class Client:
             attempt += 1
             stats.reconnects += 1
             stats.last_error = why
-            delay = min(2.0, 0.05 * math.pow(2, min(failures, 10)))
+            delay = backoff(failures, self._rng)
             log.warning(
                 "shardstream: rank %d stream from %s lost at step %d (%s); reopening in %.2fs",
                 rank,

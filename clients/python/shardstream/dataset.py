@@ -58,9 +58,13 @@ class ShardStreamDataset(IterableDataset[Any]):
     Each item is one whole batch: a :class:`Batch` (a list of sample dicts,
     see :data:`Sample`), or what ``decode`` makes of it. Use it with
     ``DataLoader(ds, batch_size=None)`` so the DataLoader does not batch
-    again, and ``num_workers`` 0 or 1: a rank's stream is one ordered
-    sequence, so more DataLoader workers would either reorder or repeat it
-    (raises).
+    again, or with :class:`~shardstream.ShardStreamLoader`, which also keeps
+    :meth:`state_dict` current in the main process. Any ``num_workers``
+    gives the same batches in the same order: DataLoader worker ``w`` of
+    ``N`` streams the steps ``w, w+N, …`` (a strided stream) and
+    DataLoader's in-order round robin puts them back in sequence.
+    ``len(ds)`` is the number of batches this rank gets (see
+    :meth:`__len__`).
 
     Every rank of the job must build the dataset with the same ``seed``,
     ``epoch``, ``batch_size``, ``window``, ``last_batch`` and
@@ -71,10 +75,12 @@ class ShardStreamDataset(IterableDataset[Any]):
 
     The gRPC channel is opened inside ``__iter__`` (after DataLoader has
     forked its workers: gRPC channels do not survive a fork) and closed when
-    the iteration ends. A lost stream (loader restarted, connection reset)
-    is reopened from the next step not yet handed over, on the rank's loader
-    or any other in the plan, with backoff for up to ``retry_timeout``
-    seconds without progress; no batch is lost or repeated. Errors the
+    the iteration ends, when its iterator is dropped or collected, or at
+    interpreter exit, so a script that stops early still exits. A lost
+    stream (loader restarted, connection reset) is reopened from the next
+    step not yet handed over, on the rank's loader or any other in the
+    plan, with backoff (with jitter) for up to ``retry_timeout`` seconds
+    without progress; no batch is lost or repeated. Errors the
     server reports (a bad request, corrupt data) raise
     :class:`~shardstream.ShardStreamError` with the server's message.
 
@@ -152,6 +158,9 @@ class ShardStreamDataset(IterableDataset[Any]):
         # torch.distributed's (rank, world size) in the process that pickled
         # this dataset for a DataLoader worker (see __getstate__).
         self._inherited_dist: tuple[int, int] | None = None
+        # The last plan __len__ asked for, by (job, rank): len() is asked
+        # often (tqdm, DataLoader) and the plan changes only with the job.
+        self._len_plan: tuple[bytes, int, Plan] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         # A DataLoader worker started with spawn gets a pickled copy, and
@@ -184,6 +193,12 @@ class ShardStreamDataset(IterableDataset[Any]):
         batch this dataset handed over in this process (not ones prefetched
         from the network). Store it in the checkpoint once every rank has
         consumed that step; the token is the same on every rank.
+
+        With DataLoader workers the batches are handed over in the worker
+        processes, so this object in the main process does not see them:
+        iterate a :class:`~shardstream.ShardStreamLoader`, which records
+        each batch's token here as the training loop takes it, or take
+        ``batch.resume_token`` from the batches yourself.
         """
         return {"resume_token": self._token, "epoch": self._epoch}
 
@@ -232,37 +247,62 @@ class ShardStreamDataset(IterableDataset[Any]):
         with self._client() as client:
             return client.plan(self.job(world.world_size))
 
+    def __len__(self) -> int:
+        """The number of batches this rank gets from the current point: the
+        whole epoch, or what is left of it after the resume token. The same
+        on every rank, and with any number of DataLoader workers (it is the
+        rank's total, not a worker's share).
+
+        It asks the coordinator (PlanEpoch) the first time for each epoch
+        and token; gRPC then runs in the calling process, so start
+        DataLoader workers with spawn (see the docs).
+        """
+        world = current_world(self.rank, self.world_size, self._inherited_dist)
+        key = self.job(world.world_size).SerializeToString(deterministic=True)
+        if self._len_plan is None or self._len_plan[:2] != (key, world.rank):
+            self._len_plan = (key, world.rank, self.plan())
+        return self._len_plan[2].steps
+
     # ---- iteration -----------------------------------------------------
 
     def __iter__(self) -> Iterator[Any]:
-        worker, workers = current_worker()
-        if workers > 1:
-            raise RuntimeError(
-                f"ShardStreamDataset in DataLoader worker {worker} of {workers}: a rank's "
-                "batches are one ordered stream, use num_workers=0 or 1 "
-                "(the loader service does the reading and decompression)"
-            )
-        world = current_world(self.rank, self.world_size, self._inherited_dist)
-        return self._iterate(world.rank, world.world_size)
+        return self._items(with_token=False)
 
-    def _iterate(self, rank: int, world_size: int) -> Iterator[Any]:
+    def _items(self, *, with_token: bool) -> Iterator[Any]:
+        """The items of __iter__, or with ``with_token`` (token, item) pairs
+        for ShardStreamLoader, which records the token in the main process."""
+        worker, workers = current_worker()
+        world = current_world(self.rank, self.world_size, self._inherited_dist)
+        return self._iterate(world.rank, world.world_size, worker, workers, with_token)
+
+    def _iterate(
+        self, rank: int, world_size: int, worker: int, workers: int, with_token: bool
+    ) -> Iterator[Any]:
         # A generator: the client and its channels are made at the first
         # next(), in the process that iterates, never before a fork.
         job = self.job(world_size)
         with self._client() as client:
             plan = client.plan(job)
             self.last_plan = plan
-            if plan.steps == 0 and job.resume_token:
+            if plan.steps == 0 and job.resume_token and worker == 0:
                 log.warning(
                     "shardstream: epoch %d has no steps left after the resume token; "
                     "call set_epoch() for the next epoch",
                     job.epoch,
                 )
-            with closing(client.batches(plan, job, rank, self.stats)) as batches:
+            # DataLoader worker w of N reads the steps w, w+N, ...; the
+            # DataLoader takes one item from each worker in turn, so the
+            # training loop sees the steps in order, as with no workers.
+            stream = client.batches(plan, job, rank, self.stats, first=worker, stride=workers)
+            with closing(stream) as batches:
                 for batch in batches:
                     item = batch if self.decode is None else self.decode(batch)
                     # The token changes only as a batch is handed over, so
                     # state_dict() never counts a batch the trainer has not
                     # had (a decode error leaves it at the previous batch).
-                    self._token = batch.resume_token
-                    yield item
+                    # One of several DataLoader workers sees only its own
+                    # steps, not where the rank stands: its copy keeps the
+                    # token it started from.
+                    if workers == 1:
+                        self._token = batch.resume_token
+                    yield (batch.resume_token, item) if with_token else item

@@ -151,3 +151,65 @@ def test_unreachable_server_is_an_error() -> None:
     assert info.value.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
     assert "127.0.0.1:1" in str(info.value)
     assert time.monotonic() - start < 10
+
+
+def test_backoff_has_jitter() -> None:
+    import random
+
+    from shardstream._client import backoff
+
+    rng = random.Random(1)
+    for failures, top in [(1, 0.1), (2, 0.2), (5, 1.6), (6, 2.0), (50, 2.0)]:
+        delays = [backoff(failures, rng) for _ in range(100)]
+        assert all(top / 2 <= d <= top for d in delays), (failures, min(delays), max(delays))
+        assert len(set(delays)) > 90, "no jitter: ranks would come back in lockstep"
+
+
+class _FakeCall(grpc.RpcError, grpc.Call):  # type: ignore[misc]  # stubs disagree on trailing_metadata
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        self._code, self._details = code, details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+    # The rest of grpc.Call, unused here.
+    def initial_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
+        return ()
+
+    def is_active(self) -> bool:
+        return False
+
+    def time_remaining(self) -> float:
+        return 0.0
+
+    def cancel(self) -> bool:
+        return False
+
+    def add_callback(self, callback: object) -> bool:
+        return False
+
+
+def test_too_large_hint() -> None:
+    from shardstream._client import too_large_hint
+
+    ex = grpc.StatusCode.RESOURCE_EXHAUSTED
+    # grpc-core, over this client's limit.
+    hint = too_large_hint(_FakeCall(ex, "Received message larger than max (5000 vs. 1000)"), 1000)
+    assert hint is not None
+    assert "5000 bytes" in hint
+    assert "max_message_bytes=1000" in hint
+    assert "batch_size" in hint
+    # grpc-go, over the loader's send limit.
+    hint = too_large_hint(
+        _FakeCall(ex, "grpc: trying to send message larger than max (300 vs. 200)"), 1000
+    )
+    assert hint is not None
+    assert "loader's limit of 200" in hint
+    # A full loader is retried, not this.
+    assert too_large_hint(_FakeCall(ex, "loader: 64 streams open"), 1000) is None
+    assert (
+        too_large_hint(_FakeCall(grpc.StatusCode.INTERNAL, "larger than max (1 vs. 0)"), 9) is None
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import torch.distributed as dist
 
@@ -69,10 +71,33 @@ def test_current_worker_main_process() -> None:
     assert shardstream.current_worker() == (0, 1)
 
 
-def test_more_than_one_dataloader_worker_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    # As DataLoader worker 1 of 2 sees it. The check runs before any
-    # connection: the address is never dialled.
-    monkeypatch.setattr(shardstream.dataset, "current_worker", lambda: (1, 2))
-    ds = shardstream.ShardStreamDataset("127.0.0.1:1", batch_size=4, rank=0, world_size=1)
-    with pytest.raises(RuntimeError, match=r"worker 1 of 2.*num_workers=0 or 1"):
-        iter(ds)
+def test_dataloader_worker_reads_its_stripe(monkeypatch: pytest.MonkeyPatch) -> None:
+    # As DataLoader worker 1 of 3 sees it: it asks for the steps 1, 4, 7, ...
+    # of the rank (stride 3), and its copy of the dataset keeps the token it
+    # started from (a worker's steps are not where the rank stands).
+    from shardstream import _client
+
+    monkeypatch.setattr(shardstream.dataset, "current_worker", lambda: (1, 3))
+    plan = shardstream.Plan("fp", 10, 80, 0, 0, "", ("",))
+    asked: dict[str, object] = {}
+
+    def batches(
+        self: object,
+        plan: object,
+        job: object,
+        rank: int,
+        stats: object,
+        *,
+        first: int,
+        stride: int,
+    ) -> Iterator[shardstream.Batch]:
+        asked.update(rank=rank, first=first, stride=stride)
+        for step in range(first, 10, stride):
+            yield shardstream.Batch([], rank=rank, epoch=0, step=step, resume_token=f"t{step}")
+
+    monkeypatch.setattr(_client.Client, "plan", lambda self, job, wait=True: plan)
+    monkeypatch.setattr(_client.Client, "batches", batches)
+    ds = shardstream.ShardStreamDataset("127.0.0.1:1", batch_size=8, rank=2, world_size=3)
+    assert [b.step for b in ds] == [1, 4, 7]
+    assert asked == {"rank": 2, "first": 1, "stride": 3}
+    assert ds.state_dict()["resume_token"] == ""

@@ -462,8 +462,15 @@ type StreamBatchesRequest struct {
 	Rank  uint32                 `protobuf:"varint,2,opt,name=rank,proto3" json:"rank,omitempty"`
 	// Step to start at, counted from the resume token's point (0 = its first).
 	FromStep int64 `protobuf:"varint,3,opt,name=from_step,json=fromStep,proto3" json:"from_step,omitempty"`
-	// Stop after this many batches; 0 means to the end of the epoch.
-	MaxSteps      int64 `protobuf:"varint,4,opt,name=max_steps,json=maxSteps,proto3" json:"max_steps,omitempty"`
+	// Stop after this many batches are sent; 0 means to the end of the epoch.
+	MaxSteps int64 `protobuf:"varint,4,opt,name=max_steps,json=maxSteps,proto3" json:"max_steps,omitempty"`
+	// Send every stride-th step: from_step, from_step+stride, ... below the
+	// end of the epoch. 0 and 1 send every step (what clients that do not set
+	// it get). The K streams of one rank with stride K and from_step
+	// first+j, j in [0, K), carry its steps from first on between them: this
+	// is how DataLoader workers, and stripes over several loaders, split a
+	// rank's steps. At most 1024, else INVALID_ARGUMENT.
+	Stride        uint32 `protobuf:"varint,5,opt,name=stride,proto3" json:"stride,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -522,6 +529,13 @@ func (x *StreamBatchesRequest) GetFromStep() int64 {
 func (x *StreamBatchesRequest) GetMaxSteps() int64 {
 	if x != nil {
 		return x.MaxSteps
+	}
+	return 0
+}
+
+func (x *StreamBatchesRequest) GetStride() uint32 {
+	if x != nil {
+		return x.Stride
 	}
 	return 0
 }
@@ -805,12 +819,13 @@ const file_shardstream_v1_shardstream_proto_rawDesc = "" +
 	"\adropped\x18\x04 \x01(\x03R\adropped\x12\x16\n" +
 	"\x06padded\x18\x05 \x01(\x03R\x06padded\x12!\n" +
 	"\fresume_token\x18\x06 \x01(\tR\vresumeToken\x12)\n" +
-	"\x10loader_addresses\x18\a \x03(\tR\x0floaderAddresses\"\x8f\x01\n" +
+	"\x10loader_addresses\x18\a \x03(\tR\x0floaderAddresses\"\xa7\x01\n" +
 	"\x14StreamBatchesRequest\x12)\n" +
 	"\x03job\x18\x01 \x01(\v2\x17.shardstream.v1.JobSpecR\x03job\x12\x12\n" +
 	"\x04rank\x18\x02 \x01(\rR\x04rank\x12\x1b\n" +
 	"\tfrom_step\x18\x03 \x01(\x03R\bfromStep\x12\x1b\n" +
-	"\tmax_steps\x18\x04 \x01(\x03R\bmaxSteps\"D\n" +
+	"\tmax_steps\x18\x04 \x01(\x03R\bmaxSteps\x12\x16\n" +
+	"\x06stride\x18\x05 \x01(\rR\x06stride\"D\n" +
 	"\x15StreamBatchesResponse\x12+\n" +
 	"\x05batch\x18\x01 \x01(\v2\x15.shardstream.v1.BatchR\x05batch\"\x9a\x01\n" +
 	"\x05Batch\x12\x12\n" +

@@ -179,7 +179,7 @@ const (
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 type LoaderServiceClient interface {
 	// StreamBatches sends one rank's batches in order, from from_step to the
-	// end of the epoch (or max_steps). A client that loses its stream opens a
+	// end of the epoch (or max_steps), every stride-th step. A client that loses its stream opens a
 	// new one from the next step it has not consumed, on any loader.
 	StreamBatches(ctx context.Context, in *StreamBatchesRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[StreamBatchesResponse], error)
 }
@@ -216,7 +216,7 @@ type LoaderService_StreamBatchesClient = grpc.ServerStreamingClient[StreamBatche
 // for forward compatibility.
 type LoaderServiceServer interface {
 	// StreamBatches sends one rank's batches in order, from from_step to the
-	// end of the epoch (or max_steps). A client that loses its stream opens a
+	// end of the epoch (or max_steps), every stride-th step. A client that loses its stream opens a
 	// new one from the next step it has not consumed, on any loader.
 	StreamBatches(*StreamBatchesRequest, grpc.ServerStreamingServer[StreamBatchesResponse]) error
 	mustEmbedUnimplementedLoaderServiceServer()

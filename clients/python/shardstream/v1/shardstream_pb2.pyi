@@ -81,16 +81,18 @@ class PlanEpochResponse(_message.Message):
     def __init__(self, dataset_fingerprint: _Optional[str] = ..., steps: _Optional[int] = ..., samples: _Optional[int] = ..., dropped: _Optional[int] = ..., padded: _Optional[int] = ..., resume_token: _Optional[str] = ..., loader_addresses: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class StreamBatchesRequest(_message.Message):
-    __slots__ = ("job", "rank", "from_step", "max_steps")
+    __slots__ = ("job", "rank", "from_step", "max_steps", "stride")
     JOB_FIELD_NUMBER: _ClassVar[int]
     RANK_FIELD_NUMBER: _ClassVar[int]
     FROM_STEP_FIELD_NUMBER: _ClassVar[int]
     MAX_STEPS_FIELD_NUMBER: _ClassVar[int]
+    STRIDE_FIELD_NUMBER: _ClassVar[int]
     job: JobSpec
     rank: int
     from_step: int
     max_steps: int
-    def __init__(self, job: _Optional[_Union[JobSpec, _Mapping]] = ..., rank: _Optional[int] = ..., from_step: _Optional[int] = ..., max_steps: _Optional[int] = ...) -> None: ...
+    stride: int
+    def __init__(self, job: _Optional[_Union[JobSpec, _Mapping]] = ..., rank: _Optional[int] = ..., from_step: _Optional[int] = ..., max_steps: _Optional[int] = ..., stride: _Optional[int] = ...) -> None: ...
 
 class StreamBatchesResponse(_message.Message):
     __slots__ = ("batch",)

@@ -164,7 +164,7 @@ class LoaderServiceServicer:
 
     def StreamBatches(self, request, context):
         """StreamBatches sends one rank's batches in order, from from_step to the
-        end of the epoch (or max_steps). A client that loses its stream opens a
+        end of the epoch (or max_steps), every stride-th step. A client that loses its stream opens a
         new one from the next step it has not consumed, on any loader.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
