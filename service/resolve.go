@@ -101,6 +101,9 @@ func (s *core) resolve(spec *pb.JobSpec) (*job, error) {
 		}
 		j.resume = &tok
 	}
+	if err := s.checkLimits(j); err != nil {
+		return nil, err
+	}
 	return j, nil
 }
 
