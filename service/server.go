@@ -34,6 +34,7 @@ type Server struct {
 	log    *slog.Logger
 	grpc   *grpc.Server
 	health *health.Server
+	plans  *planCache // for tests
 }
 
 // New builds a Server from cfg; it serves nothing until Serve.
@@ -136,7 +137,7 @@ func newServer(cfg Config, pl planner) (*Server, error) {
 	if cfg.Reflection {
 		reflection.Register(gs)
 	}
-	return &Server{cfg: cfg, log: log, grpc: gs, health: hs}, nil
+	return &Server{cfg: cfg, log: log, grpc: gs, health: hs, plans: c.plans}, nil
 }
 
 // Serve serves gRPC on lis, and /metrics over HTTP on metricsLis when it is
