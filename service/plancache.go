@@ -31,8 +31,8 @@ type planEntry struct {
 	key   planKey
 	bytes int64 // planBytes
 	once  sync.Once
-	plan epochPlan
-	err  error
+	plan  epochPlan
+	err   error
 }
 
 func newPlanCache(p planner, max int, maxBytes int64, slots planSlots, misses func()) *planCache {
