@@ -21,6 +21,11 @@ type dataset struct {
 	bytes       int64          // stored bytes of all shards
 	// minUnitSamples is the fewest samples of a non-empty unit (0: none).
 	minUnitSamples int64
+	// maxUnitSamples is the most samples of a unit; samples of all units.
+	maxUnitSamples, samples int64
+	// sampleBytes estimates a sample's decoded bytes: the chunks' raw
+	// bytes over the samples, rounded up (at least 1).
+	sampleBytes int64
 }
 
 // catalog is the set of served datasets, looked up by the name a
@@ -34,10 +39,17 @@ func newCatalog(ds []Dataset) *catalog {
 	c := &catalog{byName: make(map[string]*dataset, len(ds))}
 	for _, d := range ds {
 		units := d.Manifest.Units()
-		var minSamples int64
+		var minSamples, maxSamples, samples, raw int64
 		for _, u := range units {
 			if u.Samples > 0 && (minSamples == 0 || u.Samples < minSamples) {
 				minSamples = u.Samples
+			}
+			maxSamples = max(maxSamples, u.Samples)
+			samples += u.Samples
+		}
+		for _, sh := range d.Manifest.Shards {
+			for _, c := range sh.Chunks {
+				raw += c.RawSize
 			}
 		}
 		c.byName[d.Name] = &dataset{
@@ -49,6 +61,9 @@ func newCatalog(ds []Dataset) *catalog {
 			maxChunk:       d.Manifest.MaxChunkRawSize(),
 			bytes:          d.Manifest.TotalBytes(),
 			minUnitSamples: minSamples,
+			maxUnitSamples: maxSamples,
+			samples:        samples,
+			sampleBytes:    max(1, (raw+max(samples, 1)-1)/max(samples, 1)),
 		}
 		c.names = append(c.names, d.Name)
 	}

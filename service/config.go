@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -91,6 +92,32 @@ type Config struct {
 	// inside Kubernetes' default 30s termination grace period.
 	ShutdownTimeout time.Duration
 
+	// TLS, when not nil, serves gRPC over TLS with it; NewTLSConfig makes
+	// one that reloads rotated files and, with a client CA, requires
+	// client certificates. Nil: plaintext, for loopback and trusted
+	// networks (the embedded default).
+	TLS *tls.Config
+
+	// Reflection registers the gRPC reflection service (grpcurl, grpcui).
+	// Off by default: it describes the API to anyone who can connect.
+	Reflection bool
+
+	// AuthFile, when set, is the file of client tokens (see ParseAuthFile),
+	// read again when it changes. Every call but health checks must then
+	// carry "authorization: Bearer TOKEN" of a listed client, and may read
+	// only the datasets listed for it. Empty: no authentication.
+	AuthFile string
+
+	// TokenKeys, when not empty, sign the resume tokens the server emits
+	// (HMAC-SHA256 with TokenKeys[0]) and make it refuse tokens not signed
+	// by one of them, so a client cannot forge or alter one. Coordinator
+	// and loaders must share them. Empty: tokens are not signed.
+	TokenKeys [][]byte
+
+	// Limits on what one request may cost, checked before any work; see
+	// docs/security.md. Zero values mean the defaults.
+	Limits Limits
+
 	// Logger receives request logs and errors. Default: discard.
 	Logger *slog.Logger
 
@@ -173,6 +200,14 @@ func (c *Config) validate() error {
 	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if err := c.Limits.validate(c.MaxStreams); err != nil {
+		return err
+	}
+	for i, k := range c.TokenKeys {
+		if len(k) < minTokenKeyLen {
+			return fmt.Errorf("service.Config.TokenKeys[%d]: %d bytes, want at least %d", i, len(k), minTokenKeyLen)
+		}
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

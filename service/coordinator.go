@@ -27,6 +27,9 @@ type coordinator struct {
 }
 
 func (c *coordinator) GetDataset(ctx context.Context, req *pb.GetDatasetRequest) (*pb.GetDatasetResponse, error) {
+	if err := c.allow(ctx, req.GetDataset()); err != nil {
+		return nil, err
+	}
 	ds, err := c.catalog.lookup(req.GetDataset())
 	if err != nil {
 		return nil, err
@@ -42,6 +45,9 @@ func (c *coordinator) GetDataset(ctx context.Context, req *pb.GetDatasetRequest)
 
 func (c *coordinator) PlanEpoch(ctx context.Context, req *pb.PlanEpochRequest) (resp *pb.PlanEpochResponse, err error) {
 	defer func() { c.metrics.plansTotal.WithLabelValues(status.Code(err).String()).Inc() }()
+	if err := c.allow(ctx, req.GetJob().GetDataset()); err != nil {
+		return nil, err
+	}
 	j, err := c.resolve(req.GetJob())
 	if err != nil {
 		return nil, err

@@ -17,13 +17,22 @@ import (
 type loader struct {
 	pb.UnimplementedLoaderServiceServer
 	*core
-	streams  chan struct{} // one token per open stream, capacity MaxStreams
-	chunkMem *chunkMemory  // Config.ChunkMemoryBytes, reserved by open streams
+	streams  chan struct{}  // one token per open stream, capacity MaxStreams
+	chunkMem *chunkMemory   // Config.ChunkMemoryBytes, reserved by open streams
+	clients  *clientStreams // Limits.MaxClientStreams
 }
 
 // StreamBatches streams one rank's batches, holding one of MaxStreams
 // slots while it runs.
 func (l *loader) StreamBatches(req *pb.StreamBatchesRequest, stream grpc.ServerStreamingServer[pb.StreamBatchesResponse]) (err error) {
+	if err := l.allow(stream.Context(), req.GetJob().GetDataset()); err != nil {
+		return err
+	}
+	id := clientID(stream.Context())
+	if err := l.clients.acquire(id); err != nil {
+		return err
+	}
+	defer l.clients.release(id)
 	select {
 	case l.streams <- struct{}{}:
 	default:
@@ -48,7 +57,7 @@ func (l *loader) StreamBatches(req *pb.StreamBatchesRequest, stream grpc.ServerS
 	}
 	defer l.chunkMem.unreserve(need)
 	rs.budget = need
-	return rs.run(stream.Context(), stream.Send)
+	return rs.run(stream.Context(), stallSender(stream, l.cfg.Limits.SendTimeout))
 }
 
 // maxStride bounds StreamBatchesRequest.stride: the DataLoader workers or

@@ -50,10 +50,10 @@ func (s *core) resolve(spec *pb.JobSpec) (*job, error) {
 	}
 	ws, bs := spec.GetWorldSize(), spec.GetBatchSize()
 	if ws < 1 || int64(ws) > int64(s.cfg.MaxWorldSize) {
-		return nil, status.Errorf(codes.InvalidArgument, "job.world_size: %d, must be in [1, %d]", ws, s.cfg.MaxWorldSize)
+		return nil, status.Errorf(codes.InvalidArgument, "job.world_size: %d, must be in [1, %d] (--max-world-size)", ws, s.cfg.MaxWorldSize)
 	}
 	if bs < 1 || int64(bs) > int64(s.cfg.MaxBatchSize) {
-		return nil, status.Errorf(codes.InvalidArgument, "job.batch_size: %d, must be in [1, %d]", bs, s.cfg.MaxBatchSize)
+		return nil, status.Errorf(codes.InvalidArgument, "job.batch_size: %d, must be in [1, %d] (--max-batch-size)", bs, s.cfg.MaxBatchSize)
 	}
 	window := int(spec.GetWindow())
 	if window == 0 {
@@ -100,6 +100,9 @@ func (s *core) resolve(spec *pb.JobSpec) (*job, error) {
 			return nil, err
 		}
 		j.resume = &tok
+	}
+	if err := s.checkLimits(j); err != nil {
+		return nil, err
 	}
 	return j, nil
 }

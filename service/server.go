@@ -11,11 +11,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/auth"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -26,12 +28,13 @@ import (
 )
 
 // Server is the coordinator and the loader on one gRPC server, with health,
-// reflection and metrics.
+// metrics, and optionally TLS, authentication and reflection.
 type Server struct {
 	cfg    Config
 	log    *slog.Logger
 	grpc   *grpc.Server
 	health *health.Server
+	plans  *planCache // for tests
 }
 
 // New builds a Server from cfg; it serves nothing until Serve.
@@ -48,18 +51,30 @@ func newServer(cfg Config, pl planner) (*Server, error) {
 		return nil, fmt.Errorf("service metrics: %w", err)
 	}
 	log := cfg.Logger
+	if len(cfg.TokenKeys) > 0 {
+		pl = signingPlanner(pl, cfg.TokenKeys)
+	}
 	c := &core{
 		cfg:     &cfg,
 		catalog: newCatalog(cfg.Datasets),
 		planner: pl,
-		plans:   newPlanCache(pl, cfg.PlanCacheSize, m.planCacheMiss.Inc),
+		plans:   newPlanCache(pl, cfg.PlanCacheSize, cfg.Limits.PlanCacheBytes, make(planSlots, cfg.Limits.MaxConcurrentPlans), m.planCacheMiss.Inc),
 		metrics: m,
+	}
+	var authn *authenticator
+	if cfg.AuthFile != "" {
+		if authn, err = newAuthenticator(cfg.AuthFile, log); err != nil {
+			return nil, err
+		}
 	}
 
 	logger := logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
 		log.Log(ctx, slog.Level(lvl), msg, fields...)
 	})
-	logOpts := []logging.Option{logging.WithLogOnEvents(logging.FinishCall)}
+	// The request log's fields: the method, the peer's address, the code
+	// and the error, and the client's auth-file name; never metadata, so
+	// never a token.
+	logOpts := []logging.Option{logging.WithLogOnEvents(logging.FinishCall), logging.WithFieldsFromContext(logClientFields)}
 	recoverOpts := []recovery.Option{recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
 		log.ErrorContext(ctx, "panic in handler", "panic", p, "stack", string(debug.Stack()))
 		return status.Errorf(codes.Internal, "internal error: %v", p)
@@ -68,11 +83,22 @@ func newServer(cfg Config, pl planner) (*Server, error) {
 	// No grpc.StatsHandler: the loader releases a batch's chunk buffers
 	// as soon as Send returns, and a stats handler may read a sent
 	// message later. Logging only logs the call's end, not payloads.
-	gs := grpc.NewServer(
-		// Recovery runs innermost so the logging interceptor sees the
-		// Internal status a panic turns into.
-		grpc.ChainUnaryInterceptor(logging.UnaryServerInterceptor(logger, logOpts...), recovery.UnaryServerInterceptor(recoverOpts...)),
-		grpc.ChainStreamInterceptor(logging.StreamServerInterceptor(logger, logOpts...), recovery.StreamServerInterceptor(recoverOpts...)),
+	// Recovery runs innermost so the logging interceptor sees the Internal
+	// status a panic turns into; authentication runs inside logging, so
+	// refused calls are logged, and hands the client's name back to it.
+	unary := []grpc.UnaryServerInterceptor{withLogClientUnary, logging.UnaryServerInterceptor(logger, logOpts...)}
+	streams := []grpc.StreamServerInterceptor{withLogClientStream, logging.StreamServerInterceptor(logger, logOpts...)}
+	if authn != nil {
+		unary = append(unary, auth.UnaryServerInterceptor(authn.authFunc))
+		streams = append(streams, auth.StreamServerInterceptor(authn.authFunc))
+	}
+	unary = append(unary, recovery.UnaryServerInterceptor(recoverOpts...))
+	streams = append(streams, recovery.StreamServerInterceptor(recoverOpts...))
+	opts := []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(unary...),
+		grpc.ChainStreamInterceptor(streams...),
+		// Limits.MaxConnStreams: HTTP/2 streams one connection may open.
+		grpc.MaxConcurrentStreams(uint32(cfg.Limits.MaxConnStreams)),
 		// One batch is one message: allow large ones. Clients must raise
 		// their receive limit (default 4 MiB) to the same size.
 		grpc.MaxSendMsgSize(cfg.MaxSendMsgSize),
@@ -93,16 +119,25 @@ func newServer(cfg Config, pl planner) (*Server, error) {
 			// MaxConnectionIdle and MaxConnectionAge stay infinite: a
 			// stream lasts a whole epoch, hours, and must not be cut.
 		}),
-	)
+	}
+	if cfg.TLS != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
+	}
+	gs := grpc.NewServer(opts...)
 	pb.RegisterCoordinatorServiceServer(gs, &coordinator{core: c})
-	pb.RegisterLoaderServiceServer(gs, &loader{core: c, streams: make(chan struct{}, cfg.MaxStreams), chunkMem: newChunkMemory(cfg.ChunkMemoryBytes, m)})
+	pb.RegisterLoaderServiceServer(gs, &loader{
+		core: c, streams: make(chan struct{}, cfg.MaxStreams), chunkMem: newChunkMemory(cfg.ChunkMemoryBytes, m),
+		clients: &clientStreams{max: cfg.Limits.MaxClientStreams, n: make(map[string]int)},
+	})
 	hs := health.NewServer()
 	for _, name := range []string{"", pb.CoordinatorService_ServiceDesc.ServiceName, pb.LoaderService_ServiceDesc.ServiceName} {
 		hs.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
 	}
 	healthpb.RegisterHealthServer(gs, hs)
-	reflection.Register(gs)
-	return &Server{cfg: cfg, log: log, grpc: gs, health: hs}, nil
+	if cfg.Reflection {
+		reflection.Register(gs)
+	}
+	return &Server{cfg: cfg, log: log, grpc: gs, health: hs, plans: c.plans}, nil
 }
 
 // Serve serves gRPC on lis, and /metrics over HTTP on metricsLis when it is

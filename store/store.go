@@ -55,6 +55,20 @@ type Store interface {
 	List(ctx context.Context, prefix string) ([]Info, error)
 }
 
+// IfMatcher is implemented by backends that can make a read conditional
+// on the object's ETag (S3's If-Match): a read of an object whose ETag is
+// no longer etag fails with an error wrapping ErrChanged, so a reader never
+// decodes bytes of an object rewritten under its manifest, even one
+// rewritten with the same size. The read path uses it where the manifest
+// has an ETag.
+type IfMatcher interface {
+	ReadRangeIfMatch(ctx context.Context, path string, off, n int64, etag string) (io.ReadCloser, error)
+}
+
+// ErrChanged is wrapped by errors of a conditional read whose object no
+// longer has the ETag asked for.
+var ErrChanged = errors.New("object changed: ETag differs")
+
 // ErrNotFound is wrapped by errors for missing objects, buckets and roots.
 var ErrNotFound = errors.New("not found")
 
@@ -79,7 +93,7 @@ var ErrPermanent = errors.New("permanent")
 func Transient(err error) bool {
 	switch {
 	case err == nil, errors.Is(err, context.Canceled),
-		errors.Is(err, ErrNotFound), errors.Is(err, ErrRange), errors.Is(err, ErrInvalidPath),
+		errors.Is(err, ErrNotFound), errors.Is(err, ErrRange), errors.Is(err, ErrInvalidPath), errors.Is(err, ErrChanged),
 		errors.Is(err, ErrPermanent), errors.Is(err, fs.ErrPermission):
 		return false
 	}

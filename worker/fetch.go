@@ -58,7 +58,16 @@ func partSize(n, max int64) int64 {
 func (r *Reader) fetchPart(ctx context.Context, shard int, path string, off int64, buf []byte) error {
 	return r.retry(ctx, r.gets, shard, path, off, "read", func(ctx context.Context) error {
 		start := time.Now()
-		rc, err := r.store.ReadRange(ctx, path, off, int64(len(buf)))
+		var rc io.ReadCloser
+		var err error
+		// With the manifest's ETag and a store that can, every GET is
+		// conditional: an object rewritten under the manifest, even with
+		// the same size, fails each read, not only the first Stat.
+		if im, ok := r.store.(store.IfMatcher); ok && r.man.Shards[shard].ETag != "" {
+			rc, err = im.ReadRangeIfMatch(ctx, path, off, int64(len(buf)), r.man.Shards[shard].ETag)
+		} else {
+			rc, err = r.store.ReadRange(ctx, path, off, int64(len(buf)))
+		}
 		if err != nil {
 			return err
 		}
@@ -150,6 +159,8 @@ func permanentKind(err error) Kind {
 		return NotFound
 	case errors.Is(err, store.ErrRange):
 		return Changed // the manifest points past the object's end
+	case errors.Is(err, store.ErrChanged):
+		return Changed // a conditional read: the ETag moved
 	}
 	return Other
 }

@@ -548,3 +548,25 @@ func TestFetchCountsStoreBytes(t *testing.T) {
 		})
 	}
 }
+
+// TestRewrittenMidEpoch: an object rewritten with the same size after the
+// reader checked it fails every later read as Changed, by the store's
+// conditional GET (If-Match on S3), not only the first Stat.
+func TestRewrittenMidEpoch(t *testing.T) {
+	ctx := testCtx(t)
+	st := memstore.New()
+	m := small.build(t, st)
+	if m.Shards[1].ETag == "" {
+		t.Fatal("the manifest has no ETag")
+	}
+	r := open(t, "mem://rewritten", worker.Config{Store: st, MemoryCacheBytes: -1})
+	if _, err := r.Chunk(ctx, 1, 0); err != nil {
+		t.Fatalf("Chunk(1, 0) before the rewrite: %v", err)
+	}
+	st.Write(ctx, m.Shards[1].Path, bytes.NewReader(make([]byte, m.Shards[1].Size)))
+	for _, c := range []int{1, 0, 1} {
+		if _, err := r.Chunk(ctx, 1, c); worker.KindOf(err) != worker.Changed || !errors.Is(err, store.ErrChanged) {
+			t.Errorf("Chunk(1, %d) after a same-size rewrite = %v, want Changed", c, err)
+		}
+	}
+}

@@ -24,10 +24,12 @@ type indexFlags struct {
 	chunkSize   string
 	compression string
 	parallel    int
+	overwrite   bool
 	s3          s3Flags
 }
 
 func (f *indexFlags) register(fs *flag.FlagSet) {
+	fs.BoolVar(&f.overwrite, "overwrite", false, "replace a manifest.json already at --data")
 	fs.StringVar(&f.data, "data", "", "dataset root holding *.tar and *.tar.zst shards: a directory or s3://bucket/prefix (required)")
 	fs.StringVar(&f.chunkSize, "chunk-size", "8MiB", "raw size after which a chunk ends at the next sample boundary (zstd: at the next frame that ends on one)")
 	fs.StringVar(&f.compression, "compression", "auto", "shard compression: auto (by name: *.tar.zst is zstd, *.tar none), zstd or none (every shard)")
@@ -64,6 +66,9 @@ func runIndex(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	st, err := storeuri.Open(ctx, f.data, f.s3.config())
 	if err != nil {
 		return err
+	}
+	if _, err := st.Stat(ctx, manifest.FileName); err == nil && !f.overwrite {
+		return fmt.Errorf("index: %s already has a %s; pass --overwrite to replace it", f.data, manifest.FileName)
 	}
 	infos, err := st.List(ctx, "")
 	if err != nil {

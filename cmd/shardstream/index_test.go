@@ -94,7 +94,7 @@ func TestIndex(t *testing.T) {
 		t.Fatal(err)
 	}
 	packed, _ := readDatasetTest(t, ctx, out)
-	if err := runIndex(ctx, []string{"--data", out, "--chunk-size", "8k"}, &stdout, &stderr); err != nil {
+	if err := runIndex(ctx, []string{"--data", out, "--chunk-size", "8k", "--overwrite"}, &stdout, &stderr); err != nil {
 		t.Fatal(err)
 	}
 	indexed, _ := readDatasetTest(t, ctx, out)

@@ -24,10 +24,12 @@ type packFlags struct {
 	input, output        string
 	shardSize, chunkSize string
 	compress             string
+	overwrite            bool
 	s3                   s3Flags
 }
 
 func (f *packFlags) register(fs *flag.FlagSet) {
+	fs.BoolVar(&f.overwrite, "overwrite", false, "write over a dataset already at --output (its manifest.json); a pack killed meanwhile leaves the old manifest over changed shards, which serve refuses with FAILED_PRECONDITION")
 	fs.StringVar(&f.input, "input", "", "directory of files to pack (required); a file's path up to the first dot of its base name is its sample key, the rest its field")
 	fs.StringVar(&f.output, "output", "", "dataset root to write: a directory (created if missing) or s3://bucket/prefix (required)")
 	fs.StringVar(&f.shardSize, "shard-size", "256MiB", "stored size after which a shard ends (64MiB, 1GB, 512k, bytes)")
@@ -74,6 +76,9 @@ func runPack(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	if _, err := st.Stat(ctx, manifest.FileName); err == nil {
+		if !f.overwrite {
+			return fmt.Errorf("pack: %s already holds a dataset (%s); pass --overwrite to replace it", f.output, manifest.FileName)
+		}
 		fmt.Fprintf(stderr, "pack: replacing the dataset at %s (shards beyond the new ones stay, unlisted)\n", f.output)
 	}
 	prog := progress.New(stderr, "pack", start)

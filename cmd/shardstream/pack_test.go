@@ -197,7 +197,7 @@ func TestPackIndexS3(t *testing.T) {
 			t.Errorf("%s: no ETag in the manifest of an S3 dataset", sh.Path)
 		}
 	}
-	if err := runIndex(ctx, append([]string{"--data", uri, "--chunk-size", "8k"}, s3...), &stdout, &stderr); err != nil {
+	if err := runIndex(ctx, append([]string{"--data", uri, "--chunk-size", "8k", "--overwrite"}, s3...), &stdout, &stderr); err != nil {
 		t.Fatalf("index: %v\nstderr: %s", err, stderr.String())
 	}
 	indexed, got := readDatasetTest(t, ctx, uri, cfg)
@@ -216,7 +216,7 @@ func TestPackOutputInsideInput(t *testing.T) {
 	out := filepath.Join(in, "packed")
 	for range 2 {
 		var stderr bytes.Buffer
-		if err := runPack(ctx, []string{"--input", in, "--output", out, "--shard-size", "64k"}, io.Discard, &stderr); err != nil {
+		if err := runPack(ctx, []string{"--input", in, "--output", out, "--shard-size", "64k", "--overwrite"}, io.Discard, &stderr); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -290,5 +290,30 @@ func TestPackFrameSize(t *testing.T) {
 	}
 	if chunks["--frame-size4k"] <= chunks["--frame-size64k"] {
 		t.Errorf("chunk counts %v: 4k frames should make more chunks than 64k", chunks)
+	}
+}
+
+// TestOverwriteRefused: pack and index refuse to write over a dataset
+// without --overwrite, and leave its manifest as it was.
+func TestOverwriteRefused(t *testing.T) {
+	ctx := context.Background()
+	in, out := t.TempDir(), t.TempDir()
+	packTestTree(t, in, 10)
+	if err := runPack(ctx, []string{"--input", in, "--output", out, "--shard-size", "64k"}, io.Discard, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.ReadFile(filepath.Join(out, "manifest.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := runPack(ctx, []string{"--input", in, "--output", out, "--shard-size", "32k"}, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "--overwrite") {
+		t.Errorf("pack over a dataset = %v, want an error naming --overwrite", err)
+	}
+	if err := runIndex(ctx, []string{"--data", out, "--chunk-size", "4k"}, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "--overwrite") {
+		t.Errorf("index over a manifest = %v, want an error naming --overwrite", err)
+	}
+	after, err := os.ReadFile(filepath.Join(out, "manifest.json"))
+	if err != nil || !bytes.Equal(before, after) {
+		t.Errorf("the manifest changed after refusals (%v)", err)
 	}
 }

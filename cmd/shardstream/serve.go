@@ -39,6 +39,7 @@ type serveFlags struct {
 	logFormat       string
 	openTimeout     time.Duration
 	shutdownTimeout time.Duration
+	security        securityFlags
 }
 
 func (f *serveFlags) register(fs *flag.FlagSet) {
@@ -60,6 +61,7 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format on stderr: text or json")
 	fs.DurationVar(&f.openTimeout, "open-timeout", time.Minute, "how long opening the dataset (listing, reading the manifest) may take")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", service.DefaultShutdownTimeout, "on SIGTERM, how long open streams may run before they are cut")
+	f.security.register(fs)
 }
 
 // serveConfig is serve's command line, checked and turned into the
@@ -70,6 +72,7 @@ type serveConfig struct {
 	loaderAddrs []string      // nil: this server
 	read        worker.Config // the read path's, without its Registerer
 	chunkMemory int64         // service.Config.ChunkMemoryBytes; 0: its default
+	sec         security      // TLS, auth, token keys, reflection, limits
 }
 
 // runServe serves one dataset with the coordinator and the loader in one
@@ -97,6 +100,11 @@ func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
 	if f.data == "" {
 		return c, cli.Usage("serve: --data is required")
 	}
+	sec, err := f.security.parse(fs, f.listen)
+	if err != nil {
+		return c, err
+	}
+	c.sec = sec
 	switch f.logFormat {
 	case "text":
 		c.log = slog.New(slog.NewTextHandler(stderr, nil))
@@ -148,7 +156,19 @@ func serve(ctx context.Context, c serveConfig, stdout io.Writer) error {
 	defer r.Close()
 	m := r.Manifest()
 
+	tlsConfig, err := c.sec.tlsConfig(c.log)
+	if err != nil {
+		return err
+	}
 	srv, err := service.New(service.Config{
+		TLS:              tlsConfig,
+		Reflection:       c.sec.reflection,
+		AuthFile:         c.sec.authFile,
+		TokenKeys:        c.sec.tokenKeys,
+		Limits:           c.sec.limits,
+		MaxWorldSize:     c.sec.maxWorldSize,
+		MaxBatchSize:     c.sec.maxBatchSize,
+		MaxSendMsgSize:   c.sec.maxMessageSize,
 		Datasets:         []service.Dataset{{Name: c.name, Manifest: m, Chunks: r}},
 		LoaderAddrs:      c.loaderAddrs,
 		DefaultWindow:    c.window,
@@ -167,7 +187,8 @@ func serve(ctx context.Context, c serveConfig, stdout io.Writer) error {
 		return err
 	}
 	c.log.Info("serving", "dataset", c.name, "data", c.data, "fingerprint", m.Fingerprint(),
-		"shards", len(m.Shards), "samples", m.TotalSamples(), "addr", lis.Addr().String(), "metrics", metricsAddr(mlis))
+		"shards", len(m.Shards), "samples", m.TotalSamples(), "addr", lis.Addr().String(), "metrics", metricsAddr(mlis),
+		"tls", tlsConfig != nil, "mtls", c.sec.files.ClientCA != "", "auth", c.sec.authFile != "", "signed_tokens", len(c.sec.tokenKeys) > 0, "reflection", c.sec.reflection)
 	if _, err := fmt.Fprintf(stdout, "listening on %s\n", lis.Addr()); err != nil {
 		lis.Close()
 		if mlis != nil {

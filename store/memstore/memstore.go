@@ -64,6 +64,16 @@ func (m *Store) ReadRange(ctx context.Context, path string, off, n int64) (io.Re
 	return io.NopCloser(bytes.NewReader(o.data[off : off+n])), nil
 }
 
+// ReadRangeIfMatch implements store.IfMatcher.
+func (m *Store) ReadRangeIfMatch(ctx context.Context, path string, off, n int64, etag string) (io.ReadCloser, error) {
+	if etag != "" {
+		if o, err := m.get(path); err == nil && o.etag != etag {
+			return nil, fmt.Errorf("read mem://%s: ETag %s, want %s: %w", path, o.etag, etag, store.ErrChanged)
+		}
+	}
+	return m.ReadRange(ctx, path, off, n)
+}
+
 // Stat implements store.Store.
 func (m *Store) Stat(ctx context.Context, path string) (store.Info, error) {
 	o, err := m.get(path)

@@ -152,6 +152,17 @@ var errIgnoredRange = fmt.Errorf("%w: the store ignored the Range header", store
 
 // ReadRange implements store.Store. It makes exactly one attempt.
 func (s *Store) ReadRange(ctx context.Context, path string, off, n int64) (io.ReadCloser, error) {
+	return s.readRange(ctx, path, off, n, "")
+}
+
+// ReadRangeIfMatch implements store.IfMatcher with S3's If-Match: a read of
+// an object whose ETag is no longer etag fails with 412, an error wrapping
+// store.ErrChanged. It makes exactly one attempt.
+func (s *Store) ReadRangeIfMatch(ctx context.Context, path string, off, n int64, etag string) (io.ReadCloser, error) {
+	return s.readRange(ctx, path, off, n, etag)
+}
+
+func (s *Store) readRange(ctx context.Context, path string, off, n int64, etag string) (io.ReadCloser, error) {
 	if err := store.ValidPath(path); err != nil {
 		return nil, err
 	}
@@ -162,6 +173,9 @@ func (s *Store) ReadRange(ctx context.Context, path string, off, n int64) (io.Re
 		return store.EmptyBody, nil
 	}
 	in := &s3.GetObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(s.key(path))}
+	if etag != "" {
+		in.IfMatch = aws.String(`"` + etag + `"`)
+	}
 	switch {
 	case off == 0 && n < 0: // whole object, no Range: works for empty ones too
 	case n < 0:
@@ -297,6 +311,8 @@ func classify(err error) error {
 		return fmt.Errorf("%w: %w", store.ErrNotFound, err)
 	case isStatus(err, http.StatusRequestedRangeNotSatisfiable):
 		return fmt.Errorf("%w: %w", store.ErrRange, err)
+	case isStatus(err, http.StatusPreconditionFailed):
+		return fmt.Errorf("%w: %w", store.ErrChanged, err)
 	}
 	var nsk *types.NoSuchKey
 	var nsb *types.NoSuchBucket

@@ -188,6 +188,42 @@ func Run(t *testing.T, s store.Store) {
 			t.Errorf("after replace: ETag unchanged (%s)", after.ETag)
 		}
 	})
+	t.Run("ReadRangeIfMatch", func(t *testing.T) {
+		im, ok := s.(store.IfMatcher)
+		if !ok {
+			t.Skip("the backend has no conditional reads")
+		}
+		const p = "storetest/ifmatch"
+		if err := s.Write(ctx, p, strings.NewReader("first!")); err != nil {
+			t.Fatal(err)
+		}
+		info, err := s.Stat(ctx, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rc, err := im.ReadRangeIfMatch(ctx, p, 1, 3, info.ETag)
+		if err != nil {
+			t.Fatalf("ReadRangeIfMatch(current ETag) = %v", err)
+		}
+		got, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil || string(got) != "irs" {
+			t.Errorf("ReadRangeIfMatch(current ETag) read %q, %v; want %q", got, err, "irs")
+		}
+		// Rewritten with the same size: every read after fails.
+		if err := s.Write(ctx, p, strings.NewReader("second")); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 2 {
+			rc, err := im.ReadRangeIfMatch(ctx, p, 1, 3, info.ETag)
+			if err == nil {
+				rc.Close()
+			}
+			if !errors.Is(err, store.ErrChanged) || store.Transient(err) {
+				t.Errorf("read %d after a same-size rewrite: %v, want a permanent error wrapping ErrChanged", i, err)
+			}
+		}
+	})
 }
 
 func readRange(ctx context.Context, s store.Store, p string, off, n int64) ([]byte, error) {
