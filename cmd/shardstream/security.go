@@ -8,6 +8,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/shardstream/shardstream/internal/cli"
 	"github.com/shardstream/shardstream/service"
 )
 
@@ -67,17 +68,17 @@ type security struct {
 func (f *securityFlags) parse(fs *flag.FlagSet, listen string) (security, error) {
 	var s security
 	if (f.tlsCert == "") != (f.tlsKey == "") {
-		return s, usageError{"serve: --tls-cert and --tls-key go together"}
+		return s, cli.Usage("serve: --tls-cert and --tls-key go together")
 	}
 	if f.clientCA != "" && f.tlsCert == "" {
-		return s, usageError{"serve: --client-ca needs --tls-cert and --tls-key"}
+		return s, cli.Usage("serve: --client-ca needs --tls-cert and --tls-key")
 	}
 	s.files = service.TLSFiles{Cert: f.tlsCert, Key: f.tlsKey, ClientCA: f.clientCA}
 	s.authFile = f.authFile
 	if f.tokenKeyFile != "" {
 		keys, err := service.ReadTokenKeys(f.tokenKeyFile)
 		if err != nil {
-			return s, usageError{"serve: --token-key-file: " + err.Error()}
+			return s, cli.Usage("serve: --token-key-file: " + err.Error())
 		}
 		s.tokenKeys = keys
 	}
@@ -89,13 +90,13 @@ func (f *securityFlags) parse(fs *flag.FlagSet, listen string) (security, error)
 	})
 	if f.maxWindow < 1 || f.maxWindowSamples < 1 || f.maxWorldSize < 1 || f.maxBatchSize < 1 ||
 		f.maxConcurrentPlans < 0 || f.maxConnStreams < 0 || f.maxClientStreams < 0 {
-		return s, usageError{"serve: --max-window, --max-window-samples, --max-world-size and --max-batch-size must be positive; --max-concurrent-plans, --max-conn-streams and --max-client-streams >= 0"}
+		return s, cli.Usage("serve: --max-window, --max-window-samples, --max-world-size and --max-batch-size must be positive; --max-concurrent-plans, --max-conn-streams and --max-client-streams >= 0")
 	}
 	s.maxWorldSize, s.maxBatchSize = f.maxWorldSize, f.maxBatchSize
 	if f.maxMessageSize != "" {
 		n, err := parseSize(f.maxMessageSize)
 		if err != nil || n < 1<<20 || n > 2<<30-1 {
-			return s, usageError{fmt.Sprintf("serve: --max-message-size %q: want a size from 1MiB to under 2GiB", f.maxMessageSize)}
+			return s, cli.Usage(fmt.Sprintf("serve: --max-message-size %q: want a size from 1MiB to under 2GiB", f.maxMessageSize))
 		}
 		s.maxMessageSize = int(n)
 	}
@@ -113,7 +114,7 @@ func (f *securityFlags) parse(fs *flag.FlagSet, listen string) (security, error)
 	if f.planCacheSize != "" {
 		n, err := parseSize(f.planCacheSize)
 		if err != nil || n == 0 {
-			return s, usageError{fmt.Sprintf("serve: --plan-cache-size %q: want a positive size like 1GiB", f.planCacheSize)}
+			return s, cli.Usage(fmt.Sprintf("serve: --plan-cache-size %q: want a positive size like 1GiB", f.planCacheSize))
 		}
 		s.limits.PlanCacheBytes = n
 	}
