@@ -88,7 +88,8 @@ class ShardStreamDataset(IterableDataset[Any]):
       address: ``host:port`` of the coordinator (``shardstream serve``).
       seed, epoch: the job's shuffle seed and the epoch to read.
       batch_size: samples per batch per rank.
-      window: shards per shuffle window; 0 is the server's default.
+      window: chunks (the manifest's ~8 MiB units) per shuffle window; 0 is the
+        server's default (8).
       last_batch: ``"drop"`` or ``"pad"``.
       dataset: the served dataset's name; empty for the only one.
       resume_token: start where a checkpoint's token says (see
