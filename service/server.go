@@ -17,12 +17,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
-
-	pb "github.com/shardstream/shardstream/proto/shardstream/v1"
 )
 
 // Server is the coordinator and the loader on one gRPC server, with health,
@@ -55,6 +52,10 @@ func newServer(cfg Config, pl planner) (*Server, error) {
 		plans:   newPlanCache(pl, cfg.PlanCacheSize, m.planCacheMiss.Inc),
 		metrics: m,
 	}
+	sm, err := newGRPCMetrics(&cfg)
+	if err != nil {
+		return nil, fmt.Errorf("service gRPC metrics: %w", err)
+	}
 
 	logger := logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
 		log.Log(ctx, slog.Level(lvl), msg, fields...)
@@ -71,8 +72,9 @@ func newServer(cfg Config, pl planner) (*Server, error) {
 	gs := grpc.NewServer(
 		// Recovery runs innermost so the logging interceptor sees the
 		// Internal status a panic turns into.
-		grpc.ChainUnaryInterceptor(logging.UnaryServerInterceptor(logger, logOpts...), recovery.UnaryServerInterceptor(recoverOpts...)),
-		grpc.ChainStreamInterceptor(logging.StreamServerInterceptor(logger, logOpts...), recovery.StreamServerInterceptor(recoverOpts...)),
+		// The metrics interceptors only count messages: they keep none.
+		grpc.ChainUnaryInterceptor(sm.UnaryServerInterceptor(), logging.UnaryServerInterceptor(logger, logOpts...), recovery.UnaryServerInterceptor(recoverOpts...)),
+		grpc.ChainStreamInterceptor(sm.StreamServerInterceptor(), logging.StreamServerInterceptor(logger, logOpts...), recovery.StreamServerInterceptor(recoverOpts...)),
 		// One batch is one message: allow large ones. Clients must raise
 		// their receive limit (default 4 MiB) to the same size.
 		grpc.MaxSendMsgSize(cfg.MaxSendMsgSize),
@@ -94,13 +96,10 @@ func newServer(cfg Config, pl planner) (*Server, error) {
 			// stream lasts a whole epoch, hours, and must not be cut.
 		}),
 	)
-	pb.RegisterCoordinatorServiceServer(gs, &coordinator{core: c})
-	pb.RegisterLoaderServiceServer(gs, &loader{core: c, streams: make(chan struct{}, cfg.MaxStreams), chunkMem: newChunkMemory(cfg.ChunkMemoryBytes, m)})
-	hs := health.NewServer()
-	for _, name := range []string{"", pb.CoordinatorService_ServiceDesc.ServiceName, pb.LoaderService_ServiceDesc.ServiceName} {
-		hs.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
+	hs, err := registerRole(gs, c, &cfg, m, sm)
+	if err != nil {
+		return nil, fmt.Errorf("service pool metrics: %w", err)
 	}
-	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)
 	return &Server{cfg: cfg, log: log, grpc: gs, health: hs}, nil
 }
