@@ -105,7 +105,7 @@ func (p *pool) snapshot() ([]member, time.Time) {
 // (not draining) ones, or fewer when fewer serve; it returns nil when none
 // does. Each pick takes the least loaded loader, counting the streams it
 // reported and one per stripe already given in this call, ties going to
-// the smaller address. The result depends only on the snapshot, so ranks
+// the smaller address; rank r's K picks are rotated left by r mod K. The result depends only on the snapshot, so ranks
 // that ask within one heartbeat interval get the same table.
 func (p *pool) assign(world, k int) [][]string {
 	ms, _ := p.snapshot()
@@ -134,6 +134,11 @@ func (p *pool) assign(world, k int) [][]string {
 		for _, s := range picked {
 			heap.Push(&h, s)
 		}
+		// Rotate by rank so that the first address, a client's only one
+		// when it streams without stripes, spreads too.
+		slices.Reverse(addrs[:r%k])
+		slices.Reverse(addrs[r%k:])
+		slices.Reverse(addrs)
 		out[r] = addrs
 	}
 	return out

@@ -368,8 +368,8 @@ func TestPoolAssignOrder(t *testing.T) {
 	}{
 		{6, 1, [][]string{{"b:1"}, {"c:1"}, {"b:1"}, {"c:1"}, {"b:1"}, {"c:1"}}},
 		{7, 1, [][]string{{"b:1"}, {"c:1"}, {"b:1"}, {"c:1"}, {"b:1"}, {"c:1"}, {"a:1"}}},
-		{2, 2, [][]string{{"b:1", "c:1"}, {"b:1", "c:1"}}},
-		{2, 8, [][]string{{"b:1", "c:1", "a:1"}, {"b:1", "c:1", "a:1"}}},
+		{2, 2, [][]string{{"b:1", "c:1"}, {"c:1", "b:1"}}},
+		{3, 8, [][]string{{"b:1", "c:1", "a:1"}, {"c:1", "a:1", "b:1"}, {"a:1", "b:1", "c:1"}}},
 	} {
 		if got := p.assign(tc.world, tc.k); !slices.EqualFunc(got, tc.want, slices.Equal) {
 			t.Errorf("assign(%d, %d) = %q, want %q", tc.world, tc.k, got, tc.want)
