@@ -249,7 +249,10 @@ func TestPoolDrain(t *testing.T) {
 
 	// b runs as the loader command runs it: ServeInPool until its context
 	// ends (SIGTERM), then the drain.
-	cfg := testConfig(r)
+	// Its reads wait for gate, so its stream cannot end before the test
+	// lets it.
+	gated := &fakeReader{m: r.m, fieldSize: 8, gate: make(chan struct{})}
+	cfg := testConfig(gated)
 	cfg.Role = RoleLoader
 	cfg.ShutdownTimeout = 20 * time.Second
 	srv, err := newServer(cfg, fakePlanner)
@@ -271,17 +274,14 @@ func TestPoolDrain(t *testing.T) {
 	go func() { served <- srv.ServeInPool(sigterm, lis, nil, reg, 0) }()
 	waitPool(t, ctx, coord, "held both loaders", hasAddrs(a.addr, baddr))
 
-	// A stream open on b, read one batch at a time.
+	// A stream open on b, its reads held at the gate.
 	bc := dialTest(t, baddr)
 	job := &pb.JobSpec{WorldSize: 1, BatchSize: 2}
 	st, err := pb.NewLoaderServiceClient(bc).StreamBatches(ctx, &pb.StreamBatchesRequest{Job: job})
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := collect(st, 1)
-	if err != nil || len(got) != 1 {
-		t.Fatalf("first batch from the loader to drain: %v, %v", got, err)
-	}
+	gated.waitRead(t, ctx)
 
 	term()
 	ls := waitPool(t, ctx, coord, "saw the loader leaving", hasAddrs(a.addr))
@@ -298,9 +298,10 @@ func TestPoolDrain(t *testing.T) {
 		t.Fatalf("ServeInPool returned %v with a stream open", err)
 	default:
 	}
-	rest, err := collect(st, -1)
-	if err != nil || len(got)+len(rest) != 80 {
-		t.Errorf("open stream during the drain: %d batches in all, %v; want 80 and a clean end", len(got)+len(rest), err)
+	close(gated.gate)
+	got, err := collect(st, -1)
+	if err != nil || len(got) != 80 {
+		t.Errorf("open stream during the drain: %d batches, %v; want 80 and a clean end", len(got), err)
 	}
 	select {
 	case err := <-served:
