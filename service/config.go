@@ -118,6 +118,22 @@ type Config struct {
 	// docs/security.md. Zero values mean the defaults.
 	Limits Limits
 
+	// Role says which services this server runs: both (RoleAll, the
+	// embedded default), the coordinator with the live loader pool, or a
+	// loader.
+	Role Role
+
+	// PoolTimeout is the coordinator's missed-beat window: a loader that
+	// sent no heartbeat for this long is dropped from the pool. Default
+	// 3s: three missed beats at the loaders' 1s interval, so one slow beat
+	// never drops a loader, and a dead one stops getting ranks within a
+	// few seconds. Only RoleCoordinator uses it.
+	PoolTimeout time.Duration
+
+	// HeartbeatInterval is how often loaders beat, as the coordinator
+	// tells them. Default 1s.
+	HeartbeatInterval time.Duration
+
 	// Logger receives request logs and errors. Default: discard.
 	Logger *slog.Logger
 
@@ -128,17 +144,47 @@ type Config struct {
 
 // Defaults, as documented on Config.
 const (
-	DefaultWindow           = sampler.DefaultWindow
-	DefaultReadaheadSteps   = 8
-	DefaultFetchConcurrency = 16
-	DefaultMaxStreams       = 256
-	DefaultPlanCacheSize    = 64
-	DefaultMaxSendMsgSize   = 256 << 20
-	DefaultMaxWorldSize     = 1 << 16
-	DefaultMaxBatchSize     = 1 << 20
-	DefaultShutdownTimeout  = 20 * time.Second
-	DefaultChunkMemoryBytes = 4 << 30
+	DefaultWindow            = sampler.DefaultWindow
+	DefaultReadaheadSteps    = 8
+	DefaultFetchConcurrency  = 16
+	DefaultMaxStreams        = 256
+	DefaultPlanCacheSize     = 64
+	DefaultMaxSendMsgSize    = 256 << 20
+	DefaultMaxWorldSize      = 1 << 16
+	DefaultMaxBatchSize      = 1 << 20
+	DefaultShutdownTimeout   = 20 * time.Second
+	DefaultChunkMemoryBytes  = 4 << 30
+	DefaultPoolTimeout       = 3 * time.Second
+	DefaultHeartbeatInterval = time.Second
 )
+
+// Role is what a Server serves.
+type Role int
+
+const (
+	// RoleAll is the coordinator and the loader in one server (shardstream
+	// serve): PlanEpoch hands out Config.LoaderAddrs, or this server.
+	RoleAll Role = iota
+	// RoleCoordinator plans epochs and keeps the live loader pool
+	// (PoolService); PlanEpoch hands out pool loaders. Its LoaderService
+	// refuses with FailedPrecondition.
+	RoleCoordinator
+	// RoleLoader streams batches; it joins a coordinator's pool with
+	// Server.Register.
+	RoleLoader
+)
+
+func (r Role) String() string {
+	switch r {
+	case RoleAll:
+		return "all"
+	case RoleCoordinator:
+		return "coordinator"
+	case RoleLoader:
+		return "loader"
+	}
+	return fmt.Sprintf("Role(%d)", int(r))
+}
 
 // validate rejects bad combinations and fills defaults. Every error names
 // the field: "service.Config.ReadaheadSteps: -1, want >= 0".
@@ -208,6 +254,27 @@ func (c *Config) validate() error {
 		if len(k) < minTokenKeyLen {
 			return fmt.Errorf("service.Config.TokenKeys[%d]: %d bytes, want at least %d", i, len(k), minTokenKeyLen)
 		}
+	}
+	if c.Role < RoleAll || c.Role > RoleLoader {
+		return fmt.Errorf("service.Config.Role: %v, want RoleAll, RoleCoordinator or RoleLoader", c.Role)
+	}
+	if c.Role == RoleCoordinator && len(c.LoaderAddrs) > 0 {
+		return errors.New("service.Config.LoaderAddrs: set with RoleCoordinator, whose loaders come from the pool")
+	}
+	for _, d := range []struct {
+		name string
+		p    *time.Duration
+		def  time.Duration
+	}{{"PoolTimeout", &c.PoolTimeout, DefaultPoolTimeout}, {"HeartbeatInterval", &c.HeartbeatInterval, DefaultHeartbeatInterval}} {
+		if *d.p < 0 {
+			return fmt.Errorf("service.Config.%s: %v, want >= 0", d.name, *d.p)
+		}
+		if *d.p == 0 {
+			*d.p = d.def
+		}
+	}
+	if c.PoolTimeout < c.HeartbeatInterval {
+		return fmt.Errorf("service.Config.PoolTimeout: %v, shorter than HeartbeatInterval %v: every loader would be dropped between beats", c.PoolTimeout, c.HeartbeatInterval)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	pb "github.com/shardstream/shardstream/proto/shardstream/v1"
@@ -16,6 +17,7 @@ type core struct {
 	planner planner
 	plans   *planCache
 	metrics *metrics
+	pool    *pool // the live loader pool; nil but in RoleCoordinator
 }
 
 // coordinator implements CoordinatorService. It holds no job state: a plan
@@ -56,11 +58,19 @@ func (c *coordinator) PlanEpoch(ctx context.Context, req *pb.PlanEpochRequest) (
 	if err != nil {
 		return nil, err
 	}
-	addrs := make([]string, j.key.worldSize)
-	if n := len(c.cfg.LoaderAddrs); n > 0 {
-		for r := range addrs {
-			addrs[r] = c.cfg.LoaderAddrs[r%n]
-		}
+	k := req.GetMaxLoadersPerRank()
+	if k > maxStride {
+		return nil, status.Errorf(codes.InvalidArgument, "max_loaders_per_rank: %d, must be at most %d", k, maxStride)
+	}
+	stripes, err := c.loadersFor(int(j.key.worldSize), int(max(k, 1)))
+	if err != nil {
+		return nil, err
+	}
+	addrs := make([]string, len(stripes))
+	rl := make([]*pb.RankLoaders, len(stripes))
+	for r, s := range stripes {
+		addrs[r] = s[0]
+		rl[r] = &pb.RankLoaders{Addresses: s}
 	}
 	return &pb.PlanEpochResponse{
 		DatasetFingerprint: j.ds.fingerprint,
@@ -70,5 +80,34 @@ func (c *coordinator) PlanEpoch(ctx context.Context, req *pb.PlanEpochRequest) (
 		Padded:             p.Padded(),
 		ResumeToken:        p.Token(0),
 		LoaderAddresses:    addrs,
+		RankLoaders:        rl,
 	}, nil
+}
+
+// loadersFor gives each of world ranks up to k distinct loader addresses:
+// from the live pool on a coordinator, else round-robin over
+// Config.LoaderAddrs (rank r gets r, r+1, ... mod n), else this server
+// (the empty address).
+func (c *coordinator) loadersFor(world, k int) ([][]string, error) {
+	out := make([][]string, world)
+	switch n := len(c.cfg.LoaderAddrs); {
+	case c.pool != nil:
+		out = c.pool.assign(world, k)
+		if out == nil {
+			return nil, status.Errorf(codes.Unavailable, "no loader in the pool: none has sent a heartbeat in the last %v, or all are draining; start loaders with 'shardstream loader --coordinator ADDR'", c.pool.timeout)
+		}
+	case n > 0:
+		k = min(k, n)
+		for r := range out {
+			out[r] = make([]string, k)
+			for j := range k {
+				out[r][j] = c.cfg.LoaderAddrs[(r+j)%n]
+			}
+		}
+	default:
+		for r := range out {
+			out[r] = []string{""}
+		}
+	}
+	return out, nil
 }

@@ -15,6 +15,18 @@
 //	...
 //	err = srv.Serve(ctx, lis, metricsLis) // until ctx is cancelled, then a graceful stop
 //
+// # Roles and the loader pool
+//
+// Config.Role picks the services: RoleAll (serve: both, its plans name
+// Config.LoaderAddrs or itself), RoleCoordinator (plans and the live pool,
+// PoolService; StreamBatches refused with FailedPrecondition) or
+// RoleLoader (batches; Server.Register and Registration.Run heartbeat its
+// load to a coordinator, and Server.ServeInPool drains on ctx's end:
+// NOT_SERVING, a leaving beat, a pre-stop pause, then the graceful stop).
+// The pool is memory only; a loader silent for Config.PoolTimeout is
+// dropped. PlanEpoch gives each rank min(max_loaders_per_rank, serving
+// loaders) of them, least loaded first (see pool.assign).
+//
 // # Loader pipeline
 //
 // StreamBatches reads ahead: up to Config.ReadaheadSteps steps past the one
@@ -40,7 +52,9 @@
 // Errors become gRPC status codes only here, at the boundary:
 //
 //	InvalidArgument     bad JobSpec (world_size, batch_size, rank, steps, stride), malformed resume token
-//	FailedPrecondition  resume token of another dataset or job (the message names the field),
+//	Unavailable         PlanEpoch on a coordinator whose pool has no serving loader
+//	FailedPrecondition  StreamBatches on a coordinator;
+//	                    resume token of another dataset or job (the message names the field),
 //	                    or of version 1 (shard windows); a shard that changed under the manifest
 //	NotFound            unknown dataset; a shard object that is missing
 //	OutOfRange          from_step past the end of the epoch
@@ -69,6 +83,12 @@
 //	shardstream_loader_store_bytes_total{dataset} counter bytes streams read from the store
 //	shardstream_epoch_store_bytes{dataset,seed,epoch}       counter one job epoch's store bytes (last 32)
 //	shardstream_epoch_store_bytes_ratio{dataset,seed,epoch} gauge   the same over the dataset's bytes
+//	shardstream_pool_loaders{state}              gauge    coordinator: pool loaders, serving or draining
+//	shardstream_pool_heartbeats_total            counter  coordinator: heartbeats accepted
+//	shardstream_pool_loader_*{address}           gauge    coordinator: each pool loader's reported load
+//	                                                      (streams_open, bytes_per_second, cpu_seconds_per_second,
+//	                                                      cache_hit_ratio) and heartbeat_age_seconds
+//	grpc_server_*                                         go-grpc-middleware's per-method, per-code metrics
 package service
 
 // Layout, for maintainers:
@@ -87,6 +107,9 @@ package service
 //	planner.go      planner and epochPlan: the seam to the sampler; planStatus
 //	errors.go       readCode: read-path error kinds to gRPC codes
 //	metrics.go      metrics: the Prometheus metrics listed above
+//	role.go         registerRole: the services of each Role; the gRPC metrics interceptors
+//	pool.go         pool (the coordinator's live loaders, assign), poolService, the pool's collector
+//	registry.go     Registration (a loader's heartbeats, backoff), ServeInPool (drain), loadMeter
 //
 // Tests: servicetest_test.go holds the fakes (fakeReader, seqPlan),
 // startServer and the stream helpers (collect, streamAll, recvEach);

@@ -19,12 +19,9 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
-
-	pb "github.com/shardstream/shardstream/proto/shardstream/v1"
 )
 
 // Server is the coordinator and the loader on one gRPC server, with health,
@@ -61,6 +58,10 @@ func newServer(cfg Config, pl planner) (*Server, error) {
 		plans:   newPlanCache(pl, cfg.PlanCacheSize, cfg.Limits.PlanCacheBytes, make(planSlots, cfg.Limits.MaxConcurrentPlans), m.planCacheMiss.Inc),
 		metrics: m,
 	}
+	sm, err := newGRPCMetrics(&cfg)
+	if err != nil {
+		return nil, fmt.Errorf("service gRPC metrics: %w", err)
+	}
 	var authn *authenticator
 	if cfg.AuthFile != "" {
 		if authn, err = newAuthenticator(cfg.AuthFile, log); err != nil {
@@ -86,8 +87,9 @@ func newServer(cfg Config, pl planner) (*Server, error) {
 	// Recovery runs innermost so the logging interceptor sees the Internal
 	// status a panic turns into; authentication runs inside logging, so
 	// refused calls are logged, and hands the client's name back to it.
-	unary := []grpc.UnaryServerInterceptor{withLogClientUnary, logging.UnaryServerInterceptor(logger, logOpts...)}
-	streams := []grpc.StreamServerInterceptor{withLogClientStream, logging.StreamServerInterceptor(logger, logOpts...)}
+	// The metrics interceptors only count messages: they keep none.
+	unary := []grpc.UnaryServerInterceptor{sm.UnaryServerInterceptor(), withLogClientUnary, logging.UnaryServerInterceptor(logger, logOpts...)}
+	streams := []grpc.StreamServerInterceptor{sm.StreamServerInterceptor(), withLogClientStream, logging.StreamServerInterceptor(logger, logOpts...)}
 	if authn != nil {
 		unary = append(unary, auth.UnaryServerInterceptor(authn.authFunc))
 		streams = append(streams, auth.StreamServerInterceptor(authn.authFunc))
@@ -124,16 +126,10 @@ func newServer(cfg Config, pl planner) (*Server, error) {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
 	}
 	gs := grpc.NewServer(opts...)
-	pb.RegisterCoordinatorServiceServer(gs, &coordinator{core: c})
-	pb.RegisterLoaderServiceServer(gs, &loader{
-		core: c, streams: make(chan struct{}, cfg.MaxStreams), chunkMem: newChunkMemory(cfg.ChunkMemoryBytes, m),
-		clients: &clientStreams{max: cfg.Limits.MaxClientStreams, n: make(map[string]int)},
-	})
-	hs := health.NewServer()
-	for _, name := range []string{"", pb.CoordinatorService_ServiceDesc.ServiceName, pb.LoaderService_ServiceDesc.ServiceName} {
-		hs.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
+	hs, err := registerRole(gs, c, &cfg, m, sm)
+	if err != nil {
+		return nil, fmt.Errorf("service pool metrics: %w", err)
 	}
-	healthpb.RegisterHealthServer(gs, hs)
 	if cfg.Reflection {
 		reflection.Register(gs)
 	}

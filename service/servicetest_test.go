@@ -213,11 +213,17 @@ type testServer struct {
 // startServer serves cfg with planner pl until the test ends.
 func startServer(t testing.TB, cfg Config, pl planner, dialOpts ...grpc.DialOption) *testServer {
 	t.Helper()
+	return startServerOn(t, cfg, pl, "127.0.0.1:0", dialOpts...)
+}
+
+// startServerOn is startServer listening on addr.
+func startServerOn(t testing.TB, cfg Config, pl planner, addr string, dialOpts ...grpc.DialOption) *testServer {
+	t.Helper()
 	srv, err := newServer(cfg, pl)
 	if err != nil {
 		t.Fatalf("newServer: %v", err)
 	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -261,6 +267,18 @@ func startServer(t testing.TB, cfg Config, pl planner, dialOpts ...grpc.DialOpti
 		}
 	})
 	return ts
+}
+
+// dialTest connects to addr until the test ends.
+func dialTest(t testing.TB, addr string) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256<<20)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
 }
 
 // testCtx is a context that ends before the test's deadline.

@@ -164,8 +164,14 @@ type serveProc struct {
 // must make it exit 0.
 func startServe(t testing.TB, bin string, args ...string) *serveProc {
 	t.Helper()
+	return startProc(t, bin, append([]string{"serve", "--listen", "127.0.0.1:0", "--shutdown-timeout", "5s"}, args...)...)
+}
+
+// startProc runs `shardstream args…` (a serving command) like startServe.
+func startProc(t testing.TB, bin string, args ...string) *serveProc {
+	t.Helper()
 	p := &serveProc{stderr: &syncBuffer{}, exited: make(chan struct{})}
-	p.cmd = exec.Command(bin, append([]string{"serve", "--listen", "127.0.0.1:0", "--shutdown-timeout", "5s"}, args...)...)
+	p.cmd = exec.Command(bin, args...)
 	p.cmd.Stderr = p.stderr
 	stdout, err := p.cmd.StdoutPipe()
 	if err != nil {

@@ -3,6 +3,9 @@
 // loader.
 //
 //	shardstream serve --data DIR|s3://bucket/prefix   embedded coordinator + loader
+//	shardstream coordinator --data … --listen …       plans and the live loader pool
+//	shardstream loader --coordinator ADDR --data …    a loader in the coordinator's pool
+//	shardstream status --coordinator ADDR [--json]    the pool: loaders and their load
 //	shardstream pack  --input DIR --output DIR|s3://… pack files into tar shards
 //	shardstream index --data DIR|s3://…               build a manifest for existing shards
 //	shardstream plan  --data DIR|s3://… …             print an epoch plan as JSON lines
@@ -24,10 +27,13 @@ import (
 var program = &cli.Program{
 	Name: "shardstream",
 	Commands: map[string]cli.Command{
-		"serve": {Summary: "serve a dataset: coordinator and loader in one process", Run: runServe},
-		"pack":  {Summary: "pack a directory of files into WebDataset tar shards and a manifest", Run: runPack},
-		"index": {Summary: "build the manifest of existing WebDataset shards", Run: runIndex},
-		"plan":  {Summary: "print an epoch plan as JSON lines", Run: runPlan},
+		"serve":       {Summary: "serve a dataset: coordinator and loader in one process", Run: runServe},
+		"coordinator": {Summary: "plan epochs and keep the live loader pool (serves no batches)", Run: runCoordinator},
+		"loader":      {Summary: "stream batches; join a coordinator's pool by heartbeats and drain on SIGTERM", Run: runLoader},
+		"status":      {Summary: "print a coordinator's loader pool", Run: runStatus},
+		"pack":        {Summary: "pack a directory of files into WebDataset tar shards and a manifest", Run: runPack},
+		"index":       {Summary: "build the manifest of existing WebDataset shards", Run: runIndex},
+		"plan":        {Summary: "print an epoch plan as JSON lines", Run: runPlan},
 	},
 	Moved: map[string]string{
 		"bench-read": "bench-read moved to its own binary: make bench-read, or shardstream-bench read (go build ./cmd/shardstream-bench)",

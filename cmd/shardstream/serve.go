@@ -73,6 +73,11 @@ type serveConfig struct {
 	read        worker.Config // the read path's, without its Registerer
 	chunkMemory int64         // service.Config.ChunkMemoryBytes; 0: its default
 	sec         security      // TLS, auth, token keys, reflection, limits
+	role        service.Role  // RoleAll for serve; see coordinator.go, loader.go
+	// poolTimeout is service.Config.PoolTimeout (coordinator); run, when
+	// set, serves srv instead of srv.Serve (loader: registration, drain).
+	poolTimeout time.Duration
+	run         func(ctx context.Context, srv *service.Server, lis, mlis net.Listener) error
 }
 
 // runServe serves one dataset with the coordinator and the loader in one
@@ -90,15 +95,24 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 // parseServe parses and checks serve's flags; every error is a usage
 // error.
 func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
+	return parseServeAs("serve", args, stderr, nil)
+}
+
+// parseServeAs parses the flags serve shares with the coordinator and
+// loader commands (name), and extra's own.
+func parseServeAs(name string, args []string, stderr io.Writer, extra func(*flag.FlagSet)) (serveConfig, error) {
 	var c serveConfig
 	f := &c.serveFlags
-	fs := newFlagSet("serve", stderr)
+	fs := newFlagSet(name, stderr)
 	f.register(fs)
+	if extra != nil {
+		extra(fs)
+	}
 	if err := parseFlags(fs, args); err != nil {
 		return c, err
 	}
 	if f.data == "" {
-		return c, cli.Usage("serve: --data is required")
+		return c, cli.Usage(name + ": --data is required")
 	}
 	sec, err := f.security.parse(fs, f.listen)
 	if err != nil {
@@ -111,10 +125,10 @@ func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
 	case "json":
 		c.log = slog.New(slog.NewJSONHandler(stderr, nil))
 	default:
-		return c, cli.Usage(fmt.Sprintf("serve: --log-format %q, want text or json", f.logFormat))
+		return c, cli.Usage(fmt.Sprintf("%s: --log-format %q, want text or json", name, f.logFormat))
 	}
 	if f.window < 1 || f.readahead < 1 || f.maxStreams < 1 || f.openTimeout <= 0 || f.shutdownTimeout <= 0 {
-		return c, cli.Usage("serve: --window, --readahead, --max-streams, --open-timeout and --shutdown-timeout must be positive")
+		return c, cli.Usage(name + ": --window, --readahead, --max-streams, --open-timeout and --shutdown-timeout must be positive")
 	}
 	if f.loaderAddrs != "" {
 		for _, a := range strings.Split(f.loaderAddrs, ",") {
@@ -176,6 +190,8 @@ func serve(ctx context.Context, c serveConfig, stdout io.Writer) error {
 		ReadaheadSteps:   c.readahead,
 		MaxStreams:       c.maxStreams,
 		ShutdownTimeout:  c.shutdownTimeout,
+		Role:             c.role,
+		PoolTimeout:      c.poolTimeout,
 		Logger:           c.log,
 		Registry:         reg,
 	})
@@ -186,7 +202,7 @@ func serve(ctx context.Context, c serveConfig, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	c.log.Info("serving", "dataset", c.name, "data", c.data, "fingerprint", m.Fingerprint(),
+	c.log.Info("serving", "role", c.role, "dataset", c.name, "data", c.data, "fingerprint", m.Fingerprint(),
 		"shards", len(m.Shards), "samples", m.TotalSamples(), "addr", lis.Addr().String(), "metrics", metricsAddr(mlis),
 		"tls", tlsConfig != nil, "mtls", c.sec.files.ClientCA != "", "auth", c.sec.authFile != "", "signed_tokens", len(c.sec.tokenKeys) > 0, "reflection", c.sec.reflection)
 	if _, err := fmt.Fprintf(stdout, "listening on %s\n", lis.Addr()); err != nil {
@@ -195,6 +211,9 @@ func serve(ctx context.Context, c serveConfig, stdout io.Writer) error {
 			mlis.Close()
 		}
 		return err
+	}
+	if c.run != nil {
+		return c.run(ctx, srv, lis, mlis)
 	}
 	return srv.Serve(ctx, lis, mlis)
 }

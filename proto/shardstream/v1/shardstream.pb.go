@@ -314,10 +314,16 @@ func (x *GetDatasetResponse) GetBytes() uint64 {
 }
 
 type PlanEpochRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Job           *JobSpec               `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Job   *JobSpec               `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	// The most loaders one rank may stream from at once, each stream carrying
+	// one stripe of the rank's steps (StreamBatchesRequest.stride). 0 and 1
+	// ask for one loader per rank, what clients that do not set it get. The
+	// response gives each rank min(this, live loaders) distinct addresses. At
+	// most 1024, else INVALID_ARGUMENT.
+	MaxLoadersPerRank uint32 `protobuf:"varint,2,opt,name=max_loaders_per_rank,json=maxLoadersPerRank,proto3" json:"max_loaders_per_rank,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *PlanEpochRequest) Reset() {
@@ -357,6 +363,13 @@ func (x *PlanEpochRequest) GetJob() *JobSpec {
 	return nil
 }
 
+func (x *PlanEpochRequest) GetMaxLoadersPerRank() uint32 {
+	if x != nil {
+		return x.MaxLoadersPerRank
+	}
+	return 0
+}
+
 type PlanEpochResponse struct {
 	state              protoimpl.MessageState `protogen:"open.v1"`
 	DatasetFingerprint string                 `protobuf:"bytes,1,opt,name=dataset_fingerprint,json=datasetFingerprint,proto3" json:"dataset_fingerprint,omitempty"`
@@ -373,8 +386,13 @@ type PlanEpochResponse struct {
 	// The loader to stream each rank from, indexed by rank; an empty address
 	// means the coordinator's own address (the embedded default).
 	LoaderAddresses []string `protobuf:"bytes,7,rep,name=loader_addresses,json=loaderAddresses,proto3" json:"loader_addresses,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The loaders of each rank's stripes, indexed by rank: K addresses, the
+	// first being loader_addresses[rank]. Stream j of K reads steps
+	// first+j, first+j+K, ... from addresses[j]. K is the same for every
+	// rank: min(max_loaders_per_rank, loaders in the pool), at least 1.
+	RankLoaders   []*RankLoaders `protobuf:"bytes,8,rep,name=rank_loaders,json=rankLoaders,proto3" json:"rank_loaders,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PlanEpochResponse) Reset() {
@@ -456,6 +474,429 @@ func (x *PlanEpochResponse) GetLoaderAddresses() []string {
 	return nil
 }
 
+func (x *PlanEpochResponse) GetRankLoaders() []*RankLoaders {
+	if x != nil {
+		return x.RankLoaders
+	}
+	return nil
+}
+
+// RankLoaders are the loaders one rank streams its stripes from.
+type RankLoaders struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Addresses     []string               `protobuf:"bytes,1,rep,name=addresses,proto3" json:"addresses,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RankLoaders) Reset() {
+	*x = RankLoaders{}
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RankLoaders) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RankLoaders) ProtoMessage() {}
+
+func (x *RankLoaders) ProtoReflect() protoreflect.Message {
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RankLoaders.ProtoReflect.Descriptor instead.
+func (*RankLoaders) Descriptor() ([]byte, []int) {
+	return file_shardstream_v1_shardstream_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *RankLoaders) GetAddresses() []string {
+	if x != nil {
+		return x.Addresses
+	}
+	return nil
+}
+
+// LoaderLoad is what a loader reports about its own load, measured over
+// the time since its previous heartbeat.
+type LoaderLoad struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// StreamBatches calls being served.
+	StreamsOpen uint32 `protobuf:"varint,1,opt,name=streams_open,json=streamsOpen,proto3" json:"streams_open,omitempty"`
+	// The most it serves at once (--max-streams).
+	MaxStreams uint32 `protobuf:"varint,2,opt,name=max_streams,json=maxStreams,proto3" json:"max_streams,omitempty"`
+	// Encoded batch bytes sent per second.
+	BytesPerSecond float64 `protobuf:"fixed64,3,opt,name=bytes_per_second,json=bytesPerSecond,proto3" json:"bytes_per_second,omitempty"`
+	// CPU seconds the process used per second of wall time (2.0: two cores
+	// busy); 0 where the platform does not say.
+	CpuSecondsPerSecond float64 `protobuf:"fixed64,4,opt,name=cpu_seconds_per_second,json=cpuSecondsPerSecond,proto3" json:"cpu_seconds_per_second,omitempty"`
+	// Chunk lookups a cache (memory or disk) answered, over all lookups;
+	// 0 when none were made yet.
+	CacheHitRatio float64 `protobuf:"fixed64,5,opt,name=cache_hit_ratio,json=cacheHitRatio,proto3" json:"cache_hit_ratio,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LoaderLoad) Reset() {
+	*x = LoaderLoad{}
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LoaderLoad) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LoaderLoad) ProtoMessage() {}
+
+func (x *LoaderLoad) ProtoReflect() protoreflect.Message {
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LoaderLoad.ProtoReflect.Descriptor instead.
+func (*LoaderLoad) Descriptor() ([]byte, []int) {
+	return file_shardstream_v1_shardstream_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *LoaderLoad) GetStreamsOpen() uint32 {
+	if x != nil {
+		return x.StreamsOpen
+	}
+	return 0
+}
+
+func (x *LoaderLoad) GetMaxStreams() uint32 {
+	if x != nil {
+		return x.MaxStreams
+	}
+	return 0
+}
+
+func (x *LoaderLoad) GetBytesPerSecond() float64 {
+	if x != nil {
+		return x.BytesPerSecond
+	}
+	return 0
+}
+
+func (x *LoaderLoad) GetCpuSecondsPerSecond() float64 {
+	if x != nil {
+		return x.CpuSecondsPerSecond
+	}
+	return 0
+}
+
+func (x *LoaderLoad) GetCacheHitRatio() float64 {
+	if x != nil {
+		return x.CacheHitRatio
+	}
+	return 0
+}
+
+type HeartbeatRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The address trainers reach the loader at (host:port); it names the
+	// loader in the pool.
+	Address string      `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	Load    *LoaderLoad `protobuf:"bytes,2,opt,name=load,proto3" json:"load,omitempty"`
+	// The loader is draining: keep it listed, assign it no new ranks.
+	Leaving       bool `protobuf:"varint,3,opt,name=leaving,proto3" json:"leaving,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HeartbeatRequest) Reset() {
+	*x = HeartbeatRequest{}
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HeartbeatRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HeartbeatRequest) ProtoMessage() {}
+
+func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
+func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
+	return file_shardstream_v1_shardstream_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *HeartbeatRequest) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *HeartbeatRequest) GetLoad() *LoaderLoad {
+	if x != nil {
+		return x.Load
+	}
+	return nil
+}
+
+func (x *HeartbeatRequest) GetLeaving() bool {
+	if x != nil {
+		return x.Leaving
+	}
+	return false
+}
+
+type HeartbeatResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Loaders in the pool after this beat, draining ones included.
+	PoolLoaders uint32 `protobuf:"varint,1,opt,name=pool_loaders,json=poolLoaders,proto3" json:"pool_loaders,omitempty"`
+	// How often the coordinator expects beats, in milliseconds.
+	IntervalMs    uint32 `protobuf:"varint,2,opt,name=interval_ms,json=intervalMs,proto3" json:"interval_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HeartbeatResponse) Reset() {
+	*x = HeartbeatResponse{}
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HeartbeatResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HeartbeatResponse) ProtoMessage() {}
+
+func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
+func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
+	return file_shardstream_v1_shardstream_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *HeartbeatResponse) GetPoolLoaders() uint32 {
+	if x != nil {
+		return x.PoolLoaders
+	}
+	return 0
+}
+
+func (x *HeartbeatResponse) GetIntervalMs() uint32 {
+	if x != nil {
+		return x.IntervalMs
+	}
+	return 0
+}
+
+type ListLoadersRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListLoadersRequest) Reset() {
+	*x = ListLoadersRequest{}
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListLoadersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListLoadersRequest) ProtoMessage() {}
+
+func (x *ListLoadersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListLoadersRequest.ProtoReflect.Descriptor instead.
+func (*ListLoadersRequest) Descriptor() ([]byte, []int) {
+	return file_shardstream_v1_shardstream_proto_rawDescGZIP(), []int{9}
+}
+
+type ListLoadersResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Loaders []*PoolLoader          `protobuf:"bytes,1,rep,name=loaders,proto3" json:"loaders,omitempty"`
+	// The missed-beat window, in milliseconds: a loader silent this long is
+	// dropped.
+	TimeoutMs     uint32 `protobuf:"varint,2,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListLoadersResponse) Reset() {
+	*x = ListLoadersResponse{}
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListLoadersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListLoadersResponse) ProtoMessage() {}
+
+func (x *ListLoadersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListLoadersResponse.ProtoReflect.Descriptor instead.
+func (*ListLoadersResponse) Descriptor() ([]byte, []int) {
+	return file_shardstream_v1_shardstream_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ListLoadersResponse) GetLoaders() []*PoolLoader {
+	if x != nil {
+		return x.Loaders
+	}
+	return nil
+}
+
+func (x *ListLoadersResponse) GetTimeoutMs() uint32 {
+	if x != nil {
+		return x.TimeoutMs
+	}
+	return 0
+}
+
+// PoolLoader is one loader as the coordinator sees it.
+type PoolLoader struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Address string                 `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	Load    *LoaderLoad            `protobuf:"bytes,2,opt,name=load,proto3" json:"load,omitempty"`
+	Leaving bool                   `protobuf:"varint,3,opt,name=leaving,proto3" json:"leaving,omitempty"`
+	// Milliseconds since its last heartbeat.
+	LastBeatAgeMs uint32 `protobuf:"varint,4,opt,name=last_beat_age_ms,json=lastBeatAgeMs,proto3" json:"last_beat_age_ms,omitempty"`
+	// Milliseconds since its first heartbeat (this coordinator's view).
+	JoinedAgeMs   uint64 `protobuf:"varint,5,opt,name=joined_age_ms,json=joinedAgeMs,proto3" json:"joined_age_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PoolLoader) Reset() {
+	*x = PoolLoader{}
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PoolLoader) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PoolLoader) ProtoMessage() {}
+
+func (x *PoolLoader) ProtoReflect() protoreflect.Message {
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PoolLoader.ProtoReflect.Descriptor instead.
+func (*PoolLoader) Descriptor() ([]byte, []int) {
+	return file_shardstream_v1_shardstream_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *PoolLoader) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *PoolLoader) GetLoad() *LoaderLoad {
+	if x != nil {
+		return x.Load
+	}
+	return nil
+}
+
+func (x *PoolLoader) GetLeaving() bool {
+	if x != nil {
+		return x.Leaving
+	}
+	return false
+}
+
+func (x *PoolLoader) GetLastBeatAgeMs() uint32 {
+	if x != nil {
+		return x.LastBeatAgeMs
+	}
+	return 0
+}
+
+func (x *PoolLoader) GetJoinedAgeMs() uint64 {
+	if x != nil {
+		return x.JoinedAgeMs
+	}
+	return 0
+}
+
 type StreamBatchesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Job   *JobSpec               `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
@@ -477,7 +918,7 @@ type StreamBatchesRequest struct {
 
 func (x *StreamBatchesRequest) Reset() {
 	*x = StreamBatchesRequest{}
-	mi := &file_shardstream_v1_shardstream_proto_msgTypes[5]
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -489,7 +930,7 @@ func (x *StreamBatchesRequest) String() string {
 func (*StreamBatchesRequest) ProtoMessage() {}
 
 func (x *StreamBatchesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shardstream_v1_shardstream_proto_msgTypes[5]
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -502,7 +943,7 @@ func (x *StreamBatchesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamBatchesRequest.ProtoReflect.Descriptor instead.
 func (*StreamBatchesRequest) Descriptor() ([]byte, []int) {
-	return file_shardstream_v1_shardstream_proto_rawDescGZIP(), []int{5}
+	return file_shardstream_v1_shardstream_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *StreamBatchesRequest) GetJob() *JobSpec {
@@ -549,7 +990,7 @@ type StreamBatchesResponse struct {
 
 func (x *StreamBatchesResponse) Reset() {
 	*x = StreamBatchesResponse{}
-	mi := &file_shardstream_v1_shardstream_proto_msgTypes[6]
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -561,7 +1002,7 @@ func (x *StreamBatchesResponse) String() string {
 func (*StreamBatchesResponse) ProtoMessage() {}
 
 func (x *StreamBatchesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shardstream_v1_shardstream_proto_msgTypes[6]
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -574,7 +1015,7 @@ func (x *StreamBatchesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamBatchesResponse.ProtoReflect.Descriptor instead.
 func (*StreamBatchesResponse) Descriptor() ([]byte, []int) {
-	return file_shardstream_v1_shardstream_proto_rawDescGZIP(), []int{6}
+	return file_shardstream_v1_shardstream_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *StreamBatchesResponse) GetBatch() *Batch {
@@ -599,7 +1040,7 @@ type Batch struct {
 
 func (x *Batch) Reset() {
 	*x = Batch{}
-	mi := &file_shardstream_v1_shardstream_proto_msgTypes[7]
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -611,7 +1052,7 @@ func (x *Batch) String() string {
 func (*Batch) ProtoMessage() {}
 
 func (x *Batch) ProtoReflect() protoreflect.Message {
-	mi := &file_shardstream_v1_shardstream_proto_msgTypes[7]
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -624,7 +1065,7 @@ func (x *Batch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Batch.ProtoReflect.Descriptor instead.
 func (*Batch) Descriptor() ([]byte, []int) {
-	return file_shardstream_v1_shardstream_proto_rawDescGZIP(), []int{7}
+	return file_shardstream_v1_shardstream_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Batch) GetRank() uint32 {
@@ -676,7 +1117,7 @@ type Sample struct {
 
 func (x *Sample) Reset() {
 	*x = Sample{}
-	mi := &file_shardstream_v1_shardstream_proto_msgTypes[8]
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -688,7 +1129,7 @@ func (x *Sample) String() string {
 func (*Sample) ProtoMessage() {}
 
 func (x *Sample) ProtoReflect() protoreflect.Message {
-	mi := &file_shardstream_v1_shardstream_proto_msgTypes[8]
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -701,7 +1142,7 @@ func (x *Sample) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sample.ProtoReflect.Descriptor instead.
 func (*Sample) Descriptor() ([]byte, []int) {
-	return file_shardstream_v1_shardstream_proto_rawDescGZIP(), []int{8}
+	return file_shardstream_v1_shardstream_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Sample) GetShard() uint64 {
@@ -743,7 +1184,7 @@ type Field struct {
 
 func (x *Field) Reset() {
 	*x = Field{}
-	mi := &file_shardstream_v1_shardstream_proto_msgTypes[9]
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -755,7 +1196,7 @@ func (x *Field) String() string {
 func (*Field) ProtoMessage() {}
 
 func (x *Field) ProtoReflect() protoreflect.Message {
-	mi := &file_shardstream_v1_shardstream_proto_msgTypes[9]
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -768,7 +1209,7 @@ func (x *Field) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Field.ProtoReflect.Descriptor instead.
 func (*Field) Descriptor() ([]byte, []int) {
-	return file_shardstream_v1_shardstream_proto_rawDescGZIP(), []int{9}
+	return file_shardstream_v1_shardstream_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Field) GetName() string {
@@ -809,9 +1250,10 @@ const file_shardstream_v1_shardstream_proto_rawDesc = "" +
 	"\vfingerprint\x18\x02 \x01(\tR\vfingerprint\x12\x16\n" +
 	"\x06shards\x18\x03 \x01(\x04R\x06shards\x12\x18\n" +
 	"\asamples\x18\x04 \x01(\x04R\asamples\x12\x14\n" +
-	"\x05bytes\x18\x05 \x01(\x04R\x05bytes\"=\n" +
+	"\x05bytes\x18\x05 \x01(\x04R\x05bytes\"n\n" +
 	"\x10PlanEpochRequest\x12)\n" +
-	"\x03job\x18\x01 \x01(\v2\x17.shardstream.v1.JobSpecR\x03job\"\xf4\x01\n" +
+	"\x03job\x18\x01 \x01(\v2\x17.shardstream.v1.JobSpecR\x03job\x12/\n" +
+	"\x14max_loaders_per_rank\x18\x02 \x01(\rR\x11maxLoadersPerRank\"\xb4\x02\n" +
 	"\x11PlanEpochResponse\x12/\n" +
 	"\x13dataset_fingerprint\x18\x01 \x01(\tR\x12datasetFingerprint\x12\x14\n" +
 	"\x05steps\x18\x02 \x01(\x03R\x05steps\x12\x18\n" +
@@ -819,7 +1261,38 @@ const file_shardstream_v1_shardstream_proto_rawDesc = "" +
 	"\adropped\x18\x04 \x01(\x03R\adropped\x12\x16\n" +
 	"\x06padded\x18\x05 \x01(\x03R\x06padded\x12!\n" +
 	"\fresume_token\x18\x06 \x01(\tR\vresumeToken\x12)\n" +
-	"\x10loader_addresses\x18\a \x03(\tR\x0floaderAddresses\"\xa7\x01\n" +
+	"\x10loader_addresses\x18\a \x03(\tR\x0floaderAddresses\x12>\n" +
+	"\frank_loaders\x18\b \x03(\v2\x1b.shardstream.v1.RankLoadersR\vrankLoaders\"+\n" +
+	"\vRankLoaders\x12\x1c\n" +
+	"\taddresses\x18\x01 \x03(\tR\taddresses\"\xd7\x01\n" +
+	"\n" +
+	"LoaderLoad\x12!\n" +
+	"\fstreams_open\x18\x01 \x01(\rR\vstreamsOpen\x12\x1f\n" +
+	"\vmax_streams\x18\x02 \x01(\rR\n" +
+	"maxStreams\x12(\n" +
+	"\x10bytes_per_second\x18\x03 \x01(\x01R\x0ebytesPerSecond\x123\n" +
+	"\x16cpu_seconds_per_second\x18\x04 \x01(\x01R\x13cpuSecondsPerSecond\x12&\n" +
+	"\x0fcache_hit_ratio\x18\x05 \x01(\x01R\rcacheHitRatio\"v\n" +
+	"\x10HeartbeatRequest\x12\x18\n" +
+	"\aaddress\x18\x01 \x01(\tR\aaddress\x12.\n" +
+	"\x04load\x18\x02 \x01(\v2\x1a.shardstream.v1.LoaderLoadR\x04load\x12\x18\n" +
+	"\aleaving\x18\x03 \x01(\bR\aleaving\"W\n" +
+	"\x11HeartbeatResponse\x12!\n" +
+	"\fpool_loaders\x18\x01 \x01(\rR\vpoolLoaders\x12\x1f\n" +
+	"\vinterval_ms\x18\x02 \x01(\rR\n" +
+	"intervalMs\"\x14\n" +
+	"\x12ListLoadersRequest\"j\n" +
+	"\x13ListLoadersResponse\x124\n" +
+	"\aloaders\x18\x01 \x03(\v2\x1a.shardstream.v1.PoolLoaderR\aloaders\x12\x1d\n" +
+	"\n" +
+	"timeout_ms\x18\x02 \x01(\rR\ttimeoutMs\"\xbd\x01\n" +
+	"\n" +
+	"PoolLoader\x12\x18\n" +
+	"\aaddress\x18\x01 \x01(\tR\aaddress\x12.\n" +
+	"\x04load\x18\x02 \x01(\v2\x1a.shardstream.v1.LoaderLoadR\x04load\x12\x18\n" +
+	"\aleaving\x18\x03 \x01(\bR\aleaving\x12'\n" +
+	"\x10last_beat_age_ms\x18\x04 \x01(\rR\rlastBeatAgeMs\x12\"\n" +
+	"\rjoined_age_ms\x18\x05 \x01(\x04R\vjoinedAgeMs\"\xa7\x01\n" +
 	"\x14StreamBatchesRequest\x12)\n" +
 	"\x03job\x18\x01 \x01(\v2\x17.shardstream.v1.JobSpecR\x03job\x12\x12\n" +
 	"\x04rank\x18\x02 \x01(\rR\x04rank\x12\x1b\n" +
@@ -849,7 +1322,10 @@ const file_shardstream_v1_shardstream_proto_rawDesc = "" +
 	"\x12CoordinatorService\x12S\n" +
 	"\n" +
 	"GetDataset\x12!.shardstream.v1.GetDatasetRequest\x1a\".shardstream.v1.GetDatasetResponse\x12P\n" +
-	"\tPlanEpoch\x12 .shardstream.v1.PlanEpochRequest\x1a!.shardstream.v1.PlanEpochResponse2o\n" +
+	"\tPlanEpoch\x12 .shardstream.v1.PlanEpochRequest\x1a!.shardstream.v1.PlanEpochResponse2\xb7\x01\n" +
+	"\vPoolService\x12P\n" +
+	"\tHeartbeat\x12 .shardstream.v1.HeartbeatRequest\x1a!.shardstream.v1.HeartbeatResponse\x12V\n" +
+	"\vListLoaders\x12\".shardstream.v1.ListLoadersRequest\x1a#.shardstream.v1.ListLoadersResponse2o\n" +
 	"\rLoaderService\x12^\n" +
 	"\rStreamBatches\x12$.shardstream.v1.StreamBatchesRequest\x1a%.shardstream.v1.StreamBatchesResponse0\x01BGZEgithub.com/shardstream/shardstream/proto/shardstream/v1;shardstreamv1b\x06proto3"
 
@@ -866,7 +1342,7 @@ func file_shardstream_v1_shardstream_proto_rawDescGZIP() []byte {
 }
 
 var file_shardstream_v1_shardstream_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_shardstream_v1_shardstream_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_shardstream_v1_shardstream_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_shardstream_v1_shardstream_proto_goTypes = []any{
 	(LastBatchPolicy)(0),          // 0: shardstream.v1.LastBatchPolicy
 	(*JobSpec)(nil),               // 1: shardstream.v1.JobSpec
@@ -874,30 +1350,45 @@ var file_shardstream_v1_shardstream_proto_goTypes = []any{
 	(*GetDatasetResponse)(nil),    // 3: shardstream.v1.GetDatasetResponse
 	(*PlanEpochRequest)(nil),      // 4: shardstream.v1.PlanEpochRequest
 	(*PlanEpochResponse)(nil),     // 5: shardstream.v1.PlanEpochResponse
-	(*StreamBatchesRequest)(nil),  // 6: shardstream.v1.StreamBatchesRequest
-	(*StreamBatchesResponse)(nil), // 7: shardstream.v1.StreamBatchesResponse
-	(*Batch)(nil),                 // 8: shardstream.v1.Batch
-	(*Sample)(nil),                // 9: shardstream.v1.Sample
-	(*Field)(nil),                 // 10: shardstream.v1.Field
+	(*RankLoaders)(nil),           // 6: shardstream.v1.RankLoaders
+	(*LoaderLoad)(nil),            // 7: shardstream.v1.LoaderLoad
+	(*HeartbeatRequest)(nil),      // 8: shardstream.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),     // 9: shardstream.v1.HeartbeatResponse
+	(*ListLoadersRequest)(nil),    // 10: shardstream.v1.ListLoadersRequest
+	(*ListLoadersResponse)(nil),   // 11: shardstream.v1.ListLoadersResponse
+	(*PoolLoader)(nil),            // 12: shardstream.v1.PoolLoader
+	(*StreamBatchesRequest)(nil),  // 13: shardstream.v1.StreamBatchesRequest
+	(*StreamBatchesResponse)(nil), // 14: shardstream.v1.StreamBatchesResponse
+	(*Batch)(nil),                 // 15: shardstream.v1.Batch
+	(*Sample)(nil),                // 16: shardstream.v1.Sample
+	(*Field)(nil),                 // 17: shardstream.v1.Field
 }
 var file_shardstream_v1_shardstream_proto_depIdxs = []int32{
 	0,  // 0: shardstream.v1.JobSpec.last_batch:type_name -> shardstream.v1.LastBatchPolicy
 	1,  // 1: shardstream.v1.PlanEpochRequest.job:type_name -> shardstream.v1.JobSpec
-	1,  // 2: shardstream.v1.StreamBatchesRequest.job:type_name -> shardstream.v1.JobSpec
-	8,  // 3: shardstream.v1.StreamBatchesResponse.batch:type_name -> shardstream.v1.Batch
-	9,  // 4: shardstream.v1.Batch.samples:type_name -> shardstream.v1.Sample
-	10, // 5: shardstream.v1.Sample.fields:type_name -> shardstream.v1.Field
-	2,  // 6: shardstream.v1.CoordinatorService.GetDataset:input_type -> shardstream.v1.GetDatasetRequest
-	4,  // 7: shardstream.v1.CoordinatorService.PlanEpoch:input_type -> shardstream.v1.PlanEpochRequest
-	6,  // 8: shardstream.v1.LoaderService.StreamBatches:input_type -> shardstream.v1.StreamBatchesRequest
-	3,  // 9: shardstream.v1.CoordinatorService.GetDataset:output_type -> shardstream.v1.GetDatasetResponse
-	5,  // 10: shardstream.v1.CoordinatorService.PlanEpoch:output_type -> shardstream.v1.PlanEpochResponse
-	7,  // 11: shardstream.v1.LoaderService.StreamBatches:output_type -> shardstream.v1.StreamBatchesResponse
-	9,  // [9:12] is the sub-list for method output_type
-	6,  // [6:9] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	6,  // 2: shardstream.v1.PlanEpochResponse.rank_loaders:type_name -> shardstream.v1.RankLoaders
+	7,  // 3: shardstream.v1.HeartbeatRequest.load:type_name -> shardstream.v1.LoaderLoad
+	12, // 4: shardstream.v1.ListLoadersResponse.loaders:type_name -> shardstream.v1.PoolLoader
+	7,  // 5: shardstream.v1.PoolLoader.load:type_name -> shardstream.v1.LoaderLoad
+	1,  // 6: shardstream.v1.StreamBatchesRequest.job:type_name -> shardstream.v1.JobSpec
+	15, // 7: shardstream.v1.StreamBatchesResponse.batch:type_name -> shardstream.v1.Batch
+	16, // 8: shardstream.v1.Batch.samples:type_name -> shardstream.v1.Sample
+	17, // 9: shardstream.v1.Sample.fields:type_name -> shardstream.v1.Field
+	2,  // 10: shardstream.v1.CoordinatorService.GetDataset:input_type -> shardstream.v1.GetDatasetRequest
+	4,  // 11: shardstream.v1.CoordinatorService.PlanEpoch:input_type -> shardstream.v1.PlanEpochRequest
+	8,  // 12: shardstream.v1.PoolService.Heartbeat:input_type -> shardstream.v1.HeartbeatRequest
+	10, // 13: shardstream.v1.PoolService.ListLoaders:input_type -> shardstream.v1.ListLoadersRequest
+	13, // 14: shardstream.v1.LoaderService.StreamBatches:input_type -> shardstream.v1.StreamBatchesRequest
+	3,  // 15: shardstream.v1.CoordinatorService.GetDataset:output_type -> shardstream.v1.GetDatasetResponse
+	5,  // 16: shardstream.v1.CoordinatorService.PlanEpoch:output_type -> shardstream.v1.PlanEpochResponse
+	9,  // 17: shardstream.v1.PoolService.Heartbeat:output_type -> shardstream.v1.HeartbeatResponse
+	11, // 18: shardstream.v1.PoolService.ListLoaders:output_type -> shardstream.v1.ListLoadersResponse
+	14, // 19: shardstream.v1.LoaderService.StreamBatches:output_type -> shardstream.v1.StreamBatchesResponse
+	15, // [15:20] is the sub-list for method output_type
+	10, // [10:15] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_shardstream_v1_shardstream_proto_init() }
@@ -911,9 +1402,9 @@ func file_shardstream_v1_shardstream_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shardstream_v1_shardstream_proto_rawDesc), len(file_shardstream_v1_shardstream_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   10,
+			NumMessages:   17,
 			NumExtensions: 0,
-			NumServices:   2,
+			NumServices:   3,
 		},
 		GoTypes:           file_shardstream_v1_shardstream_proto_goTypes,
 		DependencyIndexes: file_shardstream_v1_shardstream_proto_depIdxs,

@@ -171,6 +171,166 @@ var CoordinatorService_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
+	PoolService_Heartbeat_FullMethodName   = "/shardstream.v1.PoolService/Heartbeat"
+	PoolService_ListLoaders_FullMethodName = "/shardstream.v1.PoolService/ListLoaders"
+)
+
+// PoolServiceClient is the client API for PoolService service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// PoolService is the coordinator's live loader pool. Loaders join by
+// sending heartbeats and leave by saying so or by falling silent; the pool
+// lives in the coordinator's memory only, and a restarted coordinator's
+// pool reforms from the next beats.
+type PoolServiceClient interface {
+	// Heartbeat registers a loader (its first beat) and reports its load;
+	// loaders send one about every second. A loader that misses beats for
+	// the coordinator's timeout (default 3 s) is dropped from the pool.
+	Heartbeat(ctx context.Context, in *HeartbeatRequest, opts ...grpc.CallOption) (*HeartbeatResponse, error)
+	// ListLoaders lists the pool: every loader heard from within the
+	// timeout, draining ones included.
+	ListLoaders(ctx context.Context, in *ListLoadersRequest, opts ...grpc.CallOption) (*ListLoadersResponse, error)
+}
+
+type poolServiceClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewPoolServiceClient(cc grpc.ClientConnInterface) PoolServiceClient {
+	return &poolServiceClient{cc}
+}
+
+func (c *poolServiceClient) Heartbeat(ctx context.Context, in *HeartbeatRequest, opts ...grpc.CallOption) (*HeartbeatResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(HeartbeatResponse)
+	err := c.cc.Invoke(ctx, PoolService_Heartbeat_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *poolServiceClient) ListLoaders(ctx context.Context, in *ListLoadersRequest, opts ...grpc.CallOption) (*ListLoadersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListLoadersResponse)
+	err := c.cc.Invoke(ctx, PoolService_ListLoaders_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// PoolServiceServer is the server API for PoolService service.
+// All implementations must embed UnimplementedPoolServiceServer
+// for forward compatibility.
+//
+// PoolService is the coordinator's live loader pool. Loaders join by
+// sending heartbeats and leave by saying so or by falling silent; the pool
+// lives in the coordinator's memory only, and a restarted coordinator's
+// pool reforms from the next beats.
+type PoolServiceServer interface {
+	// Heartbeat registers a loader (its first beat) and reports its load;
+	// loaders send one about every second. A loader that misses beats for
+	// the coordinator's timeout (default 3 s) is dropped from the pool.
+	Heartbeat(context.Context, *HeartbeatRequest) (*HeartbeatResponse, error)
+	// ListLoaders lists the pool: every loader heard from within the
+	// timeout, draining ones included.
+	ListLoaders(context.Context, *ListLoadersRequest) (*ListLoadersResponse, error)
+	mustEmbedUnimplementedPoolServiceServer()
+}
+
+// UnimplementedPoolServiceServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedPoolServiceServer struct{}
+
+func (UnimplementedPoolServiceServer) Heartbeat(context.Context, *HeartbeatRequest) (*HeartbeatResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Heartbeat not implemented")
+}
+func (UnimplementedPoolServiceServer) ListLoaders(context.Context, *ListLoadersRequest) (*ListLoadersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListLoaders not implemented")
+}
+func (UnimplementedPoolServiceServer) mustEmbedUnimplementedPoolServiceServer() {}
+func (UnimplementedPoolServiceServer) testEmbeddedByValue()                     {}
+
+// UnsafePoolServiceServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to PoolServiceServer will
+// result in compilation errors.
+type UnsafePoolServiceServer interface {
+	mustEmbedUnimplementedPoolServiceServer()
+}
+
+func RegisterPoolServiceServer(s grpc.ServiceRegistrar, srv PoolServiceServer) {
+	// If the following call panics, it indicates UnimplementedPoolServiceServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&PoolService_ServiceDesc, srv)
+}
+
+func _PoolService_Heartbeat_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(HeartbeatRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PoolServiceServer).Heartbeat(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PoolService_Heartbeat_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PoolServiceServer).Heartbeat(ctx, req.(*HeartbeatRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PoolService_ListLoaders_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListLoadersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PoolServiceServer).ListLoaders(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PoolService_ListLoaders_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PoolServiceServer).ListLoaders(ctx, req.(*ListLoadersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// PoolService_ServiceDesc is the grpc.ServiceDesc for PoolService service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var PoolService_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "shardstream.v1.PoolService",
+	HandlerType: (*PoolServiceServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "Heartbeat",
+			Handler:    _PoolService_Heartbeat_Handler,
+		},
+		{
+			MethodName: "ListLoaders",
+			Handler:    _PoolService_ListLoaders_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "shardstream/v1/shardstream.proto",
+}
+
+const (
 	LoaderService_StreamBatches_FullMethodName = "/shardstream.v1.LoaderService/StreamBatches"
 )
 

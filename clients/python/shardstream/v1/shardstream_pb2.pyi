@@ -57,13 +57,15 @@ class GetDatasetResponse(_message.Message):
     def __init__(self, name: _Optional[str] = ..., fingerprint: _Optional[str] = ..., shards: _Optional[int] = ..., samples: _Optional[int] = ..., bytes: _Optional[int] = ...) -> None: ...
 
 class PlanEpochRequest(_message.Message):
-    __slots__ = ("job",)
+    __slots__ = ("job", "max_loaders_per_rank")
     JOB_FIELD_NUMBER: _ClassVar[int]
+    MAX_LOADERS_PER_RANK_FIELD_NUMBER: _ClassVar[int]
     job: JobSpec
-    def __init__(self, job: _Optional[_Union[JobSpec, _Mapping]] = ...) -> None: ...
+    max_loaders_per_rank: int
+    def __init__(self, job: _Optional[_Union[JobSpec, _Mapping]] = ..., max_loaders_per_rank: _Optional[int] = ...) -> None: ...
 
 class PlanEpochResponse(_message.Message):
-    __slots__ = ("dataset_fingerprint", "steps", "samples", "dropped", "padded", "resume_token", "loader_addresses")
+    __slots__ = ("dataset_fingerprint", "steps", "samples", "dropped", "padded", "resume_token", "loader_addresses", "rank_loaders")
     DATASET_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
     SAMPLES_FIELD_NUMBER: _ClassVar[int]
@@ -71,6 +73,7 @@ class PlanEpochResponse(_message.Message):
     PADDED_FIELD_NUMBER: _ClassVar[int]
     RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
     LOADER_ADDRESSES_FIELD_NUMBER: _ClassVar[int]
+    RANK_LOADERS_FIELD_NUMBER: _ClassVar[int]
     dataset_fingerprint: str
     steps: int
     samples: int
@@ -78,7 +81,72 @@ class PlanEpochResponse(_message.Message):
     padded: int
     resume_token: str
     loader_addresses: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, dataset_fingerprint: _Optional[str] = ..., steps: _Optional[int] = ..., samples: _Optional[int] = ..., dropped: _Optional[int] = ..., padded: _Optional[int] = ..., resume_token: _Optional[str] = ..., loader_addresses: _Optional[_Iterable[str]] = ...) -> None: ...
+    rank_loaders: _containers.RepeatedCompositeFieldContainer[RankLoaders]
+    def __init__(self, dataset_fingerprint: _Optional[str] = ..., steps: _Optional[int] = ..., samples: _Optional[int] = ..., dropped: _Optional[int] = ..., padded: _Optional[int] = ..., resume_token: _Optional[str] = ..., loader_addresses: _Optional[_Iterable[str]] = ..., rank_loaders: _Optional[_Iterable[_Union[RankLoaders, _Mapping]]] = ...) -> None: ...
+
+class RankLoaders(_message.Message):
+    __slots__ = ("addresses",)
+    ADDRESSES_FIELD_NUMBER: _ClassVar[int]
+    addresses: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, addresses: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class LoaderLoad(_message.Message):
+    __slots__ = ("streams_open", "max_streams", "bytes_per_second", "cpu_seconds_per_second", "cache_hit_ratio")
+    STREAMS_OPEN_FIELD_NUMBER: _ClassVar[int]
+    MAX_STREAMS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    CPU_SECONDS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    CACHE_HIT_RATIO_FIELD_NUMBER: _ClassVar[int]
+    streams_open: int
+    max_streams: int
+    bytes_per_second: float
+    cpu_seconds_per_second: float
+    cache_hit_ratio: float
+    def __init__(self, streams_open: _Optional[int] = ..., max_streams: _Optional[int] = ..., bytes_per_second: _Optional[float] = ..., cpu_seconds_per_second: _Optional[float] = ..., cache_hit_ratio: _Optional[float] = ...) -> None: ...
+
+class HeartbeatRequest(_message.Message):
+    __slots__ = ("address", "load", "leaving")
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    LOAD_FIELD_NUMBER: _ClassVar[int]
+    LEAVING_FIELD_NUMBER: _ClassVar[int]
+    address: str
+    load: LoaderLoad
+    leaving: bool
+    def __init__(self, address: _Optional[str] = ..., load: _Optional[_Union[LoaderLoad, _Mapping]] = ..., leaving: _Optional[bool] = ...) -> None: ...
+
+class HeartbeatResponse(_message.Message):
+    __slots__ = ("pool_loaders", "interval_ms")
+    POOL_LOADERS_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    pool_loaders: int
+    interval_ms: int
+    def __init__(self, pool_loaders: _Optional[int] = ..., interval_ms: _Optional[int] = ...) -> None: ...
+
+class ListLoadersRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListLoadersResponse(_message.Message):
+    __slots__ = ("loaders", "timeout_ms")
+    LOADERS_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    loaders: _containers.RepeatedCompositeFieldContainer[PoolLoader]
+    timeout_ms: int
+    def __init__(self, loaders: _Optional[_Iterable[_Union[PoolLoader, _Mapping]]] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
+
+class PoolLoader(_message.Message):
+    __slots__ = ("address", "load", "leaving", "last_beat_age_ms", "joined_age_ms")
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    LOAD_FIELD_NUMBER: _ClassVar[int]
+    LEAVING_FIELD_NUMBER: _ClassVar[int]
+    LAST_BEAT_AGE_MS_FIELD_NUMBER: _ClassVar[int]
+    JOINED_AGE_MS_FIELD_NUMBER: _ClassVar[int]
+    address: str
+    load: LoaderLoad
+    leaving: bool
+    last_beat_age_ms: int
+    joined_age_ms: int
+    def __init__(self, address: _Optional[str] = ..., load: _Optional[_Union[LoaderLoad, _Mapping]] = ..., leaving: _Optional[bool] = ..., last_beat_age_ms: _Optional[int] = ..., joined_age_ms: _Optional[int] = ...) -> None: ...
 
 class StreamBatchesRequest(_message.Message):
     __slots__ = ("job", "rank", "from_step", "max_steps", "stride")

@@ -143,6 +143,138 @@ class CoordinatorService:
             _registered_method=True)
 
 
+class PoolServiceStub:
+    """PoolService is the coordinator's live loader pool. Loaders join by
+    sending heartbeats and leave by saying so or by falling silent; the pool
+    lives in the coordinator's memory only, and a restarted coordinator's
+    pool reforms from the next beats.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Heartbeat = channel.unary_unary(
+                '/shardstream.v1.PoolService/Heartbeat',
+                request_serializer=shardstream_dot_v1_dot_shardstream__pb2.HeartbeatRequest.SerializeToString,
+                response_deserializer=shardstream_dot_v1_dot_shardstream__pb2.HeartbeatResponse.FromString,
+                _registered_method=True)
+        self.ListLoaders = channel.unary_unary(
+                '/shardstream.v1.PoolService/ListLoaders',
+                request_serializer=shardstream_dot_v1_dot_shardstream__pb2.ListLoadersRequest.SerializeToString,
+                response_deserializer=shardstream_dot_v1_dot_shardstream__pb2.ListLoadersResponse.FromString,
+                _registered_method=True)
+
+
+class PoolServiceServicer:
+    """PoolService is the coordinator's live loader pool. Loaders join by
+    sending heartbeats and leave by saying so or by falling silent; the pool
+    lives in the coordinator's memory only, and a restarted coordinator's
+    pool reforms from the next beats.
+    """
+
+    def Heartbeat(self, request, context):
+        """Heartbeat registers a loader (its first beat) and reports its load;
+        loaders send one about every second. A loader that misses beats for
+        the coordinator's timeout (default 3 s) is dropped from the pool.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListLoaders(self, request, context):
+        """ListLoaders lists the pool: every loader heard from within the
+        timeout, draining ones included.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_PoolServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Heartbeat': grpc.unary_unary_rpc_method_handler(
+                    servicer.Heartbeat,
+                    request_deserializer=shardstream_dot_v1_dot_shardstream__pb2.HeartbeatRequest.FromString,
+                    response_serializer=shardstream_dot_v1_dot_shardstream__pb2.HeartbeatResponse.SerializeToString,
+            ),
+            'ListLoaders': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListLoaders,
+                    request_deserializer=shardstream_dot_v1_dot_shardstream__pb2.ListLoadersRequest.FromString,
+                    response_serializer=shardstream_dot_v1_dot_shardstream__pb2.ListLoadersResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'shardstream.v1.PoolService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('shardstream.v1.PoolService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class PoolService:
+    """PoolService is the coordinator's live loader pool. Loaders join by
+    sending heartbeats and leave by saying so or by falling silent; the pool
+    lives in the coordinator's memory only, and a restarted coordinator's
+    pool reforms from the next beats.
+    """
+
+    @staticmethod
+    def Heartbeat(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shardstream.v1.PoolService/Heartbeat',
+            shardstream_dot_v1_dot_shardstream__pb2.HeartbeatRequest.SerializeToString,
+            shardstream_dot_v1_dot_shardstream__pb2.HeartbeatResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListLoaders(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shardstream.v1.PoolService/ListLoaders',
+            shardstream_dot_v1_dot_shardstream__pb2.ListLoadersRequest.SerializeToString,
+            shardstream_dot_v1_dot_shardstream__pb2.ListLoadersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
 class LoaderServiceStub:
     """Missing associated documentation comment in .proto file."""
 

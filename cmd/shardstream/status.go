@@ -1,0 +1,109 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/shardstream/shardstream/internal/cli"
+	pb "github.com/shardstream/shardstream/proto/shardstream/v1"
+)
+
+// poolStatus is what status prints; its JSON form is --json's.
+type poolStatus struct {
+	Loaders        []loaderStatus `json:"loaders"`
+	PoolSize       int            `json:"pool_size"` // loaders listed, draining ones included
+	Serving        int            `json:"serving"`   // loaders PlanEpoch assigns
+	TimeoutSeconds float64        `json:"timeout_seconds"`
+}
+
+type loaderStatus struct {
+	Address            string  `json:"address"`
+	State              string  `json:"state"` // serving or draining
+	StreamsOpen        uint32  `json:"streams_open"`
+	MaxStreams         uint32  `json:"max_streams"`
+	MBPerSecond        float64 `json:"mb_per_second"` // batch bytes sent, 1e6 bytes/s
+	CPU                float64 `json:"cpu_seconds_per_second"`
+	CacheHitRatio      float64 `json:"cache_hit_ratio"`
+	LastBeatAgeSeconds float64 `json:"last_beat_age_seconds"`
+}
+
+// runStatus prints a coordinator's loader pool as a table, or as JSON with
+// --json. Jobs per rank are not shown: they need the clients' reports,
+// which do not exist yet.
+func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("status", stderr)
+	coord := fs.String("coordinator", "", "the coordinator's gRPC address, host:port (required)")
+	asJSON := fs.Bool("json", false, "print JSON for scripts instead of a table")
+	timeout := fs.Duration("timeout", 10*time.Second, "how long to wait for the coordinator")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *coord == "" {
+		return cli.Usage("status: --coordinator is required")
+	}
+	conn, err := grpc.NewClient(*coord, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return fmt.Errorf("coordinator %s: %w", *coord, err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	resp, err := pb.NewPoolServiceClient(conn).ListLoaders(ctx, &pb.ListLoadersRequest{})
+	if status.Code(err) == codes.Unimplemented {
+		return fmt.Errorf("%s has no loader pool: it is not a coordinator ('shardstream serve' is its own loader, or uses its static --loader-addrs): %w", *coord, err)
+	}
+	if err != nil {
+		return fmt.Errorf("list loaders of %s: %w", *coord, err)
+	}
+	st := newPoolStatus(resp)
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(st)
+	}
+	return st.table(stdout)
+}
+
+func newPoolStatus(resp *pb.ListLoadersResponse) poolStatus {
+	st := poolStatus{Loaders: []loaderStatus{}, PoolSize: len(resp.GetLoaders()), TimeoutSeconds: float64(resp.GetTimeoutMs()) / 1e3}
+	for _, l := range resp.GetLoaders() {
+		state := "serving"
+		if l.GetLeaving() {
+			state = "draining"
+		} else {
+			st.Serving++
+		}
+		ld := l.GetLoad()
+		st.Loaders = append(st.Loaders, loaderStatus{
+			Address: l.GetAddress(), State: state,
+			StreamsOpen: ld.GetStreamsOpen(), MaxStreams: ld.GetMaxStreams(),
+			MBPerSecond: ld.GetBytesPerSecond() / 1e6, CPU: ld.GetCpuSecondsPerSecond(),
+			CacheHitRatio: ld.GetCacheHitRatio(), LastBeatAgeSeconds: float64(l.GetLastBeatAgeMs()) / 1e3,
+		})
+	}
+	return st
+}
+
+func (st poolStatus) table(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ADDRESS\tSTATE\tSTREAMS\tMB/S\tCPU\tCACHE HITS\tLAST BEAT")
+	for _, l := range st.Loaders {
+		fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%.1f\t%.2f\t%.0f%%\t%.1fs ago\n", l.Address, l.State, l.StreamsOpen, l.MaxStreams,
+			l.MBPerSecond, l.CPU, 100*l.CacheHitRatio, l.LastBeatAgeSeconds)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintf(w, "pool: %d loaders, %d serving, %d draining (dropped after %gs without a heartbeat)\n",
+		st.PoolSize, st.Serving, st.PoolSize-st.Serving, st.TimeoutSeconds)
+	return err
+}
