@@ -224,6 +224,11 @@ type poolService struct {
 }
 
 func (s *poolService) Heartbeat(ctx context.Context, req *pb.HeartbeatRequest) (*pb.HeartbeatResponse, error) {
+	// With an auth file, only a client allowed every dataset may add a
+	// loader: trainers would be sent to whatever address it names.
+	if c := clientFrom(ctx); c != nil && !c.All {
+		return nil, status.Errorf(codes.PermissionDenied, "pool: client %q may not join loaders to the pool: its auth-file line must allow every dataset (*)", c.Name)
+	}
 	addr := req.GetAddress()
 	if addr == "" || len(addr) > maxAddrLen {
 		return nil, status.Errorf(codes.InvalidArgument, "address: %q, want host:port of at most %d bytes", addr, maxAddrLen)

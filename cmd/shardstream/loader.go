@@ -28,7 +28,10 @@ const (
 func runLoader(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var coord, advertise string
 	var preStop, drain time.Duration
+	var cc coordClientFlags
 	c, err := parseServeAs("loader", args, stderr, func(fs *flag.FlagSet) {
+		cc.register(fs, true)
+		fs.StringVar(&cc.tokenFile, "coordinator-token-file", "", "file holding the bearer token for a coordinator with --auth-file (its line must allow every dataset, *)")
 		fs.StringVar(&coord, "coordinator", "", "the coordinator's gRPC address, host:port (required)")
 		fs.StringVar(&advertise, "advertise", "", "the address trainers reach this loader at (empty: the --listen address, which must then not be a wildcard)")
 		fs.DurationVar(&preStop, "pre-stop", defaultPreStop, "on SIGTERM, how long to keep serving new streams after leaving the pool, before the drain")
@@ -45,6 +48,10 @@ func runLoader(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	case preStop < 0 || drain <= 0:
 		return cli.Usage("loader: --pre-stop must be >= 0 and --drain-timeout positive")
 	}
+	dial, err := cc.dialOptions(c.sec.files.Cert, c.sec.files.Key)
+	if err != nil {
+		return cli.Usage("loader: " + err.Error())
+	}
 	c.role = service.RoleLoader
 	c.shutdownTimeout = drain
 	c.run = func(ctx context.Context, srv *service.Server, lis, mlis net.Listener) error {
@@ -59,7 +66,7 @@ func runLoader(ctx context.Context, args []string, stdout, stderr io.Writer) err
 				return cli.Usage("loader: --listen " + c.listen + " is a wildcard address: set --advertise to the address trainers reach this loader at")
 			}
 		}
-		reg, err := srv.Register(service.RegisterConfig{Coordinator: coord, Advertise: adv})
+		reg, err := srv.Register(service.RegisterConfig{Coordinator: coord, Advertise: adv, DialOptions: dial})
 		if err != nil {
 			return err
 		}

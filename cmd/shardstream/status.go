@@ -10,7 +10,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/shardstream/shardstream/internal/cli"
@@ -44,13 +43,19 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	coord := fs.String("coordinator", "", "the coordinator's gRPC address, host:port (required)")
 	asJSON := fs.Bool("json", false, "print JSON for scripts instead of a table")
 	timeout := fs.Duration("timeout", 10*time.Second, "how long to wait for the coordinator")
+	var cc coordClientFlags
+	cc.register(fs, false)
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	dial, err := cc.dialOptions("", "")
+	if err != nil {
+		return cli.Usage("status: " + err.Error())
 	}
 	if *coord == "" {
 		return cli.Usage("status: --coordinator is required")
 	}
-	conn, err := grpc.NewClient(*coord, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(*coord, dial...)
 	if err != nil {
 		return fmt.Errorf("coordinator %s: %w", *coord, err)
 	}
