@@ -407,6 +407,9 @@ class ShardStreamDataset(IterableDataset[Any]):
         with self._client() as client:
             plan = client.plan(job)
             self.last_plan = plan
+            # The loaders stream the plan of this manifest or refuse
+            # (FAILED_PRECONDITION), never another manifest's batches.
+            job.fingerprint = plan.fingerprint
             if plan.steps == 0 and job.resume_token and worker == 0:
                 log.warning(
                     "shardstream: epoch %d has no steps left after the resume token; "
