@@ -48,6 +48,13 @@ func (s *core) resolve(spec *pb.JobSpec) (*job, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The plan the client was given is the plan of the manifest it names:
+	// a server that serves another manifest under the same name (a
+	// re-indexed dataset, a loader behind on a rollout) would stream other
+	// batches for the same steps. Empty: a client from before the field.
+	if fp := spec.GetFingerprint(); fp != "" && fp != ds.fingerprint {
+		return nil, status.Errorf(codes.FailedPrecondition, "job.fingerprint: %.16s, this server serves dataset %q as %.16s: the dataset changed since the job planned; plan again (PlanEpoch) to read the new one", fp, ds.name, ds.fingerprint)
+	}
 	ws, bs := spec.GetWorldSize(), spec.GetBatchSize()
 	if ws < 1 || int64(ws) > int64(s.cfg.MaxWorldSize) {
 		return nil, status.Errorf(codes.InvalidArgument, "job.world_size: %d, must be in [1, %d] (--max-world-size)", ws, s.cfg.MaxWorldSize)

@@ -115,6 +115,35 @@ func TestGetDatasetAndPlanEpoch(t *testing.T) {
 	}
 }
 
+// TestFingerprintChecked: a job that carries the fingerprint PlanEpoch
+// returned streams; one that carries another manifest's is refused (in
+// TestValidationCodes); one without (an old client) is not checked.
+func TestFingerprintChecked(t *testing.T) {
+	leaktest.Check(t)
+	r := &fakeReader{m: testManifest(2, 10, 5)}
+	ts := startServer(t, testConfig(r), samplerPlanner)
+	ctx := testCtx(t)
+	job := &pb.JobSpec{WorldSize: 2, BatchSize: 2, Seed: 1}
+	resp, err := ts.coord.PlanEpoch(ctx, &pb.PlanEpochRequest{Job: job})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := streamRank(t, ctx, ts.loader, job, 1, 0)
+	job.Fingerprint = resp.DatasetFingerprint
+	if _, err := ts.coord.PlanEpoch(ctx, &pb.PlanEpochRequest{Job: job}); err != nil {
+		t.Fatalf("PlanEpoch with its own fingerprint: %v", err)
+	}
+	got := streamRank(t, ctx, ts.loader, job, 1, 0)
+	if len(got) != int(resp.Steps) || len(got) != len(old) {
+		t.Fatalf("with fingerprint: %d batches, without: %d, plan: %d", len(got), len(old), resp.Steps)
+	}
+	for i := range got {
+		if got[i].String() != old[i].String() {
+			t.Fatalf("step %d differs with the fingerprint set:\n%v\n%v", i, got[i], old[i])
+		}
+	}
+}
+
 func TestPlanEpochOwnAddress(t *testing.T) {
 	leaktest.Check(t)
 	r := &fakeReader{m: testManifest(1, 10, 10)}
@@ -166,6 +195,9 @@ func TestValidationCodes(t *testing.T) {
 		{"token of other policy", func(r *pb.StreamBatchesRequest) {
 			r.Job.ResumeToken = tok(fp, 1, 0, DefaultWindow, sampler.Pad)
 		}, codes.FailedPrecondition, "job.last_batch"},
+		{"fingerprint of another manifest", func(r *pb.StreamBatchesRequest) {
+			r.Job.Fingerprint = "0123456789abcdef"
+		}, codes.FailedPrecondition, "job.fingerprint"},
 		{"rank", func(r *pb.StreamBatchesRequest) { r.Rank = 2 }, codes.InvalidArgument, "rank"},
 		{"negative from", func(r *pb.StreamBatchesRequest) { r.FromStep = -1 }, codes.InvalidArgument, "from_step"},
 		{"from past end", func(r *pb.StreamBatchesRequest) { r.FromStep = 6 }, codes.OutOfRange, "from_step"},

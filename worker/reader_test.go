@@ -96,6 +96,39 @@ func TestLocalDir(t *testing.T) {
 	checkAll(t, open(t, dir, worker.Config{}), d)
 }
 
+// TestLocalRewrittenMidEpoch: the local store has no ETag, but a shard
+// replaced under the manifest with the same size (another process, so not
+// through the reader's Store) is Changed on every read too.
+func TestLocalRewrittenMidEpoch(t *testing.T) {
+	ctx := testCtx(t)
+	dir := t.TempDir()
+	st, err := filestore.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := dataset{shards: 2, samples: 20, perChunk: 5, compression: manifest.CompressionNone, maxField: 3000}
+	m := d.build(t, st)
+	r := open(t, dir, worker.Config{MemoryCacheBytes: -1})
+	if _, err := r.Chunk(ctx, 1, 0); err != nil {
+		t.Fatalf("Chunk(1, 0) before the rewrite: %v", err)
+	}
+	other, err := filestore.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Write(ctx, m.Shards[1].Path, bytes.NewReader(make([]byte, m.Shards[1].Size))); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []int{1, 0, 1} {
+		if _, err := r.Chunk(ctx, 1, c); worker.KindOf(err) != worker.Changed || !errors.Is(err, store.ErrChanged) {
+			t.Errorf("Chunk(1, %d) after a same-size rewrite = %v, want Changed", c, err)
+		}
+	}
+	if _, err := r.Chunk(ctx, 0, 0); err != nil {
+		t.Errorf("Chunk(0, 0), an untouched shard: %v", err)
+	}
+}
+
 func TestOpenErrors(t *testing.T) {
 	ctx := testCtx(t)
 	dir := t.TempDir()

@@ -1,6 +1,11 @@
 // Package filestore is a store.Store over a local or mounted directory
 // (Mountpoint for S3, FSx for Lustre, NFS). Writes go to a temporary file
-// renamed into place, so readers never see half an object. It has no ETags.
+// renamed into place, so readers never see half an object. It has no ETags;
+// instead each read checks that the file is the one this Store first read
+// under that path (same size, modification time and inode): a file
+// rewritten in place or replaced by a rename, even with the same size,
+// fails every later read with an error wrapping store.ErrChanged, which
+// the read path turns into FAILED_PRECONDITION, as S3's If-Match does.
 package filestore
 
 import (
@@ -13,6 +18,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/shardstream/shardstream/store"
 )
@@ -23,6 +30,44 @@ const tmpPrefix = ".shardstream-tmp-"
 // Store is a store over a local or mounted directory.
 type Store struct {
 	root string
+	// seen is each path's file as this Store first read it (path →
+	// fileID): one small entry per shard read, as the manifest holds one
+	// per shard anyway.
+	seen sync.Map
+}
+
+// fileID is what tells one version of a file from another without
+// reading it: a rewrite in place moves the modification time (and usually
+// the size), a replace by rename changes the inode.
+type fileID struct {
+	size, mtime int64 // bytes; nanoseconds since the epoch
+	dev, ino    uint64
+}
+
+func idOf(fi fs.FileInfo) fileID {
+	id := fileID{size: fi.Size(), mtime: fi.ModTime().UnixNano()}
+	id.dev, id.ino = inode(fi)
+	return id
+}
+
+// check compares the file just opened under name with the first one read
+// there.
+func (l *Store) check(path, name string, fi fs.FileInfo) error {
+	id := idOf(fi)
+	first, loaded := l.seen.LoadOrStore(path, id)
+	if !loaded {
+		return nil
+	}
+	was := first.(fileID)
+	switch {
+	case id == was:
+		return nil
+	case id.size != was.size:
+		return fmt.Errorf("read %s: %d bytes, %d when first read: %w", name, id.size, was.size, store.ErrChanged)
+	case id.mtime != was.mtime:
+		return fmt.Errorf("read %s: modified at %v, %v when first read: %w", name, fi.ModTime().UTC(), time.Unix(0, was.mtime).UTC(), store.ErrChanged)
+	}
+	return fmt.Errorf("read %s: replaced (inode %d, %d when first read): %w", name, id.ino, was.ino, store.ErrChanged)
 }
 
 var _ store.Store = (*Store)(nil)
@@ -78,6 +123,10 @@ func (l *Store) ReadRange(ctx context.Context, path string, off, n int64) (io.Re
 		f.Close()
 		return nil, fmt.Errorf("%s is a directory: %w", name, store.ErrNotFound)
 	}
+	if err := l.check(path, name, fi); err != nil {
+		f.Close()
+		return nil, err
+	}
 	n, err = store.CheckRange(name, fi.Size(), off, n)
 	if err != nil {
 		f.Close()
@@ -126,6 +175,9 @@ func (l *Store) Write(ctx context.Context, path string, r io.Reader) error {
 	if err == nil {
 		err = os.Rename(f.Name(), name)
 	}
+	// This Store's own write is a new version it may read, not a change
+	// under a reader (pack writes, then reads back).
+	l.seen.Delete(path)
 	if err != nil {
 		os.Remove(f.Name())
 		return fmt.Errorf("write %s: %w", name, err)

@@ -15,15 +15,17 @@ finalization only cancels its calls.
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import random
 import re
 import sys
 import time
 import weakref
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import grpc
 
@@ -33,12 +35,12 @@ from shardstream._convert import (
     field_bytes,
     plan_from_proto,
 )
-from shardstream.errors import ShardStreamError, from_rpc_error
+from shardstream.errors import ShardStreamError, from_rpc_error, handshake_failed
 from shardstream.types import Batch, DatasetInfo, Plan, Stats
 from shardstream.v1 import shardstream_pb2 as pb
 from shardstream.v1 import shardstream_pb2_grpc as pb_grpc
 
-__all__ = ["Client", "loader_address"]
+__all__ = ["Client", "Security", "loader_address"]
 
 log = logging.getLogger("shardstream")
 
@@ -57,18 +59,34 @@ class _BatchStream(Protocol):
     def cancel(self) -> bool: ...
 
 
+_Metadata = tuple[tuple[str, str], ...]
+_R = TypeVar("_R")
+
+
 class _CoordinatorStub(Protocol):
     def GetDataset(  # noqa: N802 - the RPC's name
-        self, request: pb.GetDatasetRequest, *, timeout: float, wait_for_ready: bool
+        self,
+        request: pb.GetDatasetRequest,
+        *,
+        timeout: float,
+        wait_for_ready: bool,
+        metadata: _Metadata,
     ) -> pb.GetDatasetResponse: ...
 
     def PlanEpoch(  # noqa: N802 - the RPC's name
-        self, request: pb.PlanEpochRequest, *, timeout: float, wait_for_ready: bool
+        self,
+        request: pb.PlanEpochRequest,
+        *,
+        timeout: float,
+        wait_for_ready: bool,
+        metadata: _Metadata,
     ) -> pb.PlanEpochResponse: ...
 
 
 class _LoaderStub(Protocol):
-    def StreamBatches(self, request: pb.StreamBatchesRequest) -> _BatchStream: ...  # noqa: N802
+    def StreamBatches(  # noqa: N802 - the RPC's name
+        self, request: pb.StreamBatchesRequest, *, metadata: _Metadata
+    ) -> _BatchStream: ...
 
 
 # ---- retries ---------------------------------------------------------------
@@ -89,7 +107,7 @@ _RETRYABLE = frozenset(
 
 
 def _retryable(err: grpc.RpcError) -> bool:
-    if not isinstance(err, grpc.Call):
+    if not isinstance(err, grpc.Call) or handshake_failed(err):
         return False
     code = err.code()
     if code in _RETRYABLE:
@@ -166,6 +184,35 @@ def loader_address(plan: Plan, rank: int, attempt: int, coordinator: str) -> str
 # ---- the client ------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Security:
+    """What a channel needs for TLS and a bearer token, read from files in
+    the process that opens the channel.
+
+    ``tls`` with no ``root_certificates`` verifies the server against the
+    system's roots (gRPC's default bundle); ``client_cert`` and
+    ``client_key`` (PEM) are for mutual TLS. ``token`` is sent as
+    ``authorization: Bearer TOKEN`` on every call; it is kept out of the
+    repr.
+    """
+
+    tls: bool = False
+    root_certificates: bytes | None = None
+    client_cert: bytes | None = None
+    client_key: bytes | None = None
+    token: str | None = field(default=None, repr=False)
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(
+            root_certificates=self.root_certificates,
+            private_key=self.client_key,
+            certificate_chain=self.client_cert,
+        )
+
+
+_LOOPBACK = re.compile(r"^(localhost|127\.\d+\.\d+\.\d+|\[::1\]|::1)(:\d+)?$")
+
+
 class Client:
     """Connections to one coordinator and the loaders its plans name.
 
@@ -176,15 +223,30 @@ class Client:
       retry_timeout: seconds to keep reopening a lost stream without
         receiving a batch.
       max_message_bytes: the largest message sent or received.
+      security: TLS and the bearer token, for every channel (the loaders'
+        too); None is plaintext without a token.
     """
 
     def __init__(
-        self, address: str, *, timeout: float, retry_timeout: float, max_message_bytes: int
+        self,
+        address: str,
+        *,
+        timeout: float,
+        retry_timeout: float,
+        max_message_bytes: int,
+        security: Security | None = None,
     ) -> None:
         self.address = address
         self.timeout = timeout
         self.retry_timeout = retry_timeout
         self.max_message_bytes = max_message_bytes
+        self._security = security or Security()
+        token = self._security.token
+        # Sent on every call, streams and their reopenings included. As
+        # plain call metadata rather than call credentials, which gRPC
+        # refuses on a plaintext channel (a token to a loopback server
+        # without TLS is a fair set-up).
+        self._metadata: _Metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self._channels: dict[str, grpc.Channel] = {}
         self._calls: set[_BatchStream] = set()
         self._rng = random.Random()
@@ -223,23 +285,30 @@ class Client:
         if ch is not None:
             return ch
         n = self.max_message_bytes
-        ch = grpc.insecure_channel(
-            address,
-            options=[
-                ("grpc.max_receive_message_length", n),
-                ("grpc.max_send_message_length", n),
-                # Reconnect quickly to a loader that restarts: the default
-                # first backoff is 1s and grows to 2 minutes.
-                ("grpc.initial_reconnect_backoff_ms", 100),
-                ("grpc.min_reconnect_backoff_ms", 100),
-                ("grpc.max_reconnect_backoff_ms", 2000),
-                # Notice a vanished loader on a quiet stream; the server
-                # permits pings every 10s or more.
-                ("grpc.keepalive_time_ms", 30_000),
-                ("grpc.keepalive_timeout_ms", 10_000),
-                ("grpc.keepalive_permit_without_calls", 1),
-            ],
-        )
+        options = [
+            ("grpc.max_receive_message_length", n),
+            ("grpc.max_send_message_length", n),
+            # Reconnect quickly to a loader that restarts: the default
+            # first backoff is 1s and grows to 2 minutes.
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 2000),
+            # Notice a vanished loader on a quiet stream; the server
+            # permits pings every 10s or more.
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.keepalive_timeout_ms", 10_000),
+            ("grpc.keepalive_permit_without_calls", 1),
+        ]
+        if self._security.tls:
+            ch = grpc.secure_channel(address, self._security.credentials(), options=options)
+        else:
+            if self._metadata and not _LOOPBACK.match(address):
+                log.warning(
+                    "shardstream: sending a token to %s without TLS: anyone on the path can "
+                    "read it; set tls=True (or root_certificates)",
+                    address,
+                )
+            ch = grpc.insecure_channel(address, options=options)
         self._channels[address] = ch
         _open.add(self)
         return ch
@@ -252,25 +321,51 @@ class Client:
         stub: _LoaderStub = pb_grpc.LoaderServiceStub(self._channel(address))
         return stub
 
+    def _unary(self, method: str, call: Callable[..., _R], *, wait: bool) -> _R:
+        """One unary call to the coordinator. With ``wait``, an unreachable
+        server is tried again (with backoff) until ``timeout``; a failed
+        TLS handshake, an auth error or any other status ends it at once.
+
+        Not gRPC's wait_for_ready: that waits out the whole timeout on a
+        handshake that can never succeed (a wrong CA) and then says only
+        DEADLINE_EXCEEDED.
+        """
+        deadline = time.monotonic() + self.timeout
+        failures = 0
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                return call(timeout=max(left, 0.001), wait_for_ready=False, metadata=self._metadata)
+            except grpc.RpcError as e:
+                if (
+                    wait
+                    and isinstance(e, grpc.Call)
+                    and e.code() == grpc.StatusCode.UNAVAILABLE
+                    and not handshake_failed(e)
+                ):
+                    failures += 1
+                    delay = backoff(failures, self._rng)
+                    if time.monotonic() + delay < deadline:
+                        time.sleep(delay)
+                        continue
+                plaintext = not self._security.tls
+                raise from_rpc_error(method, self.address, e, plaintext=plaintext) from e
+
     def describe(self, dataset: str) -> DatasetInfo:
         """GetDataset."""
-        try:
-            r = self._coordinator().GetDataset(
-                pb.GetDatasetRequest(dataset=dataset), timeout=self.timeout, wait_for_ready=True
-            )
-        except grpc.RpcError as e:
-            raise from_rpc_error("GetDataset", self.address, e) from e
+        req = pb.GetDatasetRequest(dataset=dataset)
+        r = self._unary(
+            "GetDataset", functools.partial(self._coordinator().GetDataset, req), wait=True
+        )
         return dataset_info_from_proto(r)
 
     def plan(self, job: pb.JobSpec, *, wait: bool = True) -> Plan:
         """PlanEpoch; ``wait`` waits up to ``timeout`` for the server to
         come up instead of failing at once when it is unreachable."""
-        try:
-            r = self._coordinator().PlanEpoch(
-                pb.PlanEpochRequest(job=job), timeout=self.timeout, wait_for_ready=wait
-            )
-        except grpc.RpcError as e:
-            raise from_rpc_error("PlanEpoch", self.address, e) from e
+        req = pb.PlanEpochRequest(job=job)
+        r = self._unary(
+            "PlanEpoch", functools.partial(self._coordinator().PlanEpoch, req), wait=wait
+        )
         return plan_from_proto(r)
 
     def batches(
@@ -302,7 +397,7 @@ class Client:
             req = pb.StreamBatchesRequest(job=job, rank=rank, from_step=next_step)
             if stride > 1:
                 req.stride = stride
-            call = self._loader(address).StreamBatches(req)
+            call = self._loader(address).StreamBatches(req, metadata=self._metadata)
             self._calls.add(call)
             retry_error: grpc.RpcError | None = None
             try:
@@ -336,7 +431,8 @@ class Client:
                         "StreamBatches", address, grpc.StatusCode.RESOURCE_EXHAUSTED, hint
                     ) from e
                 if not _retryable(e):
-                    raise from_rpc_error("StreamBatches", address, e) from e
+                    plaintext = not self._security.tls
+                    raise from_rpc_error("StreamBatches", address, e, plaintext=plaintext) from e
                 retry_error = e
                 why = f"{e.code().name}: {e.details()}"
             finally:

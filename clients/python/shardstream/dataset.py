@@ -12,13 +12,14 @@ This module holds the dataset only: the values it yields are in
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import closing
 from typing import TYPE_CHECKING, Any, Literal
 
 from torch.utils.data import IterableDataset
 
-from shardstream._client import Client
+from shardstream._client import Client, Security
 from shardstream._convert import LAST_BATCH_POLICIES, job_spec
 
 # Kept importable from here for code written against the one-module client
@@ -42,6 +43,60 @@ log = logging.getLogger("shardstream")
 
 _UINT32_MAX = (1 << 32) - 1
 _UINT64_MAX = (1 << 64) - 1
+
+
+_ENV_CA = "SHARDSTREAM_TLS_CA"
+_ENV_CERT = "SHARDSTREAM_TLS_CERT"
+_ENV_KEY = "SHARDSTREAM_TLS_KEY"
+_ENV_TOKEN = "SHARDSTREAM_TOKEN"
+
+
+def _path_arg(name: str, value: str | os.PathLike[str] | None, env: str) -> str | None:
+    """A certificate argument: its path, else the environment's, else None;
+    the file must exist (a typo fails here, not in a DataLoader worker)."""
+    src = name
+    if value is None:
+        value = os.environ.get(env) or None
+        src = f"${env}"
+    if value is None:
+        return None
+    path = os.fspath(value)
+    if not isinstance(path, str):
+        raise TypeError(f"{src}: {type(value).__name__}, want a path (str or os.PathLike)")
+    if not os.path.isfile(path):
+        raise ValueError(f"{src}: {path!r}: no such file")
+    return path
+
+
+class _Secret:
+    """A bearer token that does not show itself: repr and str hide it, so a
+    dataset's ``vars()``, a traceback's locals or a debug log print
+    ``<token>``. It pickles (DataLoader workers need it)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return "<token>"
+
+    __str__ = __repr__
+
+    def __getstate__(self) -> str:
+        return self.value
+
+    def __setstate__(self, state: str) -> None:
+        self.value = state
+
+    @staticmethod
+    def check(token: object, name: str = "token") -> _Secret:
+        # The message never holds the token: only its type or what is wrong.
+        if not isinstance(token, str):
+            raise TypeError(f"{name}: {type(token).__name__}, want str")
+        if not token or any(c.isspace() or not c.isprintable() for c in token):
+            raise ValueError(f"{name}: empty, or holds spaces or control characters")
+        return _Secret(token)
 
 
 def _check_uint(name: str, value: object, limit: int, *, minimum: int = 0) -> int:
@@ -103,6 +158,26 @@ class ShardStreamDataset(IterableDataset[Any]):
       retry_timeout: seconds to keep reopening a lost stream without
         receiving a batch before giving up.
       max_message_bytes: the largest batch message accepted.
+      tls: connect with TLS. Implied by any of the three certificate
+        arguments; with no ``root_certificates`` the server is verified
+        against the system's roots.
+      root_certificates: path of a PEM file with the CA(s) that sign the
+        server's certificate; default ``$SHARDSTREAM_TLS_CA``.
+      client_cert, client_key: paths of the PEM certificate and key this
+        client shows for mutual TLS (a server with ``--client-ca``);
+        default ``$SHARDSTREAM_TLS_CERT`` and ``$SHARDSTREAM_TLS_KEY``.
+        Both or neither.
+      token: the bearer token for a server with ``--auth-file``, sent as
+        ``authorization: Bearer TOKEN`` on every call; default
+        ``$SHARDSTREAM_TOKEN``, read when the channel opens.
+
+    The certificate arguments are paths, not bytes: the files are read
+    each time a channel opens (every ``__iter__``, in each DataLoader
+    worker), so certificates that cert-manager rotates are picked up at
+    the next epoch, and a pickled dataset holds no key. A ``token=``
+    argument is kept in the object (DataLoader workers get it through
+    the pickle of the dataset) but never in its repr, in log lines or in
+    errors; a token from ``$SHARDSTREAM_TOKEN`` is not stored at all.
     """
 
     def __init__(
@@ -122,6 +197,11 @@ class ShardStreamDataset(IterableDataset[Any]):
         timeout: float = 60.0,
         retry_timeout: float = 60.0,
         max_message_bytes: int = 256 << 20,
+        tls: bool = False,
+        root_certificates: str | os.PathLike[str] | None = None,
+        client_cert: str | os.PathLike[str] | None = None,
+        client_key: str | os.PathLike[str] | None = None,
+        token: str | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(address, str) or not address:
@@ -154,6 +234,18 @@ class ShardStreamDataset(IterableDataset[Any]):
         self.max_message_bytes = _check_uint(
             "max_message_bytes", max_message_bytes, (1 << 31) - 1, minimum=1
         )
+        self.root_certificates = _path_arg("root_certificates", root_certificates, _ENV_CA)
+        self.client_cert = _path_arg("client_cert", client_cert, _ENV_CERT)
+        self.client_key = _path_arg("client_key", client_key, _ENV_KEY)
+        if (self.client_cert is None) != (self.client_key is None):
+            raise ValueError(
+                f"client_cert {self.client_cert!r}, client_key {self.client_key!r}: "
+                f"give both or neither (or ${_ENV_CERT} and ${_ENV_KEY})"
+            )
+        self.tls = bool(tls) or any(
+            p is not None for p in (self.root_certificates, self.client_cert, self.client_key)
+        )
+        self._auth = _Secret.check(token) if token is not None else None
         self.stats = Stats()
         self.last_plan: Plan | None = None
         # torch.distributed's (rank, world size) in the process that pickled
@@ -228,12 +320,43 @@ class ShardStreamDataset(IterableDataset[Any]):
             resume_token=self._token,
         )
 
+    def __repr__(self) -> str:
+        # No token here, ever: at most whether one is set.
+        auth = "token" if self._auth is not None else "env" if os.environ.get(_ENV_TOKEN) else None
+        return (
+            f"ShardStreamDataset({self.address!r}, dataset={self.dataset!r}, seed={self.seed}, "
+            f"epoch={self._epoch}, batch_size={self.batch_size}, tls={self.tls}, "
+            f"token={'<set: ' + auth + '>' if auth else None})"
+        )
+
+    def _security(self) -> Security:
+        """TLS material and token, read now (in the process that opens
+        the channel)."""
+
+        def read(p: str | None) -> bytes | None:
+            if p is None:
+                return None
+            with open(p, "rb") as f:
+                return f.read()
+
+        token = self._auth.value if self._auth is not None else os.environ.get(_ENV_TOKEN)
+        if token is not None:
+            token = _Secret.check(token, _ENV_TOKEN if self._auth is None else "token").value
+        return Security(
+            tls=self.tls,
+            root_certificates=read(self.root_certificates),
+            client_cert=read(self.client_cert),
+            client_key=read(self.client_key),
+            token=token,
+        )
+
     def _client(self) -> Client:
         return Client(
             self.address,
             timeout=self.timeout,
             retry_timeout=self.retry_timeout,
             max_message_bytes=self.max_message_bytes,
+            security=self._security(),
         )
 
     def describe(self) -> DatasetInfo:
@@ -285,6 +408,9 @@ class ShardStreamDataset(IterableDataset[Any]):
         with self._client() as client:
             plan = client.plan(job)
             self.last_plan = plan
+            # The loaders stream the plan of this manifest or refuse
+            # (FAILED_PRECONDITION), never another manifest's batches.
+            job.fingerprint = plan.fingerprint
             if plan.steps == 0 and job.resume_token and worker == 0:
                 log.warning(
                     "shardstream: epoch %d has no steps left after the resume token; "

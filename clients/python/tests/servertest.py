@@ -21,7 +21,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import shardstream
 
@@ -39,8 +39,12 @@ class Server:
         log: Path,
         extra: tuple[str, ...] = (),
         env: dict[str, str] | None = None,
+        client: dict[str, Any] | None = None,
     ) -> None:
+        """``client``: ShardStreamDataset arguments for the readiness call
+        (TLS and token for a secured server)."""
         self.bin_path = bin_path
+        self.client = client or {}
         self.data = data
         self.log_path = log
         self.extra = extra
@@ -92,7 +96,8 @@ class Server:
                 self.port = int(self.address.rsplit(":", 1)[1])
                 break
         # Health: a real RPC answered.
-        shardstream.ShardStreamDataset(self.address, batch_size=1, timeout=10).describe()
+        kw: dict[str, Any] = {"timeout": 10, **self.client}
+        shardstream.ShardStreamDataset(self.address, batch_size=1, **kw).describe()
 
     def log(self) -> str:
         try:

@@ -16,6 +16,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 
 import shardstream
+import shardstream._client
 from tests.conftest import SAMPLES, Packed, pack, pack_local, sample_files, write_files
 from tests.servertest import Server, free_port, write_reference_dataset
 
@@ -355,3 +356,32 @@ def test_rank_from_torch_distributed_reaches_the_worker(server: Server) -> None:
         dist.destroy_process_group()
     assert in_process == want[1]
     assert in_worker == want[1]
+
+
+def test_job_carries_fingerprint(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The JobSpec of StreamBatches (and of each replan) names the
+    manifest PlanEpoch planned; a loader serving another refuses it."""
+    seen: list[str] = []
+    real = shardstream._client.Client.batches
+
+    def spy(self: Any, plan: Any, job: Any, *a: Any, **kw: Any) -> Any:
+        seen.append(job.fingerprint)
+        return real(self, plan, job, *a, **kw)
+
+    monkeypatch.setattr(shardstream._client.Client, "batches", spy)
+    ds = shardstream.ShardStreamDataset(server.address, rank=0, world_size=1, batch_size=64)
+    assert sum(len(b) for b in ds) > 0
+    assert ds.last_plan is not None
+    assert seen == [ds.last_plan.fingerprint]
+
+    job = ds.job(1)
+    job.fingerprint = "0123456789abcdef"
+    with (
+        shardstream._client.Client(
+            server.address, timeout=10, retry_timeout=0, max_message_bytes=1 << 20
+        ) as c,
+        pytest.raises(shardstream.ShardStreamError) as info,
+    ):
+        list(c.batches(ds.last_plan, job, 0, shardstream.Stats()))
+    assert info.value.code == grpc.StatusCode.FAILED_PRECONDITION, info.value
+    assert "job.fingerprint" in info.value.details

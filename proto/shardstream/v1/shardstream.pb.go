@@ -101,7 +101,13 @@ type JobSpec struct {
 	LastBatch LastBatchPolicy `protobuf:"varint,7,opt,name=last_batch,json=lastBatch,proto3,enum=shardstream.v1.LastBatchPolicy" json:"last_batch,omitempty"`
 	// Where the epoch stands, from a checkpoint; empty starts the epoch.
 	// world_size and batch_size may differ from the token's (elastic resume).
-	ResumeToken   string `protobuf:"bytes,8,opt,name=resume_token,json=resumeToken,proto3" json:"resume_token,omitempty"`
+	ResumeToken string `protobuf:"bytes,8,opt,name=resume_token,json=resumeToken,proto3" json:"resume_token,omitempty"`
+	// The dataset fingerprint the job planned against: PlanEpochResponse's
+	// dataset_fingerprint (GetDatasetResponse.fingerprint). A server serving
+	// another manifest under the dataset's name refuses the request with
+	// FAILED_PRECONDITION instead of streaming a different plan. Empty is
+	// not checked (clients from before this field).
+	Fingerprint   string `protobuf:"bytes,9,opt,name=fingerprint,proto3" json:"fingerprint,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -188,6 +194,13 @@ func (x *JobSpec) GetLastBatch() LastBatchPolicy {
 func (x *JobSpec) GetResumeToken() string {
 	if x != nil {
 		return x.ResumeToken
+	}
+	return ""
+}
+
+func (x *JobSpec) GetFingerprint() string {
+	if x != nil {
+		return x.Fingerprint
 	}
 	return ""
 }
@@ -1230,7 +1243,7 @@ var File_shardstream_v1_shardstream_proto protoreflect.FileDescriptor
 
 const file_shardstream_v1_shardstream_proto_rawDesc = "" +
 	"\n" +
-	" shardstream/v1/shardstream.proto\x12\x0eshardstream.v1\"\x86\x02\n" +
+	" shardstream/v1/shardstream.proto\x12\x0eshardstream.v1\"\xa8\x02\n" +
 	"\aJobSpec\x12\x18\n" +
 	"\adataset\x18\x01 \x01(\tR\adataset\x12\x12\n" +
 	"\x04seed\x18\x02 \x01(\x04R\x04seed\x12\x14\n" +
@@ -1242,7 +1255,8 @@ const file_shardstream_v1_shardstream_proto_rawDesc = "" +
 	"\x06window\x18\x06 \x01(\rR\x06window\x12>\n" +
 	"\n" +
 	"last_batch\x18\a \x01(\x0e2\x1f.shardstream.v1.LastBatchPolicyR\tlastBatch\x12!\n" +
-	"\fresume_token\x18\b \x01(\tR\vresumeToken\"-\n" +
+	"\fresume_token\x18\b \x01(\tR\vresumeToken\x12 \n" +
+	"\vfingerprint\x18\t \x01(\tR\vfingerprint\"-\n" +
 	"\x11GetDatasetRequest\x12\x18\n" +
 	"\adataset\x18\x01 \x01(\tR\adataset\"\x92\x01\n" +
 	"\x12GetDatasetResponse\x12\x12\n" +

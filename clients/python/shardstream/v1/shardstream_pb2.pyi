@@ -17,7 +17,7 @@ LAST_BATCH_POLICY_DROP: LastBatchPolicy
 LAST_BATCH_POLICY_PAD: LastBatchPolicy
 
 class JobSpec(_message.Message):
-    __slots__ = ("dataset", "seed", "epoch", "world_size", "batch_size", "window", "last_batch", "resume_token")
+    __slots__ = ("dataset", "seed", "epoch", "world_size", "batch_size", "window", "last_batch", "resume_token", "fingerprint")
     DATASET_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
@@ -26,6 +26,7 @@ class JobSpec(_message.Message):
     WINDOW_FIELD_NUMBER: _ClassVar[int]
     LAST_BATCH_FIELD_NUMBER: _ClassVar[int]
     RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     dataset: str
     seed: int
     epoch: int
@@ -34,7 +35,8 @@ class JobSpec(_message.Message):
     window: int
     last_batch: LastBatchPolicy
     resume_token: str
-    def __init__(self, dataset: _Optional[str] = ..., seed: _Optional[int] = ..., epoch: _Optional[int] = ..., world_size: _Optional[int] = ..., batch_size: _Optional[int] = ..., window: _Optional[int] = ..., last_batch: _Optional[_Union[LastBatchPolicy, str]] = ..., resume_token: _Optional[str] = ...) -> None: ...
+    fingerprint: str
+    def __init__(self, dataset: _Optional[str] = ..., seed: _Optional[int] = ..., epoch: _Optional[int] = ..., world_size: _Optional[int] = ..., batch_size: _Optional[int] = ..., window: _Optional[int] = ..., last_batch: _Optional[_Union[LastBatchPolicy, str]] = ..., resume_token: _Optional[str] = ..., fingerprint: _Optional[str] = ...) -> None: ...
 
 class GetDatasetRequest(_message.Message):
     __slots__ = ("dataset",)
