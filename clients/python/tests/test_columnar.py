@@ -137,7 +137,7 @@ def test_columnar_equals_dict_view(columnar_server: Server) -> None:
 
 def raw_responses(address: str, req: pb.StreamBatchesRequest) -> list[bytes]:
     with grpc.insecure_channel(address) as ch:
-        call = ch.unary_stream(
+        call: Any = ch.unary_stream(
             "/shardstream.v1.LoaderService/StreamBatches",
             request_serializer=pb.StreamBatchesRequest.SerializeToString,
         )
@@ -240,7 +240,7 @@ def test_columnar_pin_memory(columnar_server: Server) -> None:
         mapped = cb._map(lambda t: t.clone())
         assert torch.equal(mapped["tokens"].data, cb["tokens"].data)
         with pytest.raises(RuntimeError):
-            pin_memory(cb)
+            pin_memory(cb)  # type: ignore[no-untyped-call]
         pytest.skip(f"torch cannot pin memory on this machine: {why}")
     for cb in DataLoader(ds, batch_size=None, pin_memory=True, num_workers=2):
         assert isinstance(cb, shardstream.ColumnarBatch)
