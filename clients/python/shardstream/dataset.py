@@ -16,9 +16,10 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import closing
 from typing import TYPE_CHECKING, Any, Literal
 
-from torch.utils.data import IterableDataset
+from torch.utils.data import IterableDataset, get_worker_info
 
 from shardstream._client import Client
+from shardstream._columnar import ColumnarBatch
 from shardstream._convert import LAST_BATCH_POLICIES, job_spec
 
 # Kept importable from here for code written against the one-module client
@@ -289,6 +290,7 @@ class ShardStreamDataset(IterableDataset[Any]):
         # A generator: the client and its channels are made at the first
         # next(), in the process that iterates, never before a fork.
         job = self.job(world_size)
+        in_worker = get_worker_info() is not None
         with self._client() as client:
             plan = client.plan(job)
             self.last_plan = plan
@@ -306,6 +308,8 @@ class ShardStreamDataset(IterableDataset[Any]):
             )
             with closing(stream) as batches:
                 for batch in batches:
+                    if in_worker and isinstance(batch, ColumnarBatch):
+                        batch = batch.share_memory_()  # one segment to the main process
                     item = batch if self.decode is None else self.decode(batch)
                     # The token changes only as a batch is handed over, so
                     # state_dict() never counts a batch the trainer has not
