@@ -5,6 +5,7 @@
 #   make bench-read  read path vs plain ranged GETs on a real MinIO
 #   make bench-epoch store bytes fetched per epoch through a loader, on MinIO
 #   make bench-plan  planner benchmarks (10M shards)
+#   make bench-client the Python client against the Go client on one stream
 #   make proto       regenerate Go and Python code from proto/
 #
 # Every tool is pinned and installed into .tools/bin (Go) or .venv (Python)
@@ -38,7 +39,7 @@ GO_SOURCES := $(shell find . -name '*.go' -not -path './.venv/*' -not -path './.
 
 .PHONY: help
 help:
-	@sed -n '2,10p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,11p' Makefile | sed 's/^# \{0,1\}//'
 
 # ---- tools -----------------------------------------------------------------
 
@@ -184,6 +185,14 @@ bench-read: tools $(BENCH_BIN)
 .PHONY: bench-epoch
 bench-epoch: $(TOOLS)/minio $(BENCH_BIN)
 	$(BENCH_BIN) epoch --minio $(TOOLS)/minio
+
+# One local loader, one stream read by the Go client and by the Python
+# client (columnar tensors with 0 and 2 DataLoader workers, sample dicts),
+# small (0.5 KB) and token (8 KiB) samples (docs/benchmarks.md). The
+# generated datasets are kept in .cache/bench-client.
+.PHONY: bench-client
+bench-client: venv $(BIN) $(BENCH_BIN)
+	$(PY) clients/python/bench/bench_client.py --bin $(BIN) --bench-bin $(BENCH_BIN)
 
 .PHONY: bench-plan
 bench-plan:

@@ -99,7 +99,7 @@ func (l *loader) newRankStream(req *pb.StreamBatchesRequest) (*rankStream, error
 	if maxSteps > 0 && maxSteps < (end-from+stride-1)/stride {
 		end = from + maxSteps*stride
 	}
-	return &rankStream{l: l, j: j, plan: p, rank: int(rank), from: from, end: end, stride: stride}, nil
+	return &rankStream{l: l, j: j, plan: p, rank: int(rank), from: from, end: end, stride: stride, columnar: req.GetColumnar()}, nil
 }
 
 // readChunk reads one chunk. A panic in the read path (a decoder bug on

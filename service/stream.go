@@ -61,6 +61,7 @@ type rankStream struct {
 	rank      int
 	from, end int64 // the steps sent: from, from+stride, ... below end
 	stride    int64 // at least 1
+	columnar  bool  // send Batch.columns, not Batch.samples
 	budget    int64 // decoded chunk bytes this stream may hold: its reservation
 
 	wg    sync.WaitGroup    // the producer and every fetch
@@ -331,7 +332,7 @@ func (s *rankStream) sendStep(ps *pendingStep, send func(*pb.StreamBatchesRespon
 	m := s.l.metrics
 	m.stepSend.Observe(time.Since(start).Seconds())
 	m.batchesSent.Inc()
-	m.samplesSent.Add(float64(len(batch.Samples)))
+	m.samplesSent.Add(float64(len(ps.ids)))
 	m.bytesSent.Add(float64(size))
 	return nil
 }
@@ -349,7 +350,7 @@ func (s *rankStream) assemble(ps *pendingStep) (*pb.Batch, error) {
 		}
 	}
 	shards := s.j.ds.manifest.Shards
-	samples := make([]*pb.Sample, len(ps.ids))
+	smps := make([]*worker.Sample, len(ps.ids))
 	for i, id := range ps.ids {
 		sh := &shards[id.Shard]
 		ci := sh.ChunkOf(id.Index)
@@ -359,20 +360,31 @@ func (s *rankStream) assemble(ps *pendingStep) (*pb.Batch, error) {
 			return nil, status.Errorf(codes.DataLoss, "step %d: shard %q chunk %d at offset %d decoded samples [%d, %d), sample %d is missing",
 				ps.step, sh.Path, ci, sh.Chunks[ci].Offset, c.FirstSample, c.FirstSample+int64(len(c.Samples)), id.Index)
 		}
-		smp := &c.Samples[k]
+		smps[i] = &c.Samples[k]
+	}
+	b := &pb.Batch{
+		Rank:        uint32(s.rank),
+		Epoch:       s.j.key.epoch,
+		Step:        ps.step,
+		ResumeToken: s.plan.Token(ps.step + 1),
+	}
+	if s.columnar {
+		cols, err := columnsOf(ps.ids, smps)
+		if err != nil {
+			return nil, status.Errorf(codes.DataLoss, "step %d: %v", ps.step, err)
+		}
+		b.Columns = cols
+		return b, nil
+	}
+	b.Samples = make([]*pb.Sample, len(smps))
+	for i, smp := range smps {
 		fields := make([]*pb.Field, len(smp.Fields))
 		for fi, f := range smp.Fields {
 			fields[fi] = &pb.Field{Name: f.Name, Data: f.Data} // shares the chunk's bytes: no copy
 		}
-		samples[i] = &pb.Sample{Shard: uint64(id.Shard), Index: uint64(id.Index), Key: smp.Key, Fields: fields}
+		b.Samples[i] = &pb.Sample{Shard: uint64(ps.ids[i].Shard), Index: uint64(ps.ids[i].Index), Key: smp.Key, Fields: fields}
 	}
-	return &pb.Batch{
-		Rank:        uint32(s.rank),
-		Epoch:       s.j.key.epoch,
-		Step:        ps.step,
-		Samples:     samples,
-		ResumeToken: s.plan.Token(ps.step + 1),
-	}, nil
+	return b, nil
 }
 
 // releaseStep releases the chunks whose last use is ps: after its batch is

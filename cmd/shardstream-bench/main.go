@@ -5,6 +5,7 @@
 //
 //	shardstream-bench read [flags]    read path vs plain ranged GETs on MinIO (make bench-read)
 //	shardstream-bench epoch [flags]   store bytes fetched per epoch through a loader (make bench-epoch)
+//	shardstream-bench client [flags]  one stream from a running server, the Go client (make bench-client)
 package main
 
 import (
@@ -18,8 +19,9 @@ import (
 var program = &cli.Program{
 	Name: "shardstream-bench",
 	Commands: map[string]cli.Command{
-		"read":  {Summary: "measure the read path against plain ranged GETs", Run: runRead},
-		"epoch": {Summary: "measure store bytes fetched per epoch through a real loader", Run: runEpoch},
+		"read":   {Summary: "measure the read path against plain ranged GETs", Run: runRead},
+		"epoch":  {Summary: "measure store bytes fetched per epoch through a real loader", Run: runEpoch},
+		"client": {Summary: "read one stream from a running server and report MB/s and CPU per GB", Run: runClient},
 	},
 }
 

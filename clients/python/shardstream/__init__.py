@@ -15,6 +15,8 @@
 See docs/python-client.md for DDP, checkpoints, elastic resume and errors.
 """
 
+from shardstream._columnar import Column, ColumnarBatch
+
 # batch_from_proto and sample_from_proto are wire conversion, internal now
 # (shardstream._convert); they stay importable from here for code written
 # before the split, but are not in the public list.
@@ -28,6 +30,8 @@ from shardstream.world import World, current_worker, current_world, dist_world, 
 
 __all__ = [
     "Batch",
+    "Column",
+    "ColumnarBatch",
     "DatasetInfo",
     "Plan",
     "Sample",

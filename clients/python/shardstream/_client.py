@@ -29,6 +29,7 @@ from typing import Protocol, TypeVar
 
 import grpc
 
+from shardstream._columnar import ColumnarBatch, ColumnarFormatError, parse_response
 from shardstream._convert import (
     batch_from_proto,
     dataset_info_from_proto,
@@ -87,6 +88,16 @@ class _LoaderStub(Protocol):
     def StreamBatches(  # noqa: N802 - the RPC's name
         self, request: pb.StreamBatchesRequest, *, metadata: _Metadata
     ) -> _BatchStream: ...
+
+
+class _RawBatchStream(Protocol):
+    """A StreamBatches call whose responses stay serialized (columnar)."""
+
+    def __iter__(self) -> Iterator[bytes]: ...
+    def cancel(self) -> bool: ...
+
+
+_STREAM_BATCHES = "/shardstream.v1.LoaderService/StreamBatches"
 
 
 # ---- retries ---------------------------------------------------------------
@@ -248,7 +259,7 @@ class Client:
         # without TLS is a fair set-up).
         self._metadata: _Metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self._channels: dict[str, grpc.Channel] = {}
-        self._calls: set[_BatchStream] = set()
+        self._calls: set[_BatchStream | _RawBatchStream] = set()
         self._rng = random.Random()
 
     def __enter__(self) -> Client:
@@ -351,6 +362,25 @@ class Client:
                 plaintext = not self._security.tls
                 raise from_rpc_error(method, self.address, e, plaintext=plaintext) from e
 
+    def _raw_batches(self, address: str, req: pb.StreamBatchesRequest) -> _RawBatchStream:
+        # No response deserializer: the bytes come as gRPC received them,
+        # and the columnar batch's tensors view them (see _columnar).
+        call: _RawBatchStream = self._channel(address).unary_stream(
+            _STREAM_BATCHES, request_serializer=pb.StreamBatchesRequest.SerializeToString
+        )(req, metadata=self._metadata)
+        return call
+
+    @staticmethod
+    def _parse(resp: pb.StreamBatchesResponse | bytes, address: str) -> pb.Batch | ColumnarBatch:
+        if not isinstance(resp, bytes):
+            return resp.batch
+        try:
+            return parse_response(resp)
+        except ColumnarFormatError as e:
+            raise ShardStreamError(
+                "StreamBatches", address, grpc.StatusCode.FAILED_PRECONDITION, str(e)
+            ) from e
+
     def describe(self, dataset: str) -> DatasetInfo:
         """GetDataset."""
         req = pb.GetDatasetRequest(dataset=dataset)
@@ -377,7 +407,8 @@ class Client:
         *,
         first: int = 0,
         stride: int = 1,
-    ) -> Generator[Batch, None, None]:
+        columnar: bool = False,
+    ) -> Generator[Batch | ColumnarBatch, None, None]:
         """The rank's batches of ``plan`` for steps ``first, first+stride, …``,
         in order, each exactly once.
 
@@ -386,7 +417,9 @@ class Client:
         ``retry_timeout`` seconds without a batch; before each new attempt
         the coordinator is asked for the plan again, and a changed plan is
         an error. A batch over a message limit is an error at once, with a
-        hint. ``stats`` counts what arrives and each reconnect.
+        hint. ``stats`` counts what arrives and each reconnect. With
+        ``columnar`` the batches are :class:`ColumnarBatch` es whose tensors
+        view the received bytes.
         """
         next_step = first
         attempt = 0
@@ -397,12 +430,17 @@ class Client:
             req = pb.StreamBatchesRequest(job=job, rank=rank, from_step=next_step)
             if stride > 1:
                 req.stride = stride
-            call = self._loader(address).StreamBatches(req, metadata=self._metadata)
+            call: _BatchStream | _RawBatchStream
+            if columnar:
+                req.columnar = True
+                call = self._raw_batches(address, req)
+            else:
+                call = self._loader(address).StreamBatches(req, metadata=self._metadata)
             self._calls.add(call)
             retry_error: grpc.RpcError | None = None
             try:
                 for resp in call:
-                    b = resp.batch
+                    b = self._parse(resp, address)
                     if b.step != next_step or b.rank != rank:
                         old = (
                             " (a server without StreamBatchesRequest.stride?)" if stride > 1 else ""
@@ -414,10 +452,10 @@ class Client:
                             f"got rank {b.rank} step {b.step}, want rank {rank} step {next_step}"
                             + old,
                         )
-                    batch = batch_from_proto(b)
+                    batch = b if isinstance(b, ColumnarBatch) else batch_from_proto(b)
                     stats.batches += 1
                     stats.samples += len(batch)
-                    stats.bytes += field_bytes(b)
+                    stats.bytes += b.nbytes if isinstance(b, ColumnarBatch) else field_bytes(b)
                     failures, stalled_since = 0, None
                     next_step += stride
                     yield batch

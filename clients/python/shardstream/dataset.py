@@ -17,9 +17,10 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import closing
 from typing import TYPE_CHECKING, Any, Literal
 
-from torch.utils.data import IterableDataset
+from torch.utils.data import IterableDataset, get_worker_info
 
 from shardstream._client import Client, Security
+from shardstream._columnar import ColumnarBatch
 from shardstream._convert import LAST_BATCH_POLICIES, job_spec
 
 # Kept importable from here for code written against the one-module client
@@ -152,7 +153,12 @@ class ShardStreamDataset(IterableDataset[Any]):
         run that made it.
       rank, world_size: this rank; by default from torch.distributed, else
         the RANK/WORLD_SIZE environment, else 0 of 1.
-      decode: called on every Batch; what it returns is yielded.
+      decode: called on every Batch (or ColumnarBatch); what it returns is
+        yielded.
+      columnar: yield :class:`~shardstream.ColumnarBatch` es, each field one
+        tensor over the received bytes, instead of :class:`Batch` es of
+        sample dicts (``batch.samples()`` gives those back). Not the default:
+        the items differ, so code written for sample dicts would break.
       timeout: seconds a PlanEpoch call may take, including waiting for the
         server to come up.
       retry_timeout: seconds to keep reopening a lost stream without
@@ -193,7 +199,8 @@ class ShardStreamDataset(IterableDataset[Any]):
         resume_token: str | None = None,
         rank: int | None = None,
         world_size: int | None = None,
-        decode: Callable[[Batch], Any] | None = None,
+        decode: Callable[[Any], Any] | None = None,
+        columnar: bool = False,
         timeout: float = 60.0,
         retry_timeout: float = 60.0,
         max_message_bytes: int = 256 << 20,
@@ -227,6 +234,7 @@ class ShardStreamDataset(IterableDataset[Any]):
         self.rank = rank
         self.world_size = world_size
         self.decode = decode
+        self.columnar = bool(columnar)
         if not timeout > 0 or not retry_timeout >= 0:
             raise ValueError(f"timeout {timeout}, retry_timeout {retry_timeout}: must be positive")
         self.timeout = float(timeout)
@@ -405,6 +413,7 @@ class ShardStreamDataset(IterableDataset[Any]):
         # A generator: the client and its channels are made at the first
         # next(), in the process that iterates, never before a fork.
         job = self.job(world_size)
+        in_worker = get_worker_info() is not None
         with self._client() as client:
             plan = client.plan(job)
             self.last_plan = plan
@@ -420,9 +429,13 @@ class ShardStreamDataset(IterableDataset[Any]):
             # DataLoader worker w of N reads the steps w, w+N, ...; the
             # DataLoader takes one item from each worker in turn, so the
             # training loop sees the steps in order, as with no workers.
-            stream = client.batches(plan, job, rank, self.stats, first=worker, stride=workers)
+            stream = client.batches(
+                plan, job, rank, self.stats, first=worker, stride=workers, columnar=self.columnar
+            )
             with closing(stream) as batches:
                 for batch in batches:
+                    if in_worker and isinstance(batch, ColumnarBatch):
+                        batch = batch.share_memory_()  # one segment to the main process
                     item = batch if self.decode is None else self.decode(batch)
                     # The token changes only as a batch is handed over, so
                     # state_dict() never counts a batch the trainer has not

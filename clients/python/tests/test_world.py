@@ -90,6 +90,7 @@ def test_dataloader_worker_reads_its_stripe(monkeypatch: pytest.MonkeyPatch) -> 
         *,
         first: int,
         stride: int,
+        columnar: bool = False,
     ) -> Iterator[shardstream.Batch]:
         asked.update(rank=rank, first=first, stride=stride)
         for step in range(first, 10, stride):

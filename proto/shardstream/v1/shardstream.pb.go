@@ -924,7 +924,11 @@ type StreamBatchesRequest struct {
 	// first+j, j in [0, K), carry its steps from first on between them: this
 	// is how DataLoader workers, and stripes over several loaders, split a
 	// rank's steps. At most 1024, else INVALID_ARGUMENT.
-	Stride        uint32 `protobuf:"varint,5,opt,name=stride,proto3" json:"stride,omitempty"`
+	Stride uint32 `protobuf:"varint,5,opt,name=stride,proto3" json:"stride,omitempty"`
+	// Send each batch in columnar form (Batch.columns) instead of as
+	// Batch.samples. A server that predates it ignores it and sends samples:
+	// a client that asks must check which one it got.
+	Columnar      bool `protobuf:"varint,6,opt,name=columnar,proto3" json:"columnar,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -994,6 +998,13 @@ func (x *StreamBatchesRequest) GetStride() uint32 {
 	return 0
 }
 
+func (x *StreamBatchesRequest) GetColumnar() bool {
+	if x != nil {
+		return x.Columnar
+	}
+	return false
+}
+
 type StreamBatchesResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Batch         *Batch                 `protobuf:"bytes,1,opt,name=batch,proto3" json:"batch,omitempty"`
@@ -1046,7 +1057,10 @@ type Batch struct {
 	Step    int64     `protobuf:"varint,3,opt,name=step,proto3" json:"step,omitempty"`
 	Samples []*Sample `protobuf:"bytes,4,rep,name=samples,proto3" json:"samples,omitempty"`
 	// The token to checkpoint once every rank has consumed this step.
-	ResumeToken   string `protobuf:"bytes,5,opt,name=resume_token,json=resumeToken,proto3" json:"resume_token,omitempty"`
+	ResumeToken string `protobuf:"bytes,5,opt,name=resume_token,json=resumeToken,proto3" json:"resume_token,omitempty"`
+	// The batch's samples in columnar form, when the request asked for it
+	// (StreamBatchesRequest.columnar); samples is then empty.
+	Columns       *Columns `protobuf:"bytes,6,opt,name=columns,proto3" json:"columns,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1116,6 +1130,200 @@ func (x *Batch) GetResumeToken() string {
 	return ""
 }
 
+func (x *Batch) GetColumns() *Columns {
+	if x != nil {
+		return x.Columns
+	}
+	return nil
+}
+
+// Columns is a batch of n samples as one buffer per field plus offsets, so
+// that a client can view each field as an array without a message per
+// sample. Sample i is the i-th of the batch in every array.
+//
+// Integer arrays are packed little-endian int64 in bytes fields (n values,
+// or n+1 for offsets), not repeated fields: a client reads them as an array
+// over the received bytes (numpy.frombuffer, torch.frombuffer) instead of
+// decoding n varints into n objects.
+type Columns struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Samples in the batch.
+	Count uint32 `protobuf:"varint,1,opt,name=count,proto3" json:"count,omitempty"`
+	// Each sample's shard index and index in its shard: n little-endian int64.
+	Shards  []byte `protobuf:"bytes,2,opt,name=shards,proto3" json:"shards,omitempty"`
+	Indices []byte `protobuf:"bytes,3,opt,name=indices,proto3" json:"indices,omitempty"`
+	// The samples' keys, UTF-8, concatenated; key i is
+	// keys[key_offsets[i]:key_offsets[i+1]], key_offsets n+1 little-endian
+	// int64 from 0.
+	Keys       []byte `protobuf:"bytes,4,opt,name=keys,proto3" json:"keys,omitempty"`
+	KeyOffsets []byte `protobuf:"bytes,5,opt,name=key_offsets,json=keyOffsets,proto3" json:"key_offsets,omitempty"`
+	// One column per field name present in any sample of the batch, in the
+	// order of first appearance.
+	Fields        []*Column `protobuf:"bytes,6,rep,name=fields,proto3" json:"fields,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Columns) Reset() {
+	*x = Columns{}
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Columns) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Columns) ProtoMessage() {}
+
+func (x *Columns) ProtoReflect() protoreflect.Message {
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Columns.ProtoReflect.Descriptor instead.
+func (*Columns) Descriptor() ([]byte, []int) {
+	return file_shardstream_v1_shardstream_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *Columns) GetCount() uint32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *Columns) GetShards() []byte {
+	if x != nil {
+		return x.Shards
+	}
+	return nil
+}
+
+func (x *Columns) GetIndices() []byte {
+	if x != nil {
+		return x.Indices
+	}
+	return nil
+}
+
+func (x *Columns) GetKeys() []byte {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *Columns) GetKeyOffsets() []byte {
+	if x != nil {
+		return x.KeyOffsets
+	}
+	return nil
+}
+
+func (x *Columns) GetFields() []*Column {
+	if x != nil {
+		return x.Fields
+	}
+	return nil
+}
+
+// Column is one field of every sample of a batch.
+type Column struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The field's name, as in Field.name.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The samples' values concatenated in sample order.
+	Data []byte `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	// Sample i's value is data[offsets[i]:offsets[i+1]]: n+1 little-endian
+	// int64 from 0. Empty when fixed_size is set.
+	Offsets []byte `protobuf:"bytes,3,opt,name=offsets,proto3" json:"offsets,omitempty"`
+	// Set when every sample has the field and every value has this many
+	// bytes (token arrays, fixed-size tensors): sample i's value is
+	// data[i*fixed_size:(i+1)*fixed_size], and offsets and present are empty.
+	FixedSize *uint64 `protobuf:"varint,4,opt,name=fixed_size,json=fixedSize,proto3,oneof" json:"fixed_size,omitempty"`
+	// Which samples have the field, when some lack it: bit i (byte i/8, bit
+	// i%8, least significant first) is set when sample i has it. A sample
+	// without the field has an empty range in data. Empty when every sample
+	// has the field.
+	Present       []byte `protobuf:"bytes,5,opt,name=present,proto3" json:"present,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Column) Reset() {
+	*x = Column{}
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Column) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Column) ProtoMessage() {}
+
+func (x *Column) ProtoReflect() protoreflect.Message {
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Column.ProtoReflect.Descriptor instead.
+func (*Column) Descriptor() ([]byte, []int) {
+	return file_shardstream_v1_shardstream_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *Column) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Column) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *Column) GetOffsets() []byte {
+	if x != nil {
+		return x.Offsets
+	}
+	return nil
+}
+
+func (x *Column) GetFixedSize() uint64 {
+	if x != nil && x.FixedSize != nil {
+		return *x.FixedSize
+	}
+	return 0
+}
+
+func (x *Column) GetPresent() []byte {
+	if x != nil {
+		return x.Present
+	}
+	return nil
+}
+
 // Sample is one training example: its identity in the dataset, its key and
 // its fields in the order the shard stores them.
 type Sample struct {
@@ -1130,7 +1338,7 @@ type Sample struct {
 
 func (x *Sample) Reset() {
 	*x = Sample{}
-	mi := &file_shardstream_v1_shardstream_proto_msgTypes[15]
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1142,7 +1350,7 @@ func (x *Sample) String() string {
 func (*Sample) ProtoMessage() {}
 
 func (x *Sample) ProtoReflect() protoreflect.Message {
-	mi := &file_shardstream_v1_shardstream_proto_msgTypes[15]
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1155,7 +1363,7 @@ func (x *Sample) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sample.ProtoReflect.Descriptor instead.
 func (*Sample) Descriptor() ([]byte, []int) {
-	return file_shardstream_v1_shardstream_proto_rawDescGZIP(), []int{15}
+	return file_shardstream_v1_shardstream_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Sample) GetShard() uint64 {
@@ -1197,7 +1405,7 @@ type Field struct {
 
 func (x *Field) Reset() {
 	*x = Field{}
-	mi := &file_shardstream_v1_shardstream_proto_msgTypes[16]
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1209,7 +1417,7 @@ func (x *Field) String() string {
 func (*Field) ProtoMessage() {}
 
 func (x *Field) ProtoReflect() protoreflect.Message {
-	mi := &file_shardstream_v1_shardstream_proto_msgTypes[16]
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1222,7 +1430,7 @@ func (x *Field) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Field.ProtoReflect.Descriptor instead.
 func (*Field) Descriptor() ([]byte, []int) {
-	return file_shardstream_v1_shardstream_proto_rawDescGZIP(), []int{16}
+	return file_shardstream_v1_shardstream_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Field) GetName() string {
@@ -1306,21 +1514,39 @@ const file_shardstream_v1_shardstream_proto_rawDesc = "" +
 	"\x04load\x18\x02 \x01(\v2\x1a.shardstream.v1.LoaderLoadR\x04load\x12\x18\n" +
 	"\aleaving\x18\x03 \x01(\bR\aleaving\x12'\n" +
 	"\x10last_beat_age_ms\x18\x04 \x01(\rR\rlastBeatAgeMs\x12\"\n" +
-	"\rjoined_age_ms\x18\x05 \x01(\x04R\vjoinedAgeMs\"\xa7\x01\n" +
+	"\rjoined_age_ms\x18\x05 \x01(\x04R\vjoinedAgeMs\"\xc3\x01\n" +
 	"\x14StreamBatchesRequest\x12)\n" +
 	"\x03job\x18\x01 \x01(\v2\x17.shardstream.v1.JobSpecR\x03job\x12\x12\n" +
 	"\x04rank\x18\x02 \x01(\rR\x04rank\x12\x1b\n" +
 	"\tfrom_step\x18\x03 \x01(\x03R\bfromStep\x12\x1b\n" +
 	"\tmax_steps\x18\x04 \x01(\x03R\bmaxSteps\x12\x16\n" +
-	"\x06stride\x18\x05 \x01(\rR\x06stride\"D\n" +
+	"\x06stride\x18\x05 \x01(\rR\x06stride\x12\x1a\n" +
+	"\bcolumnar\x18\x06 \x01(\bR\bcolumnar\"D\n" +
 	"\x15StreamBatchesResponse\x12+\n" +
-	"\x05batch\x18\x01 \x01(\v2\x15.shardstream.v1.BatchR\x05batch\"\x9a\x01\n" +
+	"\x05batch\x18\x01 \x01(\v2\x15.shardstream.v1.BatchR\x05batch\"\xcd\x01\n" +
 	"\x05Batch\x12\x12\n" +
 	"\x04rank\x18\x01 \x01(\rR\x04rank\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x12\n" +
 	"\x04step\x18\x03 \x01(\x03R\x04step\x120\n" +
 	"\asamples\x18\x04 \x03(\v2\x16.shardstream.v1.SampleR\asamples\x12!\n" +
-	"\fresume_token\x18\x05 \x01(\tR\vresumeToken\"u\n" +
+	"\fresume_token\x18\x05 \x01(\tR\vresumeToken\x121\n" +
+	"\acolumns\x18\x06 \x01(\v2\x17.shardstream.v1.ColumnsR\acolumns\"\xb6\x01\n" +
+	"\aColumns\x12\x14\n" +
+	"\x05count\x18\x01 \x01(\rR\x05count\x12\x16\n" +
+	"\x06shards\x18\x02 \x01(\fR\x06shards\x12\x18\n" +
+	"\aindices\x18\x03 \x01(\fR\aindices\x12\x12\n" +
+	"\x04keys\x18\x04 \x01(\fR\x04keys\x12\x1f\n" +
+	"\vkey_offsets\x18\x05 \x01(\fR\n" +
+	"keyOffsets\x12.\n" +
+	"\x06fields\x18\x06 \x03(\v2\x16.shardstream.v1.ColumnR\x06fields\"\x97\x01\n" +
+	"\x06Column\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\x12\x18\n" +
+	"\aoffsets\x18\x03 \x01(\fR\aoffsets\x12\"\n" +
+	"\n" +
+	"fixed_size\x18\x04 \x01(\x04H\x00R\tfixedSize\x88\x01\x01\x12\x18\n" +
+	"\apresent\x18\x05 \x01(\fR\apresentB\r\n" +
+	"\v_fixed_size\"u\n" +
 	"\x06Sample\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\x04R\x05shard\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\x04R\x05index\x12\x10\n" +
@@ -1356,7 +1582,7 @@ func file_shardstream_v1_shardstream_proto_rawDescGZIP() []byte {
 }
 
 var file_shardstream_v1_shardstream_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_shardstream_v1_shardstream_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_shardstream_v1_shardstream_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_shardstream_v1_shardstream_proto_goTypes = []any{
 	(LastBatchPolicy)(0),          // 0: shardstream.v1.LastBatchPolicy
 	(*JobSpec)(nil),               // 1: shardstream.v1.JobSpec
@@ -1374,8 +1600,10 @@ var file_shardstream_v1_shardstream_proto_goTypes = []any{
 	(*StreamBatchesRequest)(nil),  // 13: shardstream.v1.StreamBatchesRequest
 	(*StreamBatchesResponse)(nil), // 14: shardstream.v1.StreamBatchesResponse
 	(*Batch)(nil),                 // 15: shardstream.v1.Batch
-	(*Sample)(nil),                // 16: shardstream.v1.Sample
-	(*Field)(nil),                 // 17: shardstream.v1.Field
+	(*Columns)(nil),               // 16: shardstream.v1.Columns
+	(*Column)(nil),                // 17: shardstream.v1.Column
+	(*Sample)(nil),                // 18: shardstream.v1.Sample
+	(*Field)(nil),                 // 19: shardstream.v1.Field
 }
 var file_shardstream_v1_shardstream_proto_depIdxs = []int32{
 	0,  // 0: shardstream.v1.JobSpec.last_batch:type_name -> shardstream.v1.LastBatchPolicy
@@ -1386,23 +1614,25 @@ var file_shardstream_v1_shardstream_proto_depIdxs = []int32{
 	7,  // 5: shardstream.v1.PoolLoader.load:type_name -> shardstream.v1.LoaderLoad
 	1,  // 6: shardstream.v1.StreamBatchesRequest.job:type_name -> shardstream.v1.JobSpec
 	15, // 7: shardstream.v1.StreamBatchesResponse.batch:type_name -> shardstream.v1.Batch
-	16, // 8: shardstream.v1.Batch.samples:type_name -> shardstream.v1.Sample
-	17, // 9: shardstream.v1.Sample.fields:type_name -> shardstream.v1.Field
-	2,  // 10: shardstream.v1.CoordinatorService.GetDataset:input_type -> shardstream.v1.GetDatasetRequest
-	4,  // 11: shardstream.v1.CoordinatorService.PlanEpoch:input_type -> shardstream.v1.PlanEpochRequest
-	8,  // 12: shardstream.v1.PoolService.Heartbeat:input_type -> shardstream.v1.HeartbeatRequest
-	10, // 13: shardstream.v1.PoolService.ListLoaders:input_type -> shardstream.v1.ListLoadersRequest
-	13, // 14: shardstream.v1.LoaderService.StreamBatches:input_type -> shardstream.v1.StreamBatchesRequest
-	3,  // 15: shardstream.v1.CoordinatorService.GetDataset:output_type -> shardstream.v1.GetDatasetResponse
-	5,  // 16: shardstream.v1.CoordinatorService.PlanEpoch:output_type -> shardstream.v1.PlanEpochResponse
-	9,  // 17: shardstream.v1.PoolService.Heartbeat:output_type -> shardstream.v1.HeartbeatResponse
-	11, // 18: shardstream.v1.PoolService.ListLoaders:output_type -> shardstream.v1.ListLoadersResponse
-	14, // 19: shardstream.v1.LoaderService.StreamBatches:output_type -> shardstream.v1.StreamBatchesResponse
-	15, // [15:20] is the sub-list for method output_type
-	10, // [10:15] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	18, // 8: shardstream.v1.Batch.samples:type_name -> shardstream.v1.Sample
+	16, // 9: shardstream.v1.Batch.columns:type_name -> shardstream.v1.Columns
+	17, // 10: shardstream.v1.Columns.fields:type_name -> shardstream.v1.Column
+	19, // 11: shardstream.v1.Sample.fields:type_name -> shardstream.v1.Field
+	2,  // 12: shardstream.v1.CoordinatorService.GetDataset:input_type -> shardstream.v1.GetDatasetRequest
+	4,  // 13: shardstream.v1.CoordinatorService.PlanEpoch:input_type -> shardstream.v1.PlanEpochRequest
+	8,  // 14: shardstream.v1.PoolService.Heartbeat:input_type -> shardstream.v1.HeartbeatRequest
+	10, // 15: shardstream.v1.PoolService.ListLoaders:input_type -> shardstream.v1.ListLoadersRequest
+	13, // 16: shardstream.v1.LoaderService.StreamBatches:input_type -> shardstream.v1.StreamBatchesRequest
+	3,  // 17: shardstream.v1.CoordinatorService.GetDataset:output_type -> shardstream.v1.GetDatasetResponse
+	5,  // 18: shardstream.v1.CoordinatorService.PlanEpoch:output_type -> shardstream.v1.PlanEpochResponse
+	9,  // 19: shardstream.v1.PoolService.Heartbeat:output_type -> shardstream.v1.HeartbeatResponse
+	11, // 20: shardstream.v1.PoolService.ListLoaders:output_type -> shardstream.v1.ListLoadersResponse
+	14, // 21: shardstream.v1.LoaderService.StreamBatches:output_type -> shardstream.v1.StreamBatchesResponse
+	17, // [17:22] is the sub-list for method output_type
+	12, // [12:17] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_shardstream_v1_shardstream_proto_init() }
@@ -1410,13 +1640,14 @@ func file_shardstream_v1_shardstream_proto_init() {
 	if File_shardstream_v1_shardstream_proto != nil {
 		return
 	}
+	file_shardstream_v1_shardstream_proto_msgTypes[16].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shardstream_v1_shardstream_proto_rawDesc), len(file_shardstream_v1_shardstream_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   17,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -151,18 +151,20 @@ class PoolLoader(_message.Message):
     def __init__(self, address: _Optional[str] = ..., load: _Optional[_Union[LoaderLoad, _Mapping]] = ..., leaving: _Optional[bool] = ..., last_beat_age_ms: _Optional[int] = ..., joined_age_ms: _Optional[int] = ...) -> None: ...
 
 class StreamBatchesRequest(_message.Message):
-    __slots__ = ("job", "rank", "from_step", "max_steps", "stride")
+    __slots__ = ("job", "rank", "from_step", "max_steps", "stride", "columnar")
     JOB_FIELD_NUMBER: _ClassVar[int]
     RANK_FIELD_NUMBER: _ClassVar[int]
     FROM_STEP_FIELD_NUMBER: _ClassVar[int]
     MAX_STEPS_FIELD_NUMBER: _ClassVar[int]
     STRIDE_FIELD_NUMBER: _ClassVar[int]
+    COLUMNAR_FIELD_NUMBER: _ClassVar[int]
     job: JobSpec
     rank: int
     from_step: int
     max_steps: int
     stride: int
-    def __init__(self, job: _Optional[_Union[JobSpec, _Mapping]] = ..., rank: _Optional[int] = ..., from_step: _Optional[int] = ..., max_steps: _Optional[int] = ..., stride: _Optional[int] = ...) -> None: ...
+    columnar: bool
+    def __init__(self, job: _Optional[_Union[JobSpec, _Mapping]] = ..., rank: _Optional[int] = ..., from_step: _Optional[int] = ..., max_steps: _Optional[int] = ..., stride: _Optional[int] = ..., columnar: _Optional[bool] = ...) -> None: ...
 
 class StreamBatchesResponse(_message.Message):
     __slots__ = ("batch",)
@@ -171,18 +173,50 @@ class StreamBatchesResponse(_message.Message):
     def __init__(self, batch: _Optional[_Union[Batch, _Mapping]] = ...) -> None: ...
 
 class Batch(_message.Message):
-    __slots__ = ("rank", "epoch", "step", "samples", "resume_token")
+    __slots__ = ("rank", "epoch", "step", "samples", "resume_token", "columns")
     RANK_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
     SAMPLES_FIELD_NUMBER: _ClassVar[int]
     RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
     rank: int
     epoch: int
     step: int
     samples: _containers.RepeatedCompositeFieldContainer[Sample]
     resume_token: str
-    def __init__(self, rank: _Optional[int] = ..., epoch: _Optional[int] = ..., step: _Optional[int] = ..., samples: _Optional[_Iterable[_Union[Sample, _Mapping]]] = ..., resume_token: _Optional[str] = ...) -> None: ...
+    columns: Columns
+    def __init__(self, rank: _Optional[int] = ..., epoch: _Optional[int] = ..., step: _Optional[int] = ..., samples: _Optional[_Iterable[_Union[Sample, _Mapping]]] = ..., resume_token: _Optional[str] = ..., columns: _Optional[_Union[Columns, _Mapping]] = ...) -> None: ...
+
+class Columns(_message.Message):
+    __slots__ = ("count", "shards", "indices", "keys", "key_offsets", "fields")
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    SHARDS_FIELD_NUMBER: _ClassVar[int]
+    INDICES_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    KEY_OFFSETS_FIELD_NUMBER: _ClassVar[int]
+    FIELDS_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    shards: bytes
+    indices: bytes
+    keys: bytes
+    key_offsets: bytes
+    fields: _containers.RepeatedCompositeFieldContainer[Column]
+    def __init__(self, count: _Optional[int] = ..., shards: _Optional[bytes] = ..., indices: _Optional[bytes] = ..., keys: _Optional[bytes] = ..., key_offsets: _Optional[bytes] = ..., fields: _Optional[_Iterable[_Union[Column, _Mapping]]] = ...) -> None: ...
+
+class Column(_message.Message):
+    __slots__ = ("name", "data", "offsets", "fixed_size", "present")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    OFFSETS_FIELD_NUMBER: _ClassVar[int]
+    FIXED_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PRESENT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    data: bytes
+    offsets: bytes
+    fixed_size: int
+    present: bytes
+    def __init__(self, name: _Optional[str] = ..., data: _Optional[bytes] = ..., offsets: _Optional[bytes] = ..., fixed_size: _Optional[int] = ..., present: _Optional[bytes] = ...) -> None: ...
 
 class Sample(_message.Message):
     __slots__ = ("shard", "index", "key", "fields")
