@@ -39,6 +39,19 @@ const (
 type Manifest struct {
 	Version int     `json:"version"`
 	Shards  []Shard `json:"shards"`
+	// Replacing, when set, marks a tombstone: a writer is rewriting the
+	// dataset's shards in place (pack --overwrite), so no reader may trust
+	// them until it writes the new manifest. Such a manifest never
+	// validates.
+	Replacing string `json:"replacing,omitempty"`
+}
+
+// Tombstone is the manifest a writer puts in place before it rewrites a
+// dataset's shards in place: readers opening the dataset meanwhile (or
+// after the writer died) get a clear error instead of old indexes over
+// new bytes.
+func Tombstone(why string) ([]byte, error) {
+	return json.Marshal(Manifest{Version: Version, Replacing: why})
 }
 
 // Shard is one object of the dataset.
@@ -107,6 +120,9 @@ func (m *Manifest) Marshal() ([]byte, error) {
 // Validate checks that the chunk tables cover each shard exactly and that
 // sample counts add up.
 func (m *Manifest) Validate() error {
+	if m.Replacing != "" {
+		return fmt.Errorf("%w: the dataset is being rewritten (%s): wait for that to finish, or rerun it if it died", ErrInvalid, m.Replacing)
+	}
 	if m.Version != Version {
 		return fmt.Errorf("%w: version %d, want %d", ErrInvalid, m.Version, Version)
 	}

@@ -1,6 +1,8 @@
 package manifest
 
 import (
+	"errors"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -28,5 +30,15 @@ func TestUnits(t *testing.T) {
 	}
 	if got := m.MaxChunkRawSize(); got != 40 {
 		t.Errorf("MaxChunkRawSize() = %d, want 40", got)
+	}
+}
+
+func TestTombstone(t *testing.T) {
+	b, err := Tombstone("pack --overwrite")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Parse(b); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "being rewritten (pack --overwrite)") {
+		t.Errorf("Parse(tombstone) = %v, want ErrInvalid saying the dataset is being rewritten", err)
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"flag"
 	"fmt"
@@ -29,7 +30,7 @@ type packFlags struct {
 }
 
 func (f *packFlags) register(fs *flag.FlagSet) {
-	fs.BoolVar(&f.overwrite, "overwrite", false, "write over a dataset already at --output (its manifest.json); a pack killed meanwhile leaves the old manifest over changed shards, which serve refuses with FAILED_PRECONDITION")
+	fs.BoolVar(&f.overwrite, "overwrite", false, "write over a dataset already at --output (its manifest.json); until the new manifest is written, the dataset's manifest says it is being rewritten, so readers refuse it rather than read new shards through old indexes")
 	fs.StringVar(&f.input, "input", "", "directory of files to pack (required); a file's path up to the first dot of its base name is its sample key, the rest its field")
 	fs.StringVar(&f.output, "output", "", "dataset root to write: a directory (created if missing) or s3://bucket/prefix (required)")
 	fs.StringVar(&f.shardSize, "shard-size", "256MiB", "stored size after which a shard ends (64MiB, 1GB, 512k, bytes)")
@@ -80,6 +81,16 @@ func runPack(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return fmt.Errorf("pack: %s already holds a dataset (%s); pass --overwrite to replace it", f.output, manifest.FileName)
 		}
 		fmt.Fprintf(stderr, "pack: replacing the dataset at %s (shards beyond the new ones stay, unlisted)\n", f.output)
+		// The shards are rewritten in place: until the new manifest is
+		// written, the old one would index new bytes. A tombstone makes a
+		// reader meanwhile, or after a pack that died, refuse the dataset.
+		tomb, err := manifest.Tombstone(fmt.Sprintf("shardstream pack --overwrite from %s, started %s", f.input, start.UTC().Format(time.RFC3339)))
+		if err == nil {
+			err = st.Write(ctx, manifest.FileName, bytes.NewReader(tomb))
+		}
+		if err != nil {
+			return fmt.Errorf("pack: mark %s as being rewritten: %w", f.output, err)
+		}
 	}
 	prog := progress.New(stderr, "pack", start)
 	opts.Progress = prog.Update

@@ -317,3 +317,32 @@ func TestOverwriteRefused(t *testing.T) {
 		t.Errorf("the manifest changed after refusals (%v)", err)
 	}
 }
+
+// TestOverwriteDiesMidway: pack --overwrite first marks the dataset as being
+// rewritten, so a pack that dies before its new manifest leaves no manifest
+// a reader would trust: readers refuse the dataset, naming why, instead of
+// reading new shard bytes through the old chunk tables.
+func TestOverwriteDiesMidway(t *testing.T) {
+	ctx := context.Background()
+	in, out := t.TempDir(), t.TempDir()
+	packTestTree(t, in, 10)
+	if err := runPack(ctx, []string{"--input", in, "--output", out, "--shard-size", "64k"}, io.Discard, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	// The first shard cannot be written: a directory stands in its place.
+	first := filepath.Join(out, wds.ShardName(0, manifest.CompressionZstd))
+	if err := os.Remove(first); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(first, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	err := runPack(ctx, []string{"--input", in, "--output", out, "--shard-size", "64k", "--overwrite"}, io.Discard, io.Discard)
+	if err == nil {
+		t.Fatal("pack --overwrite over a shard path that is a directory succeeded")
+	}
+	_, err = worker.Open(ctx, out, worker.Config{}, nil)
+	if err == nil || !strings.Contains(err.Error(), "being rewritten") {
+		t.Errorf("opening the dataset after the failed pack: %v, want an error saying it is being rewritten", err)
+	}
+}
