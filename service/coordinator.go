@@ -81,6 +81,7 @@ func (c *coordinator) PlanEpoch(ctx context.Context, req *pb.PlanEpochRequest) (
 		ResumeToken:        p.Token(0),
 		LoaderAddresses:    addrs,
 		RankLoaders:        rl,
+		Window:             uint32(j.key.window),
 	}, nil
 }
 

@@ -283,3 +283,48 @@ func TestStreamReleasesChunksOfEndedWindows(t *testing.T) {
 		}
 	}
 }
+
+// PlanEpoch says which window it planned with, so clients send it to
+// loaders whose own default may differ, and every loader streams the
+// coordinator's plan.
+func TestPlanEpochSaysItsWindow(t *testing.T) {
+	leaktest.Check(t)
+	r := &fakeReader{m: testManifest(4, 10, 5)}
+	coordCfg := testConfig(r)
+	coordCfg.DefaultWindow = 3
+	coord := startServer(t, coordCfg, samplerPlanner)
+	loaderCfg := testConfig(r)
+	loaderCfg.DefaultWindow = 5
+	loader := startServer(t, loaderCfg, samplerPlanner)
+	ctx := testCtx(t)
+	job := &pb.JobSpec{WorldSize: 1, BatchSize: 4, Seed: 2}
+	plan, err := coord.coord.PlanEpoch(ctx, &pb.PlanEpochRequest{Job: job})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plan.GetWindow() != 3 {
+		t.Fatalf("PlanEpoch window %d, want the coordinator's default 3", plan.GetWindow())
+	}
+	want, err := streamAll(ctx, coord.loader, &pb.StreamBatchesRequest{Job: job})
+	if err != nil {
+		t.Fatal(err)
+	}
+	withWindow := &pb.JobSpec{WorldSize: 1, BatchSize: 4, Seed: 2, Window: plan.GetWindow()}
+	got, err := streamAll(ctx, loader.loader, &pb.StreamBatchesRequest{Job: withWindow})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("%d batches from the loader, %d from the coordinator", len(got), len(want))
+	}
+	for i := range want {
+		for j, s := range want[i].GetSamples() {
+			if g := got[i].GetSamples()[j]; g.GetShard() != s.GetShard() || g.GetIndex() != s.GetIndex() {
+				t.Fatalf("step %d slot %d: the loader sent %d/%d, the coordinator's plan %d/%d", i, j, g.GetShard(), g.GetIndex(), s.GetShard(), s.GetIndex())
+			}
+		}
+	}
+	if p, err := coord.coord.PlanEpoch(ctx, &pb.PlanEpochRequest{Job: withWindow}); err != nil || p.GetWindow() != 3 {
+		t.Errorf("PlanEpoch with window 3 = %v, %v; want window 3", p.GetWindow(), err)
+	}
+}

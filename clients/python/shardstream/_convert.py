@@ -81,6 +81,7 @@ def plan_from_proto(r: pb.PlanEpochResponse) -> Plan:
         padded=r.padded,
         resume_token=r.resume_token,
         loader_addresses=tuple(r.loader_addresses),
+        window=r.window,
     )
 
 

@@ -418,8 +418,12 @@ class ShardStreamDataset(IterableDataset[Any]):
             plan = client.plan(job)
             self.last_plan = plan
             # The loaders stream the plan of this manifest or refuse
-            # (FAILED_PRECONDITION), never another manifest's batches.
+            # (FAILED_PRECONDITION), never another manifest's batches, and
+            # with the window the coordinator planned with, whatever the
+            # loaders' own default.
             job.fingerprint = plan.fingerprint
+            if plan.window:
+                job.window = plan.window
             if plan.steps == 0 and job.resume_token and worker == 0:
                 log.warning(
                     "shardstream: epoch %d has no steps left after the resume token; "

@@ -48,6 +48,7 @@ class Plan:
     padded: int
     resume_token: str
     loader_addresses: tuple[str, ...]
+    window: int = 0  # the window the plan used (0: a server too old to say)
 
 
 @dataclass(frozen=True)

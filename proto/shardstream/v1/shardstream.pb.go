@@ -403,7 +403,11 @@ type PlanEpochResponse struct {
 	// first being loader_addresses[rank]. Stream j of K reads steps
 	// first+j, first+j+K, ... from addresses[j]. K is the same for every
 	// rank: min(max_loaders_per_rank, loaders in the pool), at least 1.
-	RankLoaders   []*RankLoaders `protobuf:"bytes,8,rep,name=rank_loaders,json=rankLoaders,proto3" json:"rank_loaders,omitempty"`
+	RankLoaders []*RankLoaders `protobuf:"bytes,8,rep,name=rank_loaders,json=rankLoaders,proto3" json:"rank_loaders,omitempty"`
+	// The shuffle window the plan used (job.window, or the coordinator's
+	// default when it was 0): clients send it to the loaders in
+	// JobSpec.window, so a loader with another default streams the same plan.
+	Window        uint32 `protobuf:"varint,9,opt,name=window,proto3" json:"window,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -492,6 +496,13 @@ func (x *PlanEpochResponse) GetRankLoaders() []*RankLoaders {
 		return x.RankLoaders
 	}
 	return nil
+}
+
+func (x *PlanEpochResponse) GetWindow() uint32 {
+	if x != nil {
+		return x.Window
+	}
+	return 0
 }
 
 // RankLoaders are the loaders one rank streams its stripes from.
@@ -1475,7 +1486,7 @@ const file_shardstream_v1_shardstream_proto_rawDesc = "" +
 	"\x05bytes\x18\x05 \x01(\x04R\x05bytes\"n\n" +
 	"\x10PlanEpochRequest\x12)\n" +
 	"\x03job\x18\x01 \x01(\v2\x17.shardstream.v1.JobSpecR\x03job\x12/\n" +
-	"\x14max_loaders_per_rank\x18\x02 \x01(\rR\x11maxLoadersPerRank\"\xb4\x02\n" +
+	"\x14max_loaders_per_rank\x18\x02 \x01(\rR\x11maxLoadersPerRank\"\xcc\x02\n" +
 	"\x11PlanEpochResponse\x12/\n" +
 	"\x13dataset_fingerprint\x18\x01 \x01(\tR\x12datasetFingerprint\x12\x14\n" +
 	"\x05steps\x18\x02 \x01(\x03R\x05steps\x12\x18\n" +
@@ -1484,7 +1495,8 @@ const file_shardstream_v1_shardstream_proto_rawDesc = "" +
 	"\x06padded\x18\x05 \x01(\x03R\x06padded\x12!\n" +
 	"\fresume_token\x18\x06 \x01(\tR\vresumeToken\x12)\n" +
 	"\x10loader_addresses\x18\a \x03(\tR\x0floaderAddresses\x12>\n" +
-	"\frank_loaders\x18\b \x03(\v2\x1b.shardstream.v1.RankLoadersR\vrankLoaders\"+\n" +
+	"\frank_loaders\x18\b \x03(\v2\x1b.shardstream.v1.RankLoadersR\vrankLoaders\x12\x16\n" +
+	"\x06window\x18\t \x01(\rR\x06window\"+\n" +
 	"\vRankLoaders\x12\x1c\n" +
 	"\taddresses\x18\x01 \x03(\tR\taddresses\"\xd7\x01\n" +
 	"\n" +

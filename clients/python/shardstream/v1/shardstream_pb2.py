@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n shardstream/v1/shardstream.proto\x12\x0eshardstream.v1\"\xcf\x01\n\x07JobSpec\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x0c\n\x04seed\x18\x02 \x01(\x04\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\x12\x12\n\nworld_size\x18\x04 \x01(\r\x12\x12\n\nbatch_size\x18\x05 \x01(\r\x12\x0e\n\x06window\x18\x06 \x01(\r\x12\x33\n\nlast_batch\x18\x07 \x01(\x0e\x32\x1f.shardstream.v1.LastBatchPolicy\x12\x14\n\x0cresume_token\x18\x08 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\t \x01(\t\"$\n\x11GetDatasetRequest\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\"g\n\x12GetDatasetResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x02 \x01(\t\x12\x0e\n\x06shards\x18\x03 \x01(\x04\x12\x0f\n\x07samples\x18\x04 \x01(\x04\x12\r\n\x05\x62ytes\x18\x05 \x01(\x04\"V\n\x10PlanEpochRequest\x12$\n\x03job\x18\x01 \x01(\x0b\x32\x17.shardstream.v1.JobSpec\x12\x1c\n\x14max_loaders_per_rank\x18\x02 \x01(\r\"\xd4\x01\n\x11PlanEpochResponse\x12\x1b\n\x13\x64\x61taset_fingerprint\x18\x01 \x01(\t\x12\r\n\x05steps\x18\x02 \x01(\x03\x12\x0f\n\x07samples\x18\x03 \x01(\x03\x12\x0f\n\x07\x64ropped\x18\x04 \x01(\x03\x12\x0e\n\x06padded\x18\x05 \x01(\x03\x12\x14\n\x0cresume_token\x18\x06 \x01(\t\x12\x18\n\x10loader_addresses\x18\x07 \x03(\t\x12\x31\n\x0crank_loaders\x18\x08 \x03(\x0b\x32\x1b.shardstream.v1.RankLoaders\" \n\x0bRankLoaders\x12\x11\n\taddresses\x18\x01 \x03(\t\"\x8a\x01\n\nLoaderLoad\x12\x14\n\x0cstreams_open\x18\x01 \x01(\r\x12\x13\n\x0bmax_streams\x18\x02 \x01(\r\x12\x18\n\x10\x62ytes_per_second\x18\x03 \x01(\x01\x12\x1e\n\x16\x63pu_seconds_per_second\x18\x04 \x01(\x01\x12\x17\n\x0f\x63\x61\x63he_hit_ratio\x18\x05 \x01(\x01\"^\n\x10HeartbeatRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12(\n\x04load\x18\x02 \x01(\x0b\x32\x1a.shardstream.v1.LoaderLoad\x12\x0f\n\x07leaving\x18\x03 \x01(\x08\">\n\x11HeartbeatResponse\x12\x14\n\x0cpool_loaders\x18\x01 \x01(\r\x12\x13\n\x0binterval_ms\x18\x02 \x01(\r\"\x14\n\x12ListLoadersRequest\"V\n\x13ListLoadersResponse\x12+\n\x07loaders\x18\x01 \x03(\x0b\x32\x1a.shardstream.v1.PoolLoader\x12\x12\n\ntimeout_ms\x18\x02 \x01(\r\"\x89\x01\n\nPoolLoader\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12(\n\x04load\x18\x02 \x01(\x0b\x32\x1a.shardstream.v1.LoaderLoad\x12\x0f\n\x07leaving\x18\x03 \x01(\x08\x12\x18\n\x10last_beat_age_ms\x18\x04 \x01(\r\x12\x15\n\rjoined_age_ms\x18\x05 \x01(\x04\"\x92\x01\n\x14StreamBatchesRequest\x12$\n\x03job\x18\x01 \x01(\x0b\x32\x17.shardstream.v1.JobSpec\x12\x0c\n\x04rank\x18\x02 \x01(\r\x12\x11\n\tfrom_step\x18\x03 \x01(\x03\x12\x11\n\tmax_steps\x18\x04 \x01(\x03\x12\x0e\n\x06stride\x18\x05 \x01(\r\x12\x10\n\x08\x63olumnar\x18\x06 \x01(\x08\"=\n\x15StreamBatchesResponse\x12$\n\x05\x62\x61tch\x18\x01 \x01(\x0b\x32\x15.shardstream.v1.Batch\"\x9b\x01\n\x05\x42\x61tch\x12\x0c\n\x04rank\x18\x01 \x01(\r\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x0c\n\x04step\x18\x03 \x01(\x03\x12\'\n\x07samples\x18\x04 \x03(\x0b\x32\x16.shardstream.v1.Sample\x12\x14\n\x0cresume_token\x18\x05 \x01(\t\x12(\n\x07\x63olumns\x18\x06 \x01(\x0b\x32\x17.shardstream.v1.Columns\"\x84\x01\n\x07\x43olumns\x12\r\n\x05\x63ount\x18\x01 \x01(\r\x12\x0e\n\x06shards\x18\x02 \x01(\x0c\x12\x0f\n\x07indices\x18\x03 \x01(\x0c\x12\x0c\n\x04keys\x18\x04 \x01(\x0c\x12\x13\n\x0bkey_offsets\x18\x05 \x01(\x0c\x12&\n\x06\x66ields\x18\x06 \x03(\x0b\x32\x16.shardstream.v1.Column\"n\n\x06\x43olumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0f\n\x07offsets\x18\x03 \x01(\x0c\x12\x17\n\nfixed_size\x18\x04 \x01(\x04H\x00\x88\x01\x01\x12\x0f\n\x07present\x18\x05 \x01(\x0c\x42\r\n\x0b_fixed_size\"Z\n\x06Sample\x12\r\n\x05shard\x18\x01 \x01(\x04\x12\r\n\x05index\x18\x02 \x01(\x04\x12\x0b\n\x03key\x18\x03 \x01(\t\x12%\n\x06\x66ields\x18\x04 \x03(\x0b\x32\x15.shardstream.v1.Field\"#\n\x05\x46ield\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c*k\n\x0fLastBatchPolicy\x12!\n\x1dLAST_BATCH_POLICY_UNSPECIFIED\x10\x00\x12\x1a\n\x16LAST_BATCH_POLICY_DROP\x10\x01\x12\x19\n\x15LAST_BATCH_POLICY_PAD\x10\x02\x32\xbb\x01\n\x12\x43oordinatorService\x12S\n\nGetDataset\x12!.shardstream.v1.GetDatasetRequest\x1a\".shardstream.v1.GetDatasetResponse\x12P\n\tPlanEpoch\x12 .shardstream.v1.PlanEpochRequest\x1a!.shardstream.v1.PlanEpochResponse2\xb7\x01\n\x0bPoolService\x12P\n\tHeartbeat\x12 .shardstream.v1.HeartbeatRequest\x1a!.shardstream.v1.HeartbeatResponse\x12V\n\x0bListLoaders\x12\".shardstream.v1.ListLoadersRequest\x1a#.shardstream.v1.ListLoadersResponse2o\n\rLoaderService\x12^\n\rStreamBatches\x12$.shardstream.v1.StreamBatchesRequest\x1a%.shardstream.v1.StreamBatchesResponse0\x01\x42GZEgithub.com/shardstream/shardstream/proto/shardstream/v1;shardstreamv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n shardstream/v1/shardstream.proto\x12\x0eshardstream.v1\"\xcf\x01\n\x07JobSpec\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x0c\n\x04seed\x18\x02 \x01(\x04\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\x12\x12\n\nworld_size\x18\x04 \x01(\r\x12\x12\n\nbatch_size\x18\x05 \x01(\r\x12\x0e\n\x06window\x18\x06 \x01(\r\x12\x33\n\nlast_batch\x18\x07 \x01(\x0e\x32\x1f.shardstream.v1.LastBatchPolicy\x12\x14\n\x0cresume_token\x18\x08 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\t \x01(\t\"$\n\x11GetDatasetRequest\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\"g\n\x12GetDatasetResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x02 \x01(\t\x12\x0e\n\x06shards\x18\x03 \x01(\x04\x12\x0f\n\x07samples\x18\x04 \x01(\x04\x12\r\n\x05\x62ytes\x18\x05 \x01(\x04\"V\n\x10PlanEpochRequest\x12$\n\x03job\x18\x01 \x01(\x0b\x32\x17.shardstream.v1.JobSpec\x12\x1c\n\x14max_loaders_per_rank\x18\x02 \x01(\r\"\xe4\x01\n\x11PlanEpochResponse\x12\x1b\n\x13\x64\x61taset_fingerprint\x18\x01 \x01(\t\x12\r\n\x05steps\x18\x02 \x01(\x03\x12\x0f\n\x07samples\x18\x03 \x01(\x03\x12\x0f\n\x07\x64ropped\x18\x04 \x01(\x03\x12\x0e\n\x06padded\x18\x05 \x01(\x03\x12\x14\n\x0cresume_token\x18\x06 \x01(\t\x12\x18\n\x10loader_addresses\x18\x07 \x03(\t\x12\x31\n\x0crank_loaders\x18\x08 \x03(\x0b\x32\x1b.shardstream.v1.RankLoaders\x12\x0e\n\x06window\x18\t \x01(\r\" \n\x0bRankLoaders\x12\x11\n\taddresses\x18\x01 \x03(\t\"\x8a\x01\n\nLoaderLoad\x12\x14\n\x0cstreams_open\x18\x01 \x01(\r\x12\x13\n\x0bmax_streams\x18\x02 \x01(\r\x12\x18\n\x10\x62ytes_per_second\x18\x03 \x01(\x01\x12\x1e\n\x16\x63pu_seconds_per_second\x18\x04 \x01(\x01\x12\x17\n\x0f\x63\x61\x63he_hit_ratio\x18\x05 \x01(\x01\"^\n\x10HeartbeatRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12(\n\x04load\x18\x02 \x01(\x0b\x32\x1a.shardstream.v1.LoaderLoad\x12\x0f\n\x07leaving\x18\x03 \x01(\x08\">\n\x11HeartbeatResponse\x12\x14\n\x0cpool_loaders\x18\x01 \x01(\r\x12\x13\n\x0binterval_ms\x18\x02 \x01(\r\"\x14\n\x12ListLoadersRequest\"V\n\x13ListLoadersResponse\x12+\n\x07loaders\x18\x01 \x03(\x0b\x32\x1a.shardstream.v1.PoolLoader\x12\x12\n\ntimeout_ms\x18\x02 \x01(\r\"\x89\x01\n\nPoolLoader\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12(\n\x04load\x18\x02 \x01(\x0b\x32\x1a.shardstream.v1.LoaderLoad\x12\x0f\n\x07leaving\x18\x03 \x01(\x08\x12\x18\n\x10last_beat_age_ms\x18\x04 \x01(\r\x12\x15\n\rjoined_age_ms\x18\x05 \x01(\x04\"\x92\x01\n\x14StreamBatchesRequest\x12$\n\x03job\x18\x01 \x01(\x0b\x32\x17.shardstream.v1.JobSpec\x12\x0c\n\x04rank\x18\x02 \x01(\r\x12\x11\n\tfrom_step\x18\x03 \x01(\x03\x12\x11\n\tmax_steps\x18\x04 \x01(\x03\x12\x0e\n\x06stride\x18\x05 \x01(\r\x12\x10\n\x08\x63olumnar\x18\x06 \x01(\x08\"=\n\x15StreamBatchesResponse\x12$\n\x05\x62\x61tch\x18\x01 \x01(\x0b\x32\x15.shardstream.v1.Batch\"\x9b\x01\n\x05\x42\x61tch\x12\x0c\n\x04rank\x18\x01 \x01(\r\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x0c\n\x04step\x18\x03 \x01(\x03\x12\'\n\x07samples\x18\x04 \x03(\x0b\x32\x16.shardstream.v1.Sample\x12\x14\n\x0cresume_token\x18\x05 \x01(\t\x12(\n\x07\x63olumns\x18\x06 \x01(\x0b\x32\x17.shardstream.v1.Columns\"\x84\x01\n\x07\x43olumns\x12\r\n\x05\x63ount\x18\x01 \x01(\r\x12\x0e\n\x06shards\x18\x02 \x01(\x0c\x12\x0f\n\x07indices\x18\x03 \x01(\x0c\x12\x0c\n\x04keys\x18\x04 \x01(\x0c\x12\x13\n\x0bkey_offsets\x18\x05 \x01(\x0c\x12&\n\x06\x66ields\x18\x06 \x03(\x0b\x32\x16.shardstream.v1.Column\"n\n\x06\x43olumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0f\n\x07offsets\x18\x03 \x01(\x0c\x12\x17\n\nfixed_size\x18\x04 \x01(\x04H\x00\x88\x01\x01\x12\x0f\n\x07present\x18\x05 \x01(\x0c\x42\r\n\x0b_fixed_size\"Z\n\x06Sample\x12\r\n\x05shard\x18\x01 \x01(\x04\x12\r\n\x05index\x18\x02 \x01(\x04\x12\x0b\n\x03key\x18\x03 \x01(\t\x12%\n\x06\x66ields\x18\x04 \x03(\x0b\x32\x15.shardstream.v1.Field\"#\n\x05\x46ield\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c*k\n\x0fLastBatchPolicy\x12!\n\x1dLAST_BATCH_POLICY_UNSPECIFIED\x10\x00\x12\x1a\n\x16LAST_BATCH_POLICY_DROP\x10\x01\x12\x19\n\x15LAST_BATCH_POLICY_PAD\x10\x02\x32\xbb\x01\n\x12\x43oordinatorService\x12S\n\nGetDataset\x12!.shardstream.v1.GetDatasetRequest\x1a\".shardstream.v1.GetDatasetResponse\x12P\n\tPlanEpoch\x12 .shardstream.v1.PlanEpochRequest\x1a!.shardstream.v1.PlanEpochResponse2\xb7\x01\n\x0bPoolService\x12P\n\tHeartbeat\x12 .shardstream.v1.HeartbeatRequest\x1a!.shardstream.v1.HeartbeatResponse\x12V\n\x0bListLoaders\x12\".shardstream.v1.ListLoadersRequest\x1a#.shardstream.v1.ListLoadersResponse2o\n\rLoaderService\x12^\n\rStreamBatches\x12$.shardstream.v1.StreamBatchesRequest\x1a%.shardstream.v1.StreamBatchesResponse0\x01\x42GZEgithub.com/shardstream/shardstream/proto/shardstream/v1;shardstreamv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,8 +32,8 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'shardstream.v1.shardstream_
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'ZEgithub.com/shardstream/shardstream/proto/shardstream/v1;shardstreamv1'
-  _globals['_LASTBATCHPOLICY']._serialized_start=2039
-  _globals['_LASTBATCHPOLICY']._serialized_end=2146
+  _globals['_LASTBATCHPOLICY']._serialized_start=2055
+  _globals['_LASTBATCHPOLICY']._serialized_end=2162
   _globals['_JOBSPEC']._serialized_start=53
   _globals['_JOBSPEC']._serialized_end=260
   _globals['_GETDATASETREQUEST']._serialized_start=262
@@ -43,39 +43,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PLANEPOCHREQUEST']._serialized_start=405
   _globals['_PLANEPOCHREQUEST']._serialized_end=491
   _globals['_PLANEPOCHRESPONSE']._serialized_start=494
-  _globals['_PLANEPOCHRESPONSE']._serialized_end=706
-  _globals['_RANKLOADERS']._serialized_start=708
-  _globals['_RANKLOADERS']._serialized_end=740
-  _globals['_LOADERLOAD']._serialized_start=743
-  _globals['_LOADERLOAD']._serialized_end=881
-  _globals['_HEARTBEATREQUEST']._serialized_start=883
-  _globals['_HEARTBEATREQUEST']._serialized_end=977
-  _globals['_HEARTBEATRESPONSE']._serialized_start=979
-  _globals['_HEARTBEATRESPONSE']._serialized_end=1041
-  _globals['_LISTLOADERSREQUEST']._serialized_start=1043
-  _globals['_LISTLOADERSREQUEST']._serialized_end=1063
-  _globals['_LISTLOADERSRESPONSE']._serialized_start=1065
-  _globals['_LISTLOADERSRESPONSE']._serialized_end=1151
-  _globals['_POOLLOADER']._serialized_start=1154
-  _globals['_POOLLOADER']._serialized_end=1291
-  _globals['_STREAMBATCHESREQUEST']._serialized_start=1294
-  _globals['_STREAMBATCHESREQUEST']._serialized_end=1440
-  _globals['_STREAMBATCHESRESPONSE']._serialized_start=1442
-  _globals['_STREAMBATCHESRESPONSE']._serialized_end=1503
-  _globals['_BATCH']._serialized_start=1506
-  _globals['_BATCH']._serialized_end=1661
-  _globals['_COLUMNS']._serialized_start=1664
-  _globals['_COLUMNS']._serialized_end=1796
-  _globals['_COLUMN']._serialized_start=1798
-  _globals['_COLUMN']._serialized_end=1908
-  _globals['_SAMPLE']._serialized_start=1910
-  _globals['_SAMPLE']._serialized_end=2000
-  _globals['_FIELD']._serialized_start=2002
-  _globals['_FIELD']._serialized_end=2037
-  _globals['_COORDINATORSERVICE']._serialized_start=2149
-  _globals['_COORDINATORSERVICE']._serialized_end=2336
-  _globals['_POOLSERVICE']._serialized_start=2339
-  _globals['_POOLSERVICE']._serialized_end=2522
-  _globals['_LOADERSERVICE']._serialized_start=2524
-  _globals['_LOADERSERVICE']._serialized_end=2635
+  _globals['_PLANEPOCHRESPONSE']._serialized_end=722
+  _globals['_RANKLOADERS']._serialized_start=724
+  _globals['_RANKLOADERS']._serialized_end=756
+  _globals['_LOADERLOAD']._serialized_start=759
+  _globals['_LOADERLOAD']._serialized_end=897
+  _globals['_HEARTBEATREQUEST']._serialized_start=899
+  _globals['_HEARTBEATREQUEST']._serialized_end=993
+  _globals['_HEARTBEATRESPONSE']._serialized_start=995
+  _globals['_HEARTBEATRESPONSE']._serialized_end=1057
+  _globals['_LISTLOADERSREQUEST']._serialized_start=1059
+  _globals['_LISTLOADERSREQUEST']._serialized_end=1079
+  _globals['_LISTLOADERSRESPONSE']._serialized_start=1081
+  _globals['_LISTLOADERSRESPONSE']._serialized_end=1167
+  _globals['_POOLLOADER']._serialized_start=1170
+  _globals['_POOLLOADER']._serialized_end=1307
+  _globals['_STREAMBATCHESREQUEST']._serialized_start=1310
+  _globals['_STREAMBATCHESREQUEST']._serialized_end=1456
+  _globals['_STREAMBATCHESRESPONSE']._serialized_start=1458
+  _globals['_STREAMBATCHESRESPONSE']._serialized_end=1519
+  _globals['_BATCH']._serialized_start=1522
+  _globals['_BATCH']._serialized_end=1677
+  _globals['_COLUMNS']._serialized_start=1680
+  _globals['_COLUMNS']._serialized_end=1812
+  _globals['_COLUMN']._serialized_start=1814
+  _globals['_COLUMN']._serialized_end=1924
+  _globals['_SAMPLE']._serialized_start=1926
+  _globals['_SAMPLE']._serialized_end=2016
+  _globals['_FIELD']._serialized_start=2018
+  _globals['_FIELD']._serialized_end=2053
+  _globals['_COORDINATORSERVICE']._serialized_start=2165
+  _globals['_COORDINATORSERVICE']._serialized_end=2352
+  _globals['_POOLSERVICE']._serialized_start=2355
+  _globals['_POOLSERVICE']._serialized_end=2538
+  _globals['_LOADERSERVICE']._serialized_start=2540
+  _globals['_LOADERSERVICE']._serialized_end=2651
 # @@protoc_insertion_point(module_scope)

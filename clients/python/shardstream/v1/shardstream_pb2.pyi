@@ -67,7 +67,7 @@ class PlanEpochRequest(_message.Message):
     def __init__(self, job: _Optional[_Union[JobSpec, _Mapping]] = ..., max_loaders_per_rank: _Optional[int] = ...) -> None: ...
 
 class PlanEpochResponse(_message.Message):
-    __slots__ = ("dataset_fingerprint", "steps", "samples", "dropped", "padded", "resume_token", "loader_addresses", "rank_loaders")
+    __slots__ = ("dataset_fingerprint", "steps", "samples", "dropped", "padded", "resume_token", "loader_addresses", "rank_loaders", "window")
     DATASET_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
     SAMPLES_FIELD_NUMBER: _ClassVar[int]
@@ -76,6 +76,7 @@ class PlanEpochResponse(_message.Message):
     RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
     LOADER_ADDRESSES_FIELD_NUMBER: _ClassVar[int]
     RANK_LOADERS_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
     dataset_fingerprint: str
     steps: int
     samples: int
@@ -84,7 +85,8 @@ class PlanEpochResponse(_message.Message):
     resume_token: str
     loader_addresses: _containers.RepeatedScalarFieldContainer[str]
     rank_loaders: _containers.RepeatedCompositeFieldContainer[RankLoaders]
-    def __init__(self, dataset_fingerprint: _Optional[str] = ..., steps: _Optional[int] = ..., samples: _Optional[int] = ..., dropped: _Optional[int] = ..., padded: _Optional[int] = ..., resume_token: _Optional[str] = ..., loader_addresses: _Optional[_Iterable[str]] = ..., rank_loaders: _Optional[_Iterable[_Union[RankLoaders, _Mapping]]] = ...) -> None: ...
+    window: int
+    def __init__(self, dataset_fingerprint: _Optional[str] = ..., steps: _Optional[int] = ..., samples: _Optional[int] = ..., dropped: _Optional[int] = ..., padded: _Optional[int] = ..., resume_token: _Optional[str] = ..., loader_addresses: _Optional[_Iterable[str]] = ..., rank_loaders: _Optional[_Iterable[_Union[RankLoaders, _Mapping]]] = ..., window: _Optional[int] = ...) -> None: ...
 
 class RankLoaders(_message.Message):
     __slots__ = ("addresses",)
