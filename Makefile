@@ -1,12 +1,12 @@
 # shardstream — the one entry point. CI runs `make test` (through .ci/run).
 #
-#   make demo        build, make a sample dataset, serve it, train 2 ranks × 2 epochs
-#   make test        every test: proto lint + drift, Go vet/fmt, go test -race, pytest
-#   make bench-read  read path vs plain ranged GETs on a real MinIO
-#   make bench-epoch store bytes fetched per epoch through a loader, on MinIO
-#   make bench-plan  planner benchmarks (10M shards)
+#   make demo         build, make a sample dataset, serve it, train 2 ranks × 2 epochs
+#   make test         every test: lint (gofmt, vet, staticcheck, buf, ruff, mypy), proto drift, go test -race, pytest
+#   make bench-read   read path vs plain ranged GETs on a real MinIO
+#   make bench-epoch  store bytes fetched per epoch through a loader, on MinIO
+#   make bench-plan   planner benchmarks (10M chunks)
 #   make bench-client the Python client against the Go client on one stream
-#   make proto       regenerate Go and Python code from proto/
+#   make proto        regenerate Go and Python code from proto/
 #
 # Every tool is pinned and installed into .tools/bin (Go) or .venv (Python)
 # by the targets below; the Go build cache and pip cache make re-runs fast.
