@@ -363,3 +363,21 @@ def test_collate_as_collate_fn(decode_server: Server) -> None:
     for b in DataLoader(ds, batch_size=None, collate_fn=collate):
         assert b["cls"].shape == (5,)
         assert b["x.npy"].shape == (5, 2, 2)
+
+
+def test_loader_spawn_workers_keep_the_token(decode_server: Server) -> None:
+    # ShardStreamLoader (spawn workers): decode, transform and collate run in
+    # the workers, and the main process still records each batch's token.
+    ds = shardstream.ShardStreamDataset(
+        decode_server.address, batch_size=8, decode="auto", transform=transform, collate=True
+    )
+    loader = shardstream.ShardStreamLoader(ds, num_workers=2)
+    tokens = []
+    keys: list[int] = []
+    for b in loader:
+        assert b["x"].shape == (8, 2, 2)
+        keys += [int(k) for k in b["key"]]
+        tokens.append(ds.state_dict()["resume_token"])
+    assert sorted(keys) == list(range(N))
+    assert len(set(tokens)) == N // 8
+    assert all(tokens)
