@@ -23,16 +23,20 @@ from shardstream._columnar import Column, ColumnarBatch
 from shardstream._convert import batch_from_proto as batch_from_proto
 from shardstream._convert import sample_from_proto as sample_from_proto
 from shardstream.dataset import ShardStreamDataset
+from shardstream.decoders import RAW_DTYPES, DecodeError, Decoders, collate
 from shardstream.errors import ShardStreamError
 from shardstream.loader import ShardStreamLoader
 from shardstream.types import Batch, DatasetInfo, Plan, Sample, Stats
 from shardstream.world import World, current_worker, current_world, dist_world, resolve_world
 
 __all__ = [
+    "RAW_DTYPES",
     "Batch",
     "Column",
     "ColumnarBatch",
     "DatasetInfo",
+    "DecodeError",
+    "Decoders",
     "Plan",
     "Sample",
     "ShardStreamDataset",
@@ -40,6 +44,7 @@ __all__ = [
     "ShardStreamLoader",
     "Stats",
     "World",
+    "collate",
     "current_worker",
     "current_world",
     "dist_world",

@@ -28,6 +28,8 @@ from shardstream._convert import LAST_BATCH_POLICIES, job_spec
 # this module's __all__.
 from shardstream._convert import batch_from_proto as batch_from_proto
 from shardstream._convert import sample_from_proto as sample_from_proto
+from shardstream.decoders import Decoders
+from shardstream.decoders import collate as default_collate
 from shardstream.types import Batch as Batch
 from shardstream.types import DatasetInfo as DatasetInfo
 from shardstream.types import Plan as Plan
@@ -108,6 +110,48 @@ def _check_uint(name: str, value: object, limit: int, *, minimum: int = 0) -> in
     return value
 
 
+def _pipeline(
+    decode: object, transform: object, collate: object, columnar: bool
+) -> tuple[Decoders | None, Callable[[Any], Any] | None, Callable[[Any], Any] | None]:
+    """Checks decode, transform and collate: (field decoders, per-batch
+    callable, collate)."""
+    decoders: Decoders | None = None
+    per_batch: Callable[[Any], Any] | None = None
+    if isinstance(decode, str):
+        if decode != "auto":
+            raise ValueError(f"decode: {decode!r}, want 'auto', a Decoders, a callable or None")
+        decoders = Decoders()
+    elif isinstance(decode, Decoders):
+        decoders = decode
+    elif callable(decode):
+        per_batch = decode
+    elif decode is not None:
+        raise TypeError(f"decode: {type(decode).__name__}, want 'auto', a Decoders or a callable")
+    if transform is not None and not callable(transform):
+        raise TypeError(f"transform: {type(transform).__name__}, want a callable")
+    fn: Callable[[Any], Any] | None
+    if collate is True:
+        fn = default_collate
+    elif collate is False or collate is None:
+        fn = None
+    elif callable(collate):
+        fn = collate
+    else:
+        raise TypeError(f"collate: {type(collate).__name__}, want a bool or a callable")
+    per_sample = decoders is not None or transform is not None or fn is not None
+    if per_batch is not None and (transform is not None or fn is not None):
+        raise ValueError(
+            "decode: a callable decodes the whole batch; give transform= and collate= "
+            "with decode='auto' (or a Decoders), or do it all in the callable"
+        )
+    if columnar and per_sample:
+        raise ValueError(
+            "decode='auto', transform and collate work on sample dicts, not columnar=True "
+            "batches; use a decode callable on the ColumnarBatch"
+        )
+    return decoders, per_batch, fn
+
+
 class ShardStreamDataset(IterableDataset[Any]):
     """This trainer rank's batches of one epoch, streamed from shardstream.
 
@@ -153,8 +197,19 @@ class ShardStreamDataset(IterableDataset[Any]):
         run that made it.
       rank, world_size: this rank; by default from torch.distributed, else
         the RANK/WORLD_SIZE environment, else 0 of 1.
-      decode: called on every Batch (or ColumnarBatch); what it returns is
-        yielded.
+      decode: how batches are decoded. ``"auto"`` (or a
+        :class:`~shardstream.Decoders`, to configure it) decodes each
+        sample's fields by their extension (npy, json, cls, txt, raw token
+        arrays, images; see :class:`~shardstream.Decoders`); unknown
+        extensions stay bytes. A callable is called on every Batch (or
+        ColumnarBatch) instead and what it returns is yielded (it cannot be
+        combined with ``transform`` or ``collate``).
+      transform: called on every sample dict after its fields are decoded;
+        what it returns takes the sample's place in the batch.
+      collate: called on every batch (a :class:`Batch` of decoded,
+        transformed samples) and what it returns is yielded; ``True`` is
+        :func:`shardstream.collate` (a dict of stacked tensors where shapes
+        agree, lists otherwise).
       columnar: yield :class:`~shardstream.ColumnarBatch` es, each field one
         tensor over the received bytes, instead of :class:`Batch` es of
         sample dicts (``batch.samples()`` gives those back). Not the default:
@@ -199,7 +254,9 @@ class ShardStreamDataset(IterableDataset[Any]):
         resume_token: str | None = None,
         rank: int | None = None,
         world_size: int | None = None,
-        decode: Callable[[Any], Any] | None = None,
+        decode: Literal["auto"] | Decoders | Callable[[Any], Any] | None = None,
+        transform: Callable[[Any], Any] | None = None,
+        collate: bool | Callable[[Any], Any] = False,
         columnar: bool = False,
         timeout: float = 60.0,
         retry_timeout: float = 60.0,
@@ -235,6 +292,11 @@ class ShardStreamDataset(IterableDataset[Any]):
         self.world_size = world_size
         self.decode = decode
         self.columnar = bool(columnar)
+        self.transform = transform
+        self.collate = collate
+        self._decoders, self._per_batch, self._collate = _pipeline(
+            decode, transform, collate, self.columnar
+        )
         if not timeout > 0 or not retry_timeout >= 0:
             raise ValueError(f"timeout {timeout}, retry_timeout {retry_timeout}: must be positive")
         self.timeout = float(timeout)
@@ -397,6 +459,28 @@ class ShardStreamDataset(IterableDataset[Any]):
 
     # ---- iteration -----------------------------------------------------
 
+    def _process(self, batch: Batch | ColumnarBatch) -> Any:
+        """A received batch to the item yielded: decode by extension, then
+        transform each sample, then collate; or the per-batch callable."""
+        if self._per_batch is not None:
+            return self._per_batch(batch)
+        if self._decoders is None and self.transform is None and self._collate is None:
+            return batch
+        assert isinstance(batch, Batch)  # columnar refused in __init__
+        samples: list[Any] = list(batch)
+        if self._decoders is not None:
+            samples = [self._decoders(s) for s in samples]
+        if self.transform is not None:
+            samples = [self.transform(s) for s in samples]
+        out = Batch(
+            samples,
+            rank=batch.rank,
+            epoch=batch.epoch,
+            step=batch.step,
+            resume_token=batch.resume_token,
+        )
+        return out if self._collate is None else self._collate(out)
+
     def __iter__(self) -> Iterator[Any]:
         return self._items(with_token=False)
 
@@ -440,7 +524,7 @@ class ShardStreamDataset(IterableDataset[Any]):
                 for batch in batches:
                     if in_worker and isinstance(batch, ColumnarBatch):
                         batch = batch.share_memory_()  # one segment to the main process
-                    item = batch if self.decode is None else self.decode(batch)
+                    item = self._process(batch)
                     # The token changes only as a batch is handed over, so
                     # state_dict() never counts a batch the trainer has not
                     # had (a decode error leaves it at the previous batch).
