@@ -134,7 +134,7 @@ def png(mode: str, size: tuple[int, int]) -> bytes:
 
 
 def test_images() -> None:
-    pytest.importorskip("PIL", reason="the image extra is not installed")
+    pytest.importorskip("PIL", reason="the image extra is not installed")  # make venv installs it
     img = png("RGB", (5, 3))
     chw = Decoders()(sample(**{"img.png": img}))["img.png"]
     assert chw.dtype == torch.uint8
