@@ -8,7 +8,7 @@
 //	srv.CreateBucket(t, "data")
 //	uri := "s3://data/ds"     // read it with srv.Endpoint, srv.AccessKey, srv.SecretKey
 //
-// Outside tests (the bench-read command), Launch and Close do the same.
+// Outside tests (cmd/shardstream-bench), Launch and Close do the same.
 //
 // The binary is found through the SHARDSTREAM_MINIO environment variable,
 // then minio on PATH, then $(go env GOPATH)/bin/minio.
