@@ -115,7 +115,7 @@ func runFanin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		for _, k := range order {
 			res, err := faninOnce(ctx, conns[:k], job, plan.GetSteps(), plan.GetSamples())
 			if err != nil {
-				return fmt.Errorf("K=%d: %w", k, err)
+				return fmt.Errorf("through %d loaders: %w", k, err)
 			}
 			v := float64(res.delivered) / 1e6 / res.wall.Seconds()
 			progress("rep %d K=%d: %.1f MB/s (%d steps in %v)", rep+1, k, v, res.steps, res.wall.Round(time.Millisecond))
