@@ -6,6 +6,7 @@
 #   make bench-epoch  store bytes fetched per epoch through a loader, on MinIO
 #   make bench-plan   planner benchmarks (10M chunks)
 #   make bench-client the Python client against the Go client on one stream
+#   make bench-fanin  one rank through 1, 2, 4 rate-limited loaders
 #   make proto        regenerate Go and Python code from proto/
 #
 # Every tool is pinned and installed into .tools/bin (Go) or .venv (Python)
@@ -39,7 +40,7 @@ GO_SOURCES := $(shell find . -name '*.go' -not -path './.venv/*' -not -path './.
 
 .PHONY: help
 help:
-	@sed -n '2,11p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,12p' Makefile | sed 's/^# \{0,1\}//'
 
 # ---- tools -----------------------------------------------------------------
 
@@ -193,6 +194,13 @@ bench-epoch: $(TOOLS)/minio $(BENCH_BIN)
 .PHONY: bench-client
 bench-client: venv $(BIN) $(BENCH_BIN)
 	$(PY) clients/python/bench/bench_client.py --bin $(BIN) --bench-bin $(BENCH_BIN)
+
+# One rank reading a 64 MiB in-memory dataset through 1, 2 and 4 in-process
+# loaders, each limited to 20 MB/s (service.Config.SendBytesPerSecond);
+# docs/benchmarks.md, "Fan-in". About 20 s; needs no tools.
+.PHONY: bench-fanin
+bench-fanin: $(BENCH_BIN)
+	$(BENCH_BIN) fanin
 
 .PHONY: bench-plan
 bench-plan:

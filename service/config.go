@@ -118,6 +118,15 @@ type Config struct {
 	// docs/security.md. Zero values mean the defaults.
 	Limits Limits
 
+	// SendBytesPerSecond, when above 0, limits the batch bytes this
+	// server sends per second, over all its streams together (a token
+	// bucket waited on before each batch is sent). A test and benchmark
+	// knob — it makes a loader a fixed-rate bottleneck (shardstream-bench
+	// fanin) — not a production setting; no flag sets it. 0: no limit.
+	SendBytesPerSecond int64
+
+	sendBucket *sendBucket // SendBytesPerSecond's bucket, made by validate
+
 	// Role says which services this server runs: both (RoleAll, the
 	// embedded default), the coordinator with the live loader pool, or a
 	// loader.
@@ -255,6 +264,10 @@ func (c *Config) validate() error {
 			return fmt.Errorf("service.Config.TokenKeys[%d]: %d bytes, want at least %d", i, len(k), minTokenKeyLen)
 		}
 	}
+	if c.SendBytesPerSecond < 0 {
+		return fmt.Errorf("service.Config.SendBytesPerSecond: %d, want >= 0", c.SendBytesPerSecond)
+	}
+	c.sendBucket = newSendBucket(c.SendBytesPerSecond)
 	if c.Role < RoleAll || c.Role > RoleLoader {
 		return fmt.Errorf("service.Config.Role: %v, want RoleAll, RoleCoordinator or RoleLoader", c.Role)
 	}

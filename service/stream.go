@@ -287,7 +287,7 @@ func (s *rankStream) consume(ctx context.Context, send func(*pb.StreamBatchesRes
 		if err != nil {
 			return err
 		}
-		if err := s.sendStep(ps, send); err != nil {
+		if err := s.sendStep(ctx, ps, send); err != nil {
 			return err
 		}
 	}
@@ -316,13 +316,16 @@ func (s *rankStream) next(ctx context.Context) (*pendingStep, error) {
 }
 
 // sendStep assembles ps's batch, sends it and releases its chunks.
-func (s *rankStream) sendStep(ps *pendingStep, send func(*pb.StreamBatchesResponse) error) error {
+func (s *rankStream) sendStep(ctx context.Context, ps *pendingStep, send func(*pb.StreamBatchesResponse) error) error {
 	batch, err := s.assemble(ps)
 	if err != nil {
 		return err
 	}
 	msg := &pb.StreamBatchesResponse{Batch: batch}
 	size := proto.Size(msg)
+	if err := s.l.cfg.sendBucket.wait(ctx, size); err != nil { // Config.SendBytesPerSecond
+		return err
+	}
 	start := time.Now()
 	if err := send(msg); err != nil {
 		return err // already a status: the stream's context ended or the transport failed

@@ -6,6 +6,7 @@
 //	shardstream-bench read [flags]    read path vs plain ranged GETs on MinIO (make bench-read)
 //	shardstream-bench epoch [flags]   store bytes fetched per epoch through a loader (make bench-epoch)
 //	shardstream-bench client [flags]  one stream from a running server, the Go client (make bench-client)
+//	shardstream-bench fanin [flags]   one rank through 1, 2, 4 rate-limited loaders (make bench-fanin)
 package main
 
 import (
@@ -22,6 +23,7 @@ var program = &cli.Program{
 		"read":   {Summary: "measure the read path against plain ranged GETs", Run: runRead},
 		"epoch":  {Summary: "measure store bytes fetched per epoch through a real loader", Run: runEpoch},
 		"client": {Summary: "read one stream from a running server and report MB/s and CPU per GB", Run: runClient},
+		"fanin":  {Summary: "one rank's MB/s through 1, 2, 4 loaders each limited to a fixed send rate", Run: runFanin},
 	},
 }
 

@@ -18,6 +18,7 @@ func TestRunHelp(t *testing.T) {
 		{[]string{"help"}, 0, "commands:"},
 		{[]string{"help", "read"}, 0, "-pass"},
 		{[]string{"help", "epoch"}, 0, "-caches"},
+		{[]string{"help", "fanin"}, 0, "-rate"},
 		{[]string{"help", "NOSUCHCOMMAND"}, 2, "commands:"},
 		{[]string{"NOSUCHCOMMAND"}, 2, "commands:"},
 		{nil, 2, "commands:"},
