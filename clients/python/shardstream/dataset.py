@@ -231,6 +231,13 @@ class ShardStreamDataset(IterableDataset[Any]):
       token: the bearer token for a server with ``--auth-file``, sent as
         ``authorization: Bearer TOKEN`` on every call; default
         ``$SHARDSTREAM_TOKEN``, read when the channel opens.
+      max_loaders_per_rank: stream this rank from up to this many loaders
+        of the coordinator's pool at once (1 to 1024; sent in
+        ``PlanEpochRequest.max_loaders_per_rank``). With K > 1 addresses in the plan,
+        stream j of K reads the steps ``w + j*N``, every ``K*N``-th (``w``
+        of ``N`` DataLoader workers), and their batches are taken in turn,
+        so the order is that of one stream; a stripe whose loader dies is
+        reopened from its next step on the loader a new plan names.
 
     The certificate arguments are paths, not bytes: the files are read
     each time a channel opens (every ``__iter__``, in each DataLoader
