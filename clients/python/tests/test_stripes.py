@@ -137,10 +137,11 @@ def test_max_loaders_per_rank_checked() -> None:
 def test_loader_killed_mid_epoch(
     shardstream_bin: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    # Batches big enough (~256 KiB) that a stream cannot have sent all of
-    # its stripe into the client's buffers before the loader dies.
+    # Batches big enough (1 MiB, ~15 MiB a stripe) that a stream cannot have
+    # sent all of its stripe into the client's flow-control window before
+    # the loader dies (at ~256 KiB batches it sometimes had).
     root = tmp_path_factory.mktemp("big")
-    big = pack_local(shardstream_bin, root, 240, shard_size="1MiB", size=32 << 10, spread=7)
+    big = pack_local(shardstream_bin, root, 240, shard_size="4MiB", size=128 << 10, spread=7)
     c = Cluster(shardstream_bin, big.path, root, 2)
     try:
         kw = {**KW, "batch_size": 8, "retry_timeout": 30.0}
