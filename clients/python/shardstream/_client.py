@@ -181,14 +181,25 @@ def _close_open_clients() -> None:
         c.close()
 
 
-def loader_address(plan: Plan, rank: int, attempt: int, coordinator: str) -> str:
-    """The loader for ``rank`` on its ``attempt``-th stream: the planned one
-    first, then the others of the plan in turn (loaders are stateless, any of
-    them serves any rank). An empty address in the plan, or none for the
-    rank, means the coordinator's own (the embedded server)."""
+def loader_address(
+    plan: Plan, rank: int, attempt: int, coordinator: str, *, stripe: int = 0
+) -> str:
+    """The loader for ``rank``'s ``stripe`` on its ``attempt``-th stream:
+    the planned one first (``rank_loaders[rank][stripe]``, or
+    ``loader_addresses[rank]`` from a plan without stripes), then the others
+    of the plan in turn (loaders are stateless, any of them serves any rank
+    and stripe). A plan with fewer stripe loaders than ``stripe`` (a loader
+    left the pool) gives the stripe one of those it has. An empty address in
+    the plan, or none for the rank, means the coordinator's own (the
+    embedded server)."""
     addrs = [a or coordinator for a in plan.loader_addresses]
-    first = addrs[rank] if rank < len(addrs) else coordinator
-    order = [first, *sorted(set(addrs) - {first})]
+    stripes = plan.rank_loaders[rank] if rank < len(plan.rank_loaders) else ()
+    if stripes:
+        first = stripes[stripe % len(stripes)] or coordinator
+    else:
+        first = addrs[rank] if rank < len(addrs) else coordinator
+    every = set(addrs) | {a or coordinator for r in plan.rank_loaders for a in r}
+    order = [first, *sorted(every - {first})]
     return order[attempt % len(order)]
 
 
@@ -389,14 +400,75 @@ class Client:
         )
         return dataset_info_from_proto(r)
 
-    def plan(self, job: pb.JobSpec, *, wait: bool = True) -> Plan:
+    def plan(self, job: pb.JobSpec, *, wait: bool = True, max_loaders_per_rank: int = 1) -> Plan:
         """PlanEpoch; ``wait`` waits up to ``timeout`` for the server to
-        come up instead of failing at once when it is unreachable."""
+        come up instead of failing at once when it is unreachable;
+        ``max_loaders_per_rank`` asks for up to that many stripe loaders per
+        rank (``Plan.rank_loaders``)."""
         req = pb.PlanEpochRequest(job=job)
+        if max_loaders_per_rank > 1:
+            req.max_loaders_per_rank = max_loaders_per_rank
         r = self._unary(
             "PlanEpoch", functools.partial(self._coordinator().PlanEpoch, req), wait=wait
         )
         return plan_from_proto(r)
+
+    def striped_batches(
+        self,
+        plan: Plan,
+        job: pb.JobSpec,
+        rank: int,
+        stats: Stats,
+        *,
+        first: int = 0,
+        stride: int = 1,
+        columnar: bool = False,
+        max_loaders_per_rank: int = 1,
+    ) -> Generator[Batch | ColumnarBatch, None, None]:
+        """What :meth:`batches` yields, read over the plan's K stripe
+        loaders of ``rank`` (``plan.rank_loaders[rank]``) at once.
+
+        Stream j of K reads the steps ``first + j*stride``, every
+        ``K*stride``-th after that, from the j-th address; each stream's
+        steps are in order, so taking one batch from each stream in turn
+        gives the steps ``first, first+stride, …`` in order. The streams are
+        read lazily, one batch at a time: none holds more than the batch
+        being taken. Each stream reopens on its own after a failure (see
+        :meth:`batches`), from its next step, on the loader a new plan names
+        for its stripe. With K = 1 this is :meth:`batches`.
+        """
+        k = len(plan.rank_loaders[rank]) if rank < len(plan.rank_loaders) else 1
+        streams = [
+            self.batches(
+                plan,
+                job,
+                rank,
+                stats,
+                first=first + j * stride,
+                stride=k * stride,
+                columnar=columnar,
+                stripe=j,
+                max_loaders_per_rank=max_loaders_per_rank,
+            )
+            for j in range(max(k, 1))
+        ]
+        if len(streams) == 1:
+            yield from streams[0]
+            return
+        try:
+            # Step first + m*stride is stream m % k's next one; the first
+            # stream to end ends them all (every later step is past the
+            # end too).
+            j = 0
+            while True:
+                b = next(streams[j], None)
+                if b is None:
+                    return
+                yield b
+                j = (j + 1) % k
+        finally:
+            for st in streams:
+                st.close()
 
     def batches(
         self,
@@ -408,6 +480,8 @@ class Client:
         first: int = 0,
         stride: int = 1,
         columnar: bool = False,
+        stripe: int = 0,
+        max_loaders_per_rank: int = 1,
     ) -> Generator[Batch | ColumnarBatch, None, None]:
         """The rank's batches of ``plan`` for steps ``first, first+stride, …``,
         in order, each exactly once.
@@ -419,14 +493,17 @@ class Client:
         an error. A batch over a message limit is an error at once, with a
         hint. ``stats`` counts what arrives and each reconnect. With
         ``columnar`` the batches are :class:`ColumnarBatch` es whose tensors
-        view the received bytes.
+        view the received bytes. ``stripe`` picks the stream's loader from
+        ``plan.rank_loaders[rank]`` (see :func:`loader_address`), and every
+        plan asked for again asks for ``max_loaders_per_rank``, so a stripe
+        whose loader died moves to the loader the new plan names for it.
         """
         next_step = first
         attempt = 0
         failures = 0
         stalled_since: float | None = None
         while next_step < plan.steps:
-            address = loader_address(plan, rank, attempt, self.address)
+            address = loader_address(plan, rank, attempt, self.address, stripe=stripe)
             req = pb.StreamBatchesRequest(job=job, rank=rank, from_step=next_step)
             if stride > 1:
                 req.stride = stride
@@ -489,8 +566,9 @@ class Client:
             stats.last_error = why
             delay = backoff(failures, self._rng)
             log.warning(
-                "shardstream: rank %d stream from %s lost at step %d (%s); reopening in %.2fs",
+                "shardstream: rank %d stream %d from %s lost at step %d (%s); reopening in %.2fs",
                 rank,
+                stripe,
                 address,
                 next_step,
                 why,
@@ -501,7 +579,7 @@ class Client:
             # other loaders. The same job gives the same plan; a different
             # one means the dataset changed under the job.
             try:
-                replan = self.plan(job, wait=False)
+                replan = self.plan(job, wait=False, max_loaders_per_rank=max_loaders_per_rank)
             except ShardStreamError as e:
                 if not isinstance(e.__cause__, grpc.RpcError) or not _retryable(e.__cause__):
                     raise

@@ -82,6 +82,7 @@ def plan_from_proto(r: pb.PlanEpochResponse) -> Plan:
         resume_token=r.resume_token,
         loader_addresses=tuple(r.loader_addresses),
         window=r.window,
+        rank_loaders=tuple(tuple(r.addresses) for r in r.rank_loaders),
     )
 
 

@@ -231,6 +231,13 @@ class ShardStreamDataset(IterableDataset[Any]):
       token: the bearer token for a server with ``--auth-file``, sent as
         ``authorization: Bearer TOKEN`` on every call; default
         ``$SHARDSTREAM_TOKEN``, read when the channel opens.
+      max_loaders_per_rank: stream this rank from up to this many loaders
+        of the coordinator's pool at once (1 to 1024; sent in
+        ``PlanEpochRequest.max_loaders_per_rank``). With K > 1 addresses in the plan,
+        stream j of K reads the steps ``w + j*N``, every ``K*N``-th (``w``
+        of ``N`` DataLoader workers), and their batches are taken in turn,
+        so the order is that of one stream; a stripe whose loader dies is
+        reopened from its next step on the loader a new plan names.
 
     The certificate arguments are paths, not bytes: the files are read
     each time a channel opens (every ``__iter__``, in each DataLoader
@@ -266,6 +273,7 @@ class ShardStreamDataset(IterableDataset[Any]):
         client_cert: str | os.PathLike[str] | None = None,
         client_key: str | os.PathLike[str] | None = None,
         token: str | None = None,
+        max_loaders_per_rank: int = 1,
     ) -> None:
         super().__init__()
         if not isinstance(address, str) or not address:
@@ -316,6 +324,9 @@ class ShardStreamDataset(IterableDataset[Any]):
             p is not None for p in (self.root_certificates, self.client_cert, self.client_key)
         )
         self._auth = _Secret.check(token) if token is not None else None
+        self.max_loaders_per_rank = _check_uint(
+            "max_loaders_per_rank", max_loaders_per_rank, 1024, minimum=1
+        )
         self.stats = Stats()
         self.last_plan: Plan | None = None
         # torch.distributed's (rank, world size) in the process that pickled
@@ -439,7 +450,9 @@ class ShardStreamDataset(IterableDataset[Any]):
         streaming anything."""
         world = current_world(self.rank, self.world_size, self._inherited_dist)
         with self._client() as client:
-            return client.plan(self.job(world.world_size))
+            return client.plan(
+                self.job(world.world_size), max_loaders_per_rank=self.max_loaders_per_rank
+            )
 
     def __len__(self) -> int:
         """The number of batches this rank gets from the current point: the
@@ -499,7 +512,7 @@ class ShardStreamDataset(IterableDataset[Any]):
         job = self.job(world_size)
         in_worker = get_worker_info() is not None
         with self._client() as client:
-            plan = client.plan(job)
+            plan = client.plan(job, max_loaders_per_rank=self.max_loaders_per_rank)
             self.last_plan = plan
             # The loaders stream the plan of this manifest or refuse
             # (FAILED_PRECONDITION), never another manifest's batches, and
@@ -517,8 +530,17 @@ class ShardStreamDataset(IterableDataset[Any]):
             # DataLoader worker w of N reads the steps w, w+N, ...; the
             # DataLoader takes one item from each worker in turn, so the
             # training loop sees the steps in order, as with no workers.
-            stream = client.batches(
-                plan, job, rank, self.stats, first=worker, stride=workers, columnar=self.columnar
+            # With K stripe loaders in the plan, the worker's stream j of K
+            # reads w + j*N, every K*N-th step, and they are merged back.
+            stream = client.striped_batches(
+                plan,
+                job,
+                rank,
+                self.stats,
+                first=worker,
+                stride=workers,
+                columnar=self.columnar,
+                max_loaders_per_rank=self.max_loaders_per_rank,
             )
             with closing(stream) as batches:
                 for batch in batches:

@@ -49,6 +49,10 @@ class Plan:
     resume_token: str
     loader_addresses: tuple[str, ...]
     window: int = 0  # the window the plan used (0: a server too old to say)
+    # Each rank's stripe loaders (PlanEpochResponse.rank_loaders), indexed
+    # by rank: K addresses, the first being loader_addresses[rank]; empty
+    # from a server too old to say.
+    rank_loaders: tuple[tuple[str, ...], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -40,10 +40,14 @@ class Server:
         extra: tuple[str, ...] = (),
         env: dict[str, str] | None = None,
         client: dict[str, Any] | None = None,
+        role: str = "serve",
     ) -> None:
         """``client``: ShardStreamDataset arguments for the readiness call
-        (TLS and token for a secured server)."""
+        (TLS and token for a secured server). ``role``: the subcommand,
+        ``serve``, ``coordinator`` or ``loader`` (give a loader
+        ``--coordinator ADDR`` in ``extra``)."""
         self.bin_path = bin_path
+        self.role = role
         self.client = client or {}
         self.data = data
         self.log_path = log
@@ -59,7 +63,7 @@ class Server:
         once it answers."""
         assert self.proc is None, "server already running"
         self._log = self.log_path.open("a")
-        cmd = [str(self.bin_path), "serve", "--data", self.data]
+        cmd = [str(self.bin_path), self.role, "--data", self.data]
         cmd += ["--listen", f"127.0.0.1:{self.port}", *self.extra]
         self.proc = subprocess.Popen(
             cmd,

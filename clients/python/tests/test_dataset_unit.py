@@ -213,3 +213,20 @@ def test_too_large_hint() -> None:
     assert (
         too_large_hint(_FakeCall(grpc.StatusCode.INTERNAL, "larger than max (1 vs. 0)"), 9) is None
     )
+
+
+def test_loader_address_stripes() -> None:
+    from shardstream._client import loader_address
+
+    plan = shardstream.Plan(
+        "fp", 10, 80, 0, 0, "", ("a:1", "b:1"), rank_loaders=(("a:1", "b:1"), ("b:1", "a:1"))
+    )
+    assert [loader_address(plan, 1, 0, "c:1", stripe=j) for j in (0, 1)] == ["b:1", "a:1"]
+    # Then the plan's others in turn.
+    assert loader_address(plan, 0, 1, "c:1", stripe=1) == "a:1"
+    # A plan with fewer stripe loaders (one left the pool) still gives one.
+    one = shardstream.Plan("fp", 10, 80, 0, 0, "", ("a:1",), rank_loaders=(("a:1",),))
+    assert loader_address(one, 0, 0, "c:1", stripe=1) == "a:1"
+    # A plan without stripes: loader_addresses, empty is the coordinator.
+    old = shardstream.Plan("fp", 10, 80, 0, 0, "", ("",))
+    assert loader_address(old, 0, 0, "c:1", stripe=1) == "c:1"

@@ -91,12 +91,14 @@ def test_dataloader_worker_reads_its_stripe(monkeypatch: pytest.MonkeyPatch) -> 
         first: int,
         stride: int,
         columnar: bool = False,
+        stripe: int = 0,
+        max_loaders_per_rank: int = 1,
     ) -> Iterator[shardstream.Batch]:
         asked.update(rank=rank, first=first, stride=stride)
         for step in range(first, 10, stride):
             yield shardstream.Batch([], rank=rank, epoch=0, step=step, resume_token=f"t{step}")
 
-    monkeypatch.setattr(_client.Client, "plan", lambda self, job, wait=True: plan)
+    monkeypatch.setattr(_client.Client, "plan", lambda self, job, **kw: plan)
     monkeypatch.setattr(_client.Client, "batches", batches)
     ds = shardstream.ShardStreamDataset("127.0.0.1:1", batch_size=8, rank=2, world_size=3)
     assert [b.step for b in ds] == [1, 4, 7]
