@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -20,17 +19,11 @@ import (
 // fetched / dataset bytes, and the goal on the last line: R ≤ 1.05, the
 // largest ratio printed.
 func TestBenchEpoch(t *testing.T) {
-	bin, err := miniotest.Binary()
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal(err)
-		}
-		t.Skip(err)
-	}
+	bin := miniotest.BinaryFor(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var stdout, stderr bytes.Buffer
-	err = runEpoch(ctx, []string{"--minio", bin, "--shards", "2MiB,4MiB", "--dataset", "8MiB", "--chunk", "256KiB", "--caches", "0,1MiB,64MiB"}, &stdout, &stderr)
+	err := runEpoch(ctx, []string{"--minio", bin, "--shards", "2MiB,4MiB", "--dataset", "8MiB", "--chunk", "256KiB", "--caches", "0,1MiB,64MiB"}, &stdout, &stderr)
 	if err != nil {
 		t.Fatalf("bench-epoch: %v\nstderr:\n%s", err, stderr.String())
 	}

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -15,17 +14,11 @@ import (
 // TestBenchRead runs a tiny read benchmark end to end (MinIO started by the
 // command) and checks the figures it prints and its last line.
 func TestBenchRead(t *testing.T) {
-	bin, err := miniotest.Binary()
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal(err)
-		}
-		t.Skip(err)
-	}
+	bin := miniotest.BinaryFor(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var stdout, stderr bytes.Buffer
-	err = runRead(ctx, []string{"--minio", bin, "--sizes", "2,3", "--chunk", "1", "--sample", "16", "--reps", "1", "--pass", "4"}, &stdout, &stderr)
+	err := runRead(ctx, []string{"--minio", bin, "--sizes", "2,3", "--chunk", "1", "--sample", "16", "--reps", "1", "--pass", "4"}, &stdout, &stderr)
 	if err != nil {
 		t.Fatalf("bench-read: %v\nstderr:\n%s", err, stderr.String())
 	}

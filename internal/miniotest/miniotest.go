@@ -90,10 +90,9 @@ func Binary() (string, error) {
 	return "", errors.New("no minio binary: set SHARDSTREAM_MINIO, put minio on PATH or run `make tools`")
 }
 
-// Start starts a MinIO server for the test and stops it at the test's
-// cleanup. Without a binary it skips the test, except under CI=true where
-// a missing backend is a failure.
-func Start(t testing.TB) *Server {
+// BinaryFor returns the minio binary for a test. Without one it skips the
+// test, except under CI=true where a missing backend is a failure.
+func BinaryFor(t testing.TB) string {
 	t.Helper()
 	bin, err := Binary()
 	if err != nil {
@@ -102,6 +101,15 @@ func Start(t testing.TB) *Server {
 		}
 		t.Skipf("miniotest: %v", err)
 	}
+	return bin
+}
+
+// Start starts a MinIO server for the test and stops it at the test's
+// cleanup. Without a binary it skips the test, except under CI=true where
+// a missing backend is a failure.
+func Start(t testing.TB) *Server {
+	t.Helper()
+	bin := BinaryFor(t)
 	ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
 	defer cancel()
 	s, err := Launch(ctx, bin, t.TempDir())
