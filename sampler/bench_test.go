@@ -47,10 +47,9 @@ func BenchmarkPlan10MUnits(b *testing.B) {
 	b.ReportMetric(float64(ms1.TotalAlloc-ms0.TotalAlloc)/float64(b.N)/float64(len(units)), "B/unit")
 }
 
-// BenchmarkResume10MUnits measures New with a token of two resized
-// segments on the same dataset.
-func BenchmarkResume10MUnits(b *testing.B) {
-	units := bigUnits()
+// resized is the plan of units after an elastic resume: 64 ranks of 256
+// consumed a third of the epoch, then 48 ranks go on.
+func resized(b *testing.B, units []Unit) *Plan {
 	p, err := New(units, bigJob, nil, 64, 256)
 	if err != nil {
 		b.Fatal(err)
@@ -60,7 +59,15 @@ func BenchmarkResume10MUnits(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	tok = q.Token(q.Steps() / 2)
+	return q
+}
+
+// BenchmarkResume10MUnits measures New with a token of two resized
+// segments on the same dataset.
+func BenchmarkResume10MUnits(b *testing.B) {
+	units := bigUnits()
+	q := resized(b, units)
+	tok := q.Token(q.Steps() / 2)
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := New(units, bigJob, &tok, 64, 512); err != nil {
@@ -75,15 +82,7 @@ func BenchmarkResume10MUnits(b *testing.B) {
 // by the batch size.
 func BenchmarkSeek10MUnits(b *testing.B) {
 	units := bigUnits()
-	p, err := New(units, bigJob, nil, 64, 256)
-	if err != nil {
-		b.Fatal(err)
-	}
-	tok := p.Token(p.Steps() / 3)
-	q, err := New(units, bigJob, &tok, 48, 256)
-	if err != nil {
-		b.Fatal(err)
-	}
+	q := resized(b, units)
 	rng := rand.New(rand.NewPCG(1, 2))
 	dst := make([]SampleID, 0, 256)
 	b.ReportAllocs()
@@ -117,15 +116,7 @@ func BenchmarkNextBatch(b *testing.B) {
 // the batch touches.
 func BenchmarkLastUse(b *testing.B) {
 	units := bigUnits()
-	p, err := New(units, bigJob, nil, 64, 256)
-	if err != nil {
-		b.Fatal(err)
-	}
-	tok := p.Token(p.Steps() / 3)
-	q, err := New(units, bigJob, &tok, 48, 256)
-	if err != nil {
-		b.Fatal(err)
-	}
+	q := resized(b, units)
 	dst := make([]int64, 0, 256)
 	b.ReportAllocs()
 	step := int64(0)
