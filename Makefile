@@ -1,7 +1,7 @@
 # shardstream — the one entry point. CI runs `make test` (through .ci/run).
 #
 #   make demo         build, make a sample dataset, serve it, train 2 ranks × 2 epochs
-#   make test         every test: lint (gofmt, vet, staticcheck, buf, ruff, mypy), proto drift, go test -race, pytest
+#   make test         every test: lint (gofmt, vet, staticcheck, buf, ruff, mypy), proto drift, go test -race, pytest, chart
 #   make bench-read   read path vs plain ranged GETs on a real MinIO
 #   make bench-epoch  store bytes fetched per epoch through a loader, on MinIO
 #   make bench-plan   planner benchmarks (10M chunks)
@@ -30,6 +30,10 @@ BUF_VERSION                := v1.75.0
 PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 STATICCHECK_VERSION        := v0.8.2
+HELM_VERSION               := v4.3.2
+# The Kubernetes version the chart's manifests are validated against
+# (schemas from kubernetes-validate in .venv, offline).
+KUBE_VERSION               := 1.33
 PYTHON                     ?= python3
 
 export PATH := $(TOOLS):$(PATH)
@@ -60,8 +64,12 @@ $(TOOLS)/protoc-gen-go-grpc:
 $(TOOLS)/staticcheck:
 	GOBIN=$(TOOLS) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
+$(TOOLS)/helm:
+	@echo "installing helm $(HELM_VERSION) (a few minutes the first time)"
+	GOBIN=$(TOOLS) $(GO) install helm.sh/helm/v4/cmd/helm@$(HELM_VERSION)
+
 .PHONY: tools
-tools: $(TOOLS)/minio $(TOOLS)/buf $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc $(TOOLS)/staticcheck
+tools: $(TOOLS)/minio $(TOOLS)/buf $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc $(TOOLS)/staticcheck $(TOOLS)/helm
 
 # The Python environment: pinned requirements, then the client in editable
 # mode. The stamp is rebuilt when the requirements change.
@@ -131,7 +139,7 @@ lint: venv $(TOOLS)/staticcheck $(TOOLS)/buf
 	staticcheck ./...
 	buf format --diff --exit-code
 	buf breaking --against proto/baseline.binpb
-	cd clients/python && $(VENV)/bin/ruff check . ../../examples && $(VENV)/bin/ruff format --check . ../../examples
+	cd clients/python && $(VENV)/bin/ruff check . ../../examples ../../scripts && $(VENV)/bin/ruff format --check . ../../examples ../../scripts
 	cd clients/python && $(VENV)/bin/mypy
 
 # lint also checks that the production binary links no test code: the
@@ -150,7 +158,7 @@ check-deps:
 # ---- tests -----------------------------------------------------------------
 
 .PHONY: test
-test: tools venv build check-proto lint go-test py-test
+test: tools venv build check-proto lint go-test py-test chart-test
 	@echo "make test: all suites passed"
 
 .PHONY: go-test
@@ -160,6 +168,14 @@ go-test: tools build
 .PHONY: py-test
 py-test: tools venv build
 	cd clients/python && $(VENV)/bin/pytest -q tests
+
+# The Helm chart: helm lint --strict and helm template of several value
+# combinations, every object validated strictly (unknown fields fail)
+# against the Kubernetes $(KUBE_VERSION) schemas, offline; render-time
+# refusals; and broken manifests the validator must refuse. Seconds.
+.PHONY: chart-test
+chart-test: $(TOOLS)/helm venv
+	HELM=$(TOOLS)/helm PY=$(PY) KUBE_VERSION=$(KUBE_VERSION) scripts/chart-test.sh
 
 # Short fuzz runs of every fuzz target (the committed corpora run in go-test).
 FUZZ_TIME ?= 15s

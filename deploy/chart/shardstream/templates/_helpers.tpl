@@ -1,6 +1,22 @@
 {{- define "shardstream.name" -}}{{ .Release.Name }}-shardstream{{- end -}}
+{{/* Labels every object carries; selectors use the older app label only,
+since a Deployment's selector cannot change on upgrade. */}}
+{{- define "shardstream.labels" -}}
+app.kubernetes.io/name: shardstream
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}
+{{- end -}}
+
+{{/* The coordinator's in-cluster address, as loaders and trainers dial it
+(and as its TLS certificate must name it). */}}
+{{- define "shardstream.coordinatorAddr" -}}
+{{ include "shardstream.name" . }}-coordinator.{{ .Release.Namespace }}.svc:{{ .Values.grpcPort }}
+{{- end -}}
+
+{{/* Flags both roles share; the role is the first argument. */}}
 {{- define "shardstream.args" -}}
-- serve
 - --data={{ .Values.data }}
 - --listen=0.0.0.0:{{ .Values.grpcPort }}
 - --metrics-addr=0.0.0.0:{{ .Values.metricsPort }}
@@ -74,4 +90,55 @@ tcpSocket: {port: {{ .Values.grpcPort }}}
 {{- else -}}
 grpc: {port: {{ .Values.grpcPort }}}
 {{- end -}}
+{{- end -}}
+
+{{/* How a loader reaches the coordinator's pool service: over TLS with the
+server CA when TLS is on (it presents its own certificate for mutual TLS),
+with the pool token when the coordinator checks tokens. */}}
+{{- define "shardstream.loaderCoordArgs" -}}
+- --coordinator={{ include "shardstream.coordinatorAddr" . }}
+{{- if .Values.tls.enabled }}
+- --coordinator-ca=/etc/shardstream/server-ca/{{ .Values.tls.serverCA.key }}
+{{- end }}
+{{- if .Values.auth.secretName }}
+- --coordinator-token-file=/etc/shardstream/loader-token/{{ .Values.auth.loaderTokenSecret.key }}
+{{- end }}
+{{- end -}}
+
+{{- define "shardstream.loaderCoordMounts" -}}
+{{- if .Values.tls.enabled }}
+- {name: server-ca, mountPath: /etc/shardstream/server-ca, readOnly: true}
+{{- end }}
+{{- if .Values.auth.secretName }}
+- {name: loader-token, mountPath: /etc/shardstream/loader-token, readOnly: true}
+{{- end }}
+{{- end -}}
+
+{{- define "shardstream.loaderCoordVolumes" -}}
+{{- if .Values.tls.enabled }}
+- name: server-ca
+  secret: {secretName: {{ .Values.tls.serverCA.secretName | default .Values.tls.secretName }}}
+{{- end }}
+{{- if .Values.auth.secretName }}
+- name: loader-token
+  secret: {secretName: {{ .Values.auth.loaderTokenSecret.secretName }}}
+{{- end }}
+{{- end -}}
+
+{{/* Value combinations that would deploy but not work: refused at render
+time with what to set. */}}
+{{- define "shardstream.checks" -}}
+{{- if and .Values.auth.secretName (not .Values.tls.enabled) }}
+{{- fail "auth.secretName needs tls.enabled: loaders send their pool token to the coordinator over TLS only" }}
+{{- end }}
+{{- if and .Values.auth.secretName (not .Values.auth.loaderTokenSecret.secretName) }}
+{{- fail "auth.secretName needs auth.loaderTokenSecret.secretName: a Secret with a token whose auth-file line allows every dataset (*), for loaders to join the pool" }}
+{{- end }}
+{{- $l := .Values.loader }}
+{{- if lt (int $l.terminationGracePeriodSeconds) (add $l.preStopSeconds $l.drainTimeoutSeconds 5 | int) }}
+{{- fail (printf "loader.terminationGracePeriodSeconds (%v) must be at least loader.preStopSeconds + loader.drainTimeoutSeconds + 5 (%v): the kubelet would kill draining loaders" $l.terminationGracePeriodSeconds (add $l.preStopSeconds $l.drainTimeoutSeconds 5)) }}
+{{- end }}
+{{- if not (has $l.autoscaling.metric (list "desiredLoaders" "cpu")) }}
+{{- fail (printf "loader.autoscaling.metric %q: want desiredLoaders or cpu" $l.autoscaling.metric) }}
+{{- end }}
 {{- end -}}
