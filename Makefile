@@ -172,10 +172,11 @@ py-test: tools venv build
 # The Helm chart: helm lint --strict and helm template of several value
 # combinations, every object validated strictly (unknown fields fail)
 # against the Kubernetes $(KUBE_VERSION) schemas, offline; render-time
-# refusals; and broken manifests the validator must refuse. Seconds.
+# refusals; the binary's subcommands and flags the containers use; and
+# broken manifests the validator must refuse. Seconds.
 .PHONY: chart-test
-chart-test: $(TOOLS)/helm venv
-	HELM=$(TOOLS)/helm PY=$(PY) KUBE_VERSION=$(KUBE_VERSION) scripts/chart-test.sh
+chart-test: $(TOOLS)/helm venv $(BIN)
+	HELM=$(TOOLS)/helm PY=$(PY) BIN=$(BIN) KUBE_VERSION=$(KUBE_VERSION) scripts/chart-test.sh
 
 # Short fuzz runs of every fuzz target (the committed corpora run in go-test).
 FUZZ_TIME ?= 15s

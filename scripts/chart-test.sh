@@ -6,12 +6,15 @@
 # work are refused at render time; and prove the validator bites on broken
 # manifests (deploy/chart/tests/invalid).
 #
-#   HELM=.tools/bin/helm PY=.venv/bin/python KUBE_VERSION=1.33 scripts/chart-test.sh
+# Every container's subcommand and flags must exist in the binary it runs.
+#
+#   HELM=.tools/bin/helm PY=.venv/bin/python BIN=bin/shardstream KUBE_VERSION=1.33 scripts/chart-test.sh
 set -euo pipefail
 
 HELM=${HELM:-helm}
 PY=${PY:-python3}
 KUBE_VERSION=${KUBE_VERSION:-1.33}
+BIN=${BIN:-bin/shardstream}
 CHART=deploy/chart/shardstream
 REL=data
 NS=training-data
@@ -39,7 +42,7 @@ case_() {
 	echo "== $name"
 	helm_ lint --strict --quiet "$CHART" "${flags[@]}" >/dev/null
 	helm_ template "$REL" "$CHART" --namespace "$NS" --kube-version "$KUBE_VERSION" "${flags[@]}" |
-		"${VALIDATE[@]}" "$@" -
+		"${VALIDATE[@]}" --binary "$BIN" "$@" -
 }
 
 # refused NAME TEXT [helm flags...]: helm template must fail saying TEXT.
@@ -117,5 +120,5 @@ refused "unknown autoscaling metric" "want desiredLoaders or cpu" \
 	--set loader.autoscaling.metric=memory
 
 echo "== the validator refuses broken manifests"
-"${VALIDATE[@]}" --expect-invalid deploy/chart/tests/invalid/*.yaml
+"${VALIDATE[@]}" --binary "$BIN" --expect-invalid deploy/chart/tests/invalid/*.yaml
 echo "chart-test: all passed"

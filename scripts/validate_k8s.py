@@ -5,12 +5,15 @@ pinned Kubernetes version; custom resources (ServiceMonitor) against the small
 strict schemas committed in deploy/chart/tests/schemas. A kind with no schema
 is an error, not a warning: it would otherwise pass unchecked.
 
-    validate_k8s.py --kube-version 1.33 [--expect PATH=VALUE] [--absent KIND] FILE|-
+    validate_k8s.py --kube-version 1.33 [--expect PATH=VALUE] [--absent KIND]
+        [--binary bin/shardstream] FILE|-
     validate_k8s.py --kube-version 1.33 --expect-invalid FILE...
 
 --expect checks a rendered value (KIND/NAME:dotted.path, list items by
 index; a list passes when one of its items is VALUE), --absent that no object
-of a kind was rendered. --expect-invalid proves the validation bites: each
+of a kind was rendered, --binary that every container running shardstream
+names a subcommand and flags that binary has (`shardstream help ROLE`).
+--expect-invalid proves the validation bites: each
 file must fail, with the text of its "# expect:" line in the error.
 """
 
@@ -18,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -85,10 +90,40 @@ def lookup(docs: list[dict[str, Any]], ref: str) -> Any:
     return value
 
 
+def flag_errors(docs: list[dict[str, Any]], binary: str) -> list[str]:
+    """Subcommands and flags the rendered containers pass that binary lacks."""
+    errors = []
+    for d in docs:
+        spec = ((d.get("spec") or {}).get("template") or {}).get("spec") or {}
+        for c in spec.get("containers", []):
+            args = [str(a) for a in c.get("args", [])]
+            if not args:
+                continue
+            help_ = subprocess.run(
+                [binary, "help", args[0]], capture_output=True, text=True, check=False
+            )
+            if help_.returncode != 0:
+                errors.append(f"{name_of(d)}: {binary} has no subcommand {args[0]!r}")
+                continue
+            known = set(re.findall(r"^  -([a-z0-9-]+)", help_.stdout + help_.stderr, re.M))
+            errors += [
+                f"{name_of(d)}: {binary} {args[0]} has no flag {a.split('=')[0]}"
+                for a in args[1:]
+                if a.startswith("--") and a[2:].split("=")[0] not in known
+            ]
+    return errors
+
+
 def check_rendered(
-    docs: list[dict[str, Any]], kube_version: str, expects: list[str], absents: list[str]
+    docs: list[dict[str, Any]],
+    kube_version: str,
+    expects: list[str],
+    absents: list[str],
+    binary: str | None,
 ) -> list[str]:
     errors = [e for d in docs if (e := validate(d, kube_version)) is not None]
+    if binary:
+        errors += flag_errors(docs, binary)
     for exp in expects:
         ref, _, want = exp.partition("=")
         try:
@@ -107,7 +142,7 @@ def check_rendered(
     return errors
 
 
-def check_invalid(paths: list[str], kube_version: str) -> list[str]:
+def check_invalid(paths: list[str], kube_version: str, binary: str | None) -> list[str]:
     """Each file must fail validation with its "# expect:" text in the error."""
     errors = []
     for path in paths:
@@ -119,7 +154,10 @@ def check_invalid(paths: list[str], kube_version: str) -> list[str]:
         if not marks:
             errors.append(f"{path}: no '# expect: TEXT' line")
             continue
-        got = [e for d in load(path) if (e := validate(d, kube_version)) is not None]
+        docs = load(path)
+        got = [e for d in docs if (e := validate(d, kube_version)) is not None]
+        if binary:
+            got += flag_errors(docs, binary)
         if not any(marks[0] in e for e in got):
             errors.append(f"{path}: want an error containing {marks[0]!r}, got {got}")
         else:
@@ -132,14 +170,15 @@ def main() -> int:
     ap.add_argument("--kube-version", required=True, help="e.g. 1.33")
     ap.add_argument("--expect", action="append", default=[], metavar="KIND/NAME:PATH=VALUE")
     ap.add_argument("--absent", action="append", default=[], metavar="KIND")
+    ap.add_argument("--binary", help="check containers' subcommands and flags against it")
     ap.add_argument("--expect-invalid", action="store_true", help="every file must fail")
     ap.add_argument("files", nargs="+")
     args = ap.parse_args()
     if args.expect_invalid:
-        errors = check_invalid(args.files, args.kube_version)
+        errors = check_invalid(args.files, args.kube_version, args.binary)
     else:
         docs = [d for f in args.files for d in load(f)]
-        errors = check_rendered(docs, args.kube_version, args.expect, args.absent)
+        errors = check_rendered(docs, args.kube_version, args.expect, args.absent, args.binary)
         if not errors:
             names = ", ".join(sorted(name_of(d) for d in docs))
             print(f"{len(docs)} objects valid in Kubernetes {args.kube_version}: {names}")
