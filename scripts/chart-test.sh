@@ -6,7 +6,8 @@
 # work are refused at render time; and prove the validator bites on broken
 # manifests (deploy/chart/tests/invalid).
 #
-# Every container's subcommand and flags must exist in the binary it runs.
+# Every container's subcommand and flags must exist in the binary it runs, and
+# the rendered coordinator and loader commands must run with it.
 #
 #   HELM=.tools/bin/helm PY=.venv/bin/python BIN=bin/shardstream KUBE_VERSION=1.33 scripts/chart-test.sh
 set -euo pipefail
@@ -22,6 +23,8 @@ N=$REL-shardstream
 LOADER=Deployment/$N-loader:spec.template.spec
 COORD=Deployment/$N-coordinator:spec.template.spec
 VALIDATE=("$PY" scripts/validate_k8s.py --kube-version "$KUBE_VERSION")
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
 
 # helm, without its note that dashboards/shardstream.json is a link (to
 # deploy/grafana/shardstream.json, on purpose).
@@ -118,6 +121,10 @@ refused "grace period shorter than the drain" "must be at least loader.preStopSe
 	--set loader.drainTimeoutSeconds=115
 refused "unknown autoscaling metric" "want desiredLoaders or cpu" \
 	--set loader.autoscaling.metric=memory
+
+echo "== the rendered commands run: the loader joins the pool and drains (scripts/chart_smoke.py)"
+helm_ template "$REL" "$CHART" --namespace "$NS" >"$TMP/defaults.yaml"
+"$PY" scripts/chart_smoke.py --binary "$BIN" "$TMP/defaults.yaml"
 
 echo "== the validator refuses broken manifests"
 "${VALIDATE[@]}" --binary "$BIN" --expect-invalid deploy/chart/tests/invalid/*.yaml
