@@ -125,6 +125,9 @@ refused "unknown autoscaling metric" "want desiredLoaders or cpu" \
 echo "== the rendered commands run: the loader joins the pool and drains (scripts/chart_smoke.py)"
 helm_ template "$REL" "$CHART" --namespace "$NS" >"$TMP/defaults.yaml"
 "$PY" scripts/chart_smoke.py --binary "$BIN" "$TMP/defaults.yaml"
+echo "== the same with TLS + mutual TLS + auth + token key"
+helm_ template "$REL" "$CHART" --namespace "$NS" "${SECURE[@]}" >"$TMP/secure.yaml"
+"$PY" scripts/chart_smoke.py --binary "$BIN" "$TMP/secure.yaml"
 
 echo "== the validator refuses broken manifests"
 "${VALIDATE[@]}" --binary "$BIN" --expect-invalid deploy/chart/tests/invalid/*.yaml

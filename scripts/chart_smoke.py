@@ -5,15 +5,20 @@
 Takes the args of the rendered RELEASE-shardstream-coordinator and -loader
 Deployments as they are, changing only what ties them to a cluster: --data
 (a small dataset packed here), --listen and --metrics-addr (loopback ports),
---cache-dir, the coordinator's address and $(POD_IP). Then: the loader must
-join the coordinator's pool (`shardstream status`), show as draining after
-SIGTERM, and both must exit 0 within their pods' grace periods.
+--cache-dir, the coordinator's address and $(POD_IP), and the Secrets'
+mount point /etc/shardstream, under which it writes what the args name: a
+CA and a certificate for 127.0.0.1 (openssl), an auth file allowing the
+loader token, the token, an HMAC key. Then: the loader must join the
+coordinator's pool (`shardstream status`), show as draining after SIGTERM,
+and both must exit 0 within their pods' grace periods.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -45,13 +50,70 @@ def pod_spec(docs: list[dict[str, Any]], suffix: str) -> dict[str, Any]:
     raise SystemExit(f"no Deployment *{suffix} rendered")
 
 
-def local_args(args: list[str], replace: dict[str, str]) -> list[str]:
-    """args with the cluster-bound flags replaced (those in replace)."""
+SECRETS = "/etc/shardstream/"
+
+
+def local_args(args: list[str], replace: dict[str, str], secrets: Path) -> list[str]:
+    """args with the cluster-bound flags replaced (those in replace) and the
+    Secrets' mount point moved to secrets."""
     out = []
     for a in args:
         name = a.split("=", 1)[0]
-        out.append(f"{name}={replace[name]}" if name in replace else a)
+        a = f"{name}={replace[name]}" if name in replace else a
+        out.append(a.replace(SECRETS, f"{secrets}/"))
     return out
+
+
+def openssl(args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args.split()], cwd=cwd, check=True, capture_output=True)
+
+
+def write_secrets(args: list[str], secrets: Path) -> dict[str, Path]:
+    """Write the files args read under secrets, by their Secret's mount (tls,
+    client-ca, server-ca, auth, loader-token, token-key); returns the CA,
+    certificate, key and token paths for `shardstream status`."""
+    pki = secrets / "pki"
+    pki.mkdir(parents=True, exist_ok=True)
+    ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1"
+    openssl(
+        f"req -x509 {ec} -keyout ca.key -out ca.crt -subj /CN=chart-smoke-ca"
+        " -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign",
+        cwd=pki,
+    )
+    openssl(f"req {ec} -keyout tls.key -out tls.csr -subj /CN=127.0.0.1", cwd=pki)
+    (pki / "ext.cnf").write_text(
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n"
+    )
+    openssl(
+        "x509 -req -in tls.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out tls.crt"
+        " -days 1 -extfile ext.cnf",
+        cwd=pki,
+    )
+    token = os.urandom(32).hex()
+    (pki / "token").write_text(token + "\n")
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    (pki / "auth.txt").write_text(f"loaders {digest} *\n")
+    (pki / "token.key").write_text(os.urandom(32).hex() + "\n")
+    # The pki file each Secret's mount holds (tls holds tls.crt and tls.key).
+    content = {
+        "client-ca": "ca.crt",
+        "server-ca": "ca.crt",
+        "auth": "auth.txt",
+        "loader-token": "token",
+        "token-key": "token.key",
+    }
+    for a in args:
+        _, _, path = a.partition("=")
+        if not path.startswith(f"{secrets}/"):
+            continue
+        f = Path(path)
+        mount = f.parent.name
+        src = f.name if mount == "tls" else content.get(mount)
+        if src is None or not (pki / src).exists():
+            raise SystemExit(f"{a}: no test content for the {mount} Secret's {f.name}")
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_bytes((pki / src).read_bytes())
+    return {n: pki / n for n in ("ca.crt", "tls.crt", "tls.key", "token")}
 
 
 def start(binary: str, args: list[str], log: Path) -> subprocess.Popen[str]:
@@ -68,17 +130,18 @@ def start(binary: str, args: list[str], log: Path) -> subprocess.Popen[str]:
     return p
 
 
-def poll(what: str, cond: Callable[[], bool]) -> None:
+def poll(what: str, cond: Callable[[], bool], log: Path) -> None:
     end = time.monotonic() + DEADLINE
     while not cond():
         if time.monotonic() > end:
-            raise SystemExit(f"timed out waiting for {what}")
+            tail = "\n".join(log.read_text().splitlines()[-10:])
+            raise SystemExit(f"timed out waiting for {what}; {log.name} ends:\n{tail}")
         time.sleep(0.2)
 
 
-def pool(binary: str, coord: str) -> dict[str, Any]:
+def pool(binary: str, coord: str, creds: list[str]) -> dict[str, Any]:
     out = subprocess.run(
-        [binary, "status", "--coordinator", coord, "--json"],
+        [binary, "status", "--coordinator", coord, "--json", *creds],
         capture_output=True,
         text=True,
         check=False,
@@ -131,7 +194,8 @@ def main() -> int:
             "--metrics-addr": "127.0.0.1:0",
             "--cache-dir": str(work / "cache"),
         }
-        cargs = local_args(cspec["containers"][0]["args"], {**common, "--listen": coord})
+        secrets = work / "etc"
+        cargs = local_args(cspec["containers"][0]["args"], {**common, "--listen": coord}, secrets)
         largs = local_args(
             lspec["containers"][0]["args"],
             {
@@ -140,7 +204,15 @@ def main() -> int:
                 "--coordinator": coord,
                 "--advertise": f"127.0.0.1:{lport}",
             },
+            secrets,
         )
+        pki = write_secrets(cargs + largs, secrets)
+        creds = []
+        if any(x.startswith("--tls-cert=") for x in cargs):
+            creds = ["--coordinator-ca", str(pki["ca.crt"])]
+            creds += ["--client-cert", str(pki["tls.crt"]), "--client-key", str(pki["tls.key"])]
+        if any(x.startswith("--auth-file=") for x in cargs):
+            creds += ["--token-file", str(pki["token"])]
         clog, llog = work / "coordinator.log", work / "loader.log"
         cp = start(a.binary, cargs, clog)
         try:
@@ -149,13 +221,15 @@ def main() -> int:
                 want = f"127.0.0.1:{lport}"
 
                 def state() -> str:
-                    found = [x for x in pool(a.binary, coord)["loaders"] if x["address"] == want]
+                    found = [
+                        x for x in pool(a.binary, coord, creds)["loaders"] if x["address"] == want
+                    ]
                     return str(found[0]["state"]) if found else ""
 
-                poll("the loader to join the pool", lambda: state() == "serving")
+                poll("the loader to join the pool", lambda: state() == "serving", llog)
                 print(f"loader {want} joined the coordinator's pool")
                 lp.send_signal(signal.SIGTERM)
-                poll("the loader to drain", lambda: state() in ("draining", ""))
+                poll("the loader to drain", lambda: state() in ("draining", ""), llog)
                 took = stop("loader", lp, int(lspec["terminationGracePeriodSeconds"]), llog)
                 print(f"loader drained and exited 0 in {took:.1f}s after SIGTERM")
             finally:
