@@ -88,6 +88,14 @@ case_ "tls + mtls + auth + token key" "${SECURE[@]}" -- \
 	--expect "$LOADER.containers.0.readinessProbe.tcpSocket.port=7070" \
 	--expect "$LOADER.volumes.6.secret.secretName=shardstream-loader-token"
 
+case_ "loaders as a StatefulSet, with TLS" "${SECURE[@]}" --set loader.kind=StatefulSet -- \
+	--expect "StatefulSet/$N-loader:spec.serviceName=$N-loader" \
+	--expect "StatefulSet/$N-loader:spec.template.spec.containers.0.args=--advertise=\$(POD_NAME).$N-loader.$NS.svc:7070" \
+	--expect "StatefulSet/$N-loader:spec.template.spec.containers.0.env.0.valueFrom.fieldRef.fieldPath=metadata.name" \
+	--expect "HorizontalPodAutoscaler/$N-loader:spec.scaleTargetRef.kind=StatefulSet" \
+	--expect "Service/$N-loader:spec.publishNotReadyAddresses=True" \
+	--absent Deployment/$N-loader
+
 case_ "network policy" --set networkPolicy.enabled=true -- \
 	--expect "NetworkPolicy/$N-coordinator:spec.ingress.0.from.1.podSelector.matchLabels.app=$N-loader" \
 	--expect "NetworkPolicy/$N-loader:spec.ingress.1.ports.0.port=9090"
@@ -119,14 +127,16 @@ refused "auth without a loader token" "needs auth.loaderTokenSecret.secretName" 
 refused "tls without a secret" "tls.secretName is required" --set tls.enabled=true
 refused "grace period shorter than the drain" "must be at least loader.preStopSeconds" \
 	--set loader.drainTimeoutSeconds=115
+refused "unknown loader kind" "want Deployment or StatefulSet" --set loader.kind=DaemonSet
 refused "unknown autoscaling metric" "want desiredLoaders or cpu" \
 	--set loader.autoscaling.metric=memory
 
 echo "== the rendered commands run: the loader joins the pool and drains (scripts/chart_smoke.py)"
 helm_ template "$REL" "$CHART" --namespace "$NS" >"$TMP/defaults.yaml"
 "$PY" scripts/chart_smoke.py --binary "$BIN" "$TMP/defaults.yaml"
-echo "== the same with TLS + mutual TLS + auth + token key"
-helm_ template "$REL" "$CHART" --namespace "$NS" "${SECURE[@]}" >"$TMP/secure.yaml"
+echo "== the same with TLS + mutual TLS + auth + token key, loaders as a StatefulSet"
+helm_ template "$REL" "$CHART" --namespace "$NS" "${SECURE[@]}" --set loader.kind=StatefulSet \
+	>"$TMP/secure.yaml"
 "$PY" scripts/chart_smoke.py --binary "$BIN" "$TMP/secure.yaml"
 
 echo "== the validator refuses broken manifests"

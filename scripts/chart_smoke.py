@@ -3,9 +3,9 @@
     chart_smoke.py --binary bin/shardstream RENDERED.yaml
 
 Takes the args of the rendered RELEASE-shardstream-coordinator and -loader
-Deployments as they are, changing only what ties them to a cluster: --data
+Deployments (or StatefulSet) as they are, changing only what ties them to a cluster: --data
 (a small dataset packed here), --listen and --metrics-addr (loopback ports),
---cache-dir, the coordinator's address and $(POD_IP), and the Secrets'
+--cache-dir, the coordinator's address and --advertise, and the Secrets'
 mount point /etc/shardstream, under which it writes what the args name: a
 CA and a certificate for 127.0.0.1 (openssl), an auth file allowing the
 loader token, the token, an HMAC key. Then: the loader must join the
@@ -44,10 +44,11 @@ def free_port() -> int:
 
 def pod_spec(docs: list[dict[str, Any]], suffix: str) -> dict[str, Any]:
     for d in docs:
-        if d.get("kind") == "Deployment" and d["metadata"]["name"].endswith(suffix):
+        workload = d.get("kind") in ("Deployment", "StatefulSet")
+        if workload and d["metadata"]["name"].endswith(suffix):
             spec: dict[str, Any] = d["spec"]["template"]["spec"]
             return spec
-    raise SystemExit(f"no Deployment *{suffix} rendered")
+    raise SystemExit(f"no Deployment or StatefulSet *{suffix} rendered")
 
 
 SECRETS = "/etc/shardstream/"

@@ -5,15 +5,15 @@ pinned Kubernetes version; custom resources (ServiceMonitor) against the small
 strict schemas committed in deploy/chart/tests/schemas. A kind with no schema
 is an error, not a warning: it would otherwise pass unchecked.
 
-    validate_k8s.py --kube-version 1.33 [--expect PATH=VALUE] [--absent KIND]
+    validate_k8s.py --kube-version 1.33 [--expect PATH=VALUE] [--absent KIND[/NAME]]
         [--binary bin/shardstream] FILE|-
     validate_k8s.py --kube-version 1.33 --expect-invalid FILE...
 
 --expect checks a rendered value (KIND/NAME:dotted.path, list items by
 index; a list passes when one of its items is VALUE), --absent that no object
-of a kind was rendered, --binary that every container running shardstream
-names a subcommand and flags that binary has (`shardstream help ROLE`).
---expect-invalid proves the validation bites: each
+of a kind (or no KIND/NAME) was rendered, --binary that every container
+running shardstream names a subcommand and flags that binary has
+(`shardstream help ROLE`). --expect-invalid proves the validation bites: each
 file must fail, with the text of its "# expect:" line in the error.
 """
 
@@ -137,7 +137,7 @@ def check_rendered(
         f"expected no {kind}, rendered {name_of(d)}"
         for kind in absents
         for d in docs
-        if d.get("kind") == kind
+        if kind in (d.get("kind"), name_of(d))
     ]
     return errors
 
@@ -169,7 +169,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kube-version", required=True, help="e.g. 1.33")
     ap.add_argument("--expect", action="append", default=[], metavar="KIND/NAME:PATH=VALUE")
-    ap.add_argument("--absent", action="append", default=[], metavar="KIND")
+    ap.add_argument("--absent", action="append", default=[], metavar="KIND[/NAME]")
     ap.add_argument("--binary", help="check containers' subcommands and flags against it")
     ap.add_argument("--expect-invalid", action="store_true", help="every file must fail")
     ap.add_argument("files", nargs="+")

@@ -138,6 +138,9 @@ time with what to set. */}}
 {{- if lt (int $l.terminationGracePeriodSeconds) (add $l.preStopSeconds $l.drainTimeoutSeconds 5 | int) }}
 {{- fail (printf "loader.terminationGracePeriodSeconds (%v) must be at least loader.preStopSeconds + loader.drainTimeoutSeconds + 5 (%v): the kubelet would kill draining loaders" $l.terminationGracePeriodSeconds (add $l.preStopSeconds $l.drainTimeoutSeconds 5)) }}
 {{- end }}
+{{- if not (has $l.kind (list "Deployment" "StatefulSet")) }}
+{{- fail (printf "loader.kind %q: want Deployment or StatefulSet" $l.kind) }}
+{{- end }}
 {{- if not (has $l.autoscaling.metric (list "desiredLoaders" "cpu")) }}
 {{- fail (printf "loader.autoscaling.metric %q: want desiredLoaders or cpu" $l.autoscaling.metric) }}
 {{- end }}
