@@ -61,6 +61,8 @@ refused() {
 
 case_ defaults -- \
 	--expect "$COORD.containers.0.args=coordinator" \
+	--expect "$COORD.securityContext.runAsUser=65532" \
+	--expect "$LOADER.containers.0.securityContext.readOnlyRootFilesystem=True" \
 	--expect "$COORD.containers.0.livenessProbe.grpc.port=7070" \
 	--expect "Deployment/$N-coordinator:spec.strategy.type=Recreate" \
 	--expect "PodDisruptionBudget/$N-coordinator:spec.minAvailable=1" \
