@@ -43,7 +43,8 @@ case_() {
 	while [[ $1 != -- ]]; do flags+=("$1"); shift; done
 	shift
 	echo "== $name"
-	helm_ lint --strict --quiet "$CHART" "${flags[@]}" >/dev/null
+	local out
+	out=$(helm_ lint --strict "$CHART" "${flags[@]}" 2>&1) || { echo "$out" >&2; exit 1; }
 	helm_ template "$REL" "$CHART" --namespace "$NS" --kube-version "$KUBE_VERSION" "${flags[@]}" |
 		"${VALIDATE[@]}" --binary "$BIN" "$@" -
 }
