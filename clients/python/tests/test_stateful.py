@@ -176,3 +176,29 @@ def test_worker_position_resume() -> None:
     assert pos.resume() == ("T5", 2)
     assert WorkerPosition(0, "S", 1, 3, 2, 0, "S").resume() == ("S", 1)
     assert WorkerPosition.parse(pos.state()) == pos
+
+
+def test_state_at_end_of_epoch(server: Server) -> None:
+    # torchdata ignores a finished loader state and starts a fresh iteration
+    # from the dataset; loaded into the dataset too, that is the epoch's end.
+    ds = shardstream.ShardStreamDataset(server.address, rank=0, world_size=1, **KW)
+    loader = StatefulDataLoader(ds, batch_size=None, num_workers=2)
+    assert list(loader)
+    state = loader.state_dict()
+    ds = shardstream.ShardStreamDataset(server.address, rank=0, world_size=1, **KW)
+    loader = StatefulDataLoader(ds, batch_size=None, num_workers=2)
+    ds.load_state_dict(state)
+    loader.load_state_dict(state)
+    assert list(loader) == []
+
+
+def test_torchdata_refuses_other_num_workers(server: Server) -> None:
+    # Why ds.load_state_dict is the way to change num_workers: torchdata's
+    # own load_state_dict refuses it (if this starts passing, the docs'
+    # "torchdata's StatefulDataLoader" section can say so).
+    _, state = taken_and_state(server.address, 2, 3)
+    ds = shardstream.ShardStreamDataset(server.address, rank=0, world_size=1, **KW)
+    loader = StatefulDataLoader(ds, batch_size=None, num_workers=3)
+    loader.load_state_dict(state)
+    with pytest.raises(AssertionError):
+        iter(loader)
