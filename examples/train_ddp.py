@@ -173,8 +173,8 @@ def train(args: argparse.Namespace) -> None:
 
     args.record_dir.mkdir(parents=True, exist_ok=True)
     with (args.record_dir / f"rank{rank}.jsonl").open("a") as out:
-        record(out, {"start": step, "world_size": world, "num_workers": args.num_workers,
-                     "resumed": resumed, "pid": os.getpid()})  # fmt: skip
+        head = {"start": step, "world_size": world, "num_workers": args.num_workers}
+        record(out, {**head, "resumed": resumed, "pid": os.getpid()})
         for batch in loader:
             opt.zero_grad()
             loss = loss_fn(model(batch["x"]), batch["y"])

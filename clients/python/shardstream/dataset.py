@@ -614,11 +614,8 @@ class ShardStreamDataset(IterableDataset[Any]):
         loaded one, or the start at the dataset's token); None in the main
         process. A loaded position must be this worker's."""
         loaded = self._worker_pos
-        if loaded is not None and (loaded.worker, loaded.workers, loaded.world_size) != (
-            worker,
-            workers,
-            world_size,
-        ):
+        here = (worker, workers, world_size)
+        if loaded is not None and (loaded.worker, loaded.workers, loaded.world_size) != here:
             raise ValueError(
                 f"rank {rank}: the state of DataLoader worker {loaded.worker} of "
                 f"{loaded.workers} at world size {loaded.world_size} cannot resume worker "

@@ -233,13 +233,12 @@ def test_killed_and_restarted_every_sample_once(server: Server, tmp_path: Path) 
 
     # What the last run was planned from: the drop-last policy's share.
     token = shardstream.resume_state(last_data)["resume_token"]
-    plan = shardstream.ShardStreamDataset(
-        server.address, seed=9, epoch=3, batch_size=BATCH, rank=0, world_size=RUNS[-1].ranks,
-        resume_token=token,
-    ).plan()  # fmt: skip
+    last = RUNS[-1].ranks
+    kw: dict[str, Any] = {"seed": 9, "epoch": 3, "batch_size": BATCH, "resume_token": token}
+    plan = shardstream.ShardStreamDataset(server.address, rank=0, world_size=last, **kw).plan()
     repeated = sorted(x for x, n in Counter(kept).items() if n > 1)
     assert not repeated, f"{len(repeated)} samples trained on twice: {repeated[:10]}"
-    assert plan.dropped < RUNS[-1].ranks * BATCH
+    assert plan.dropped < last * BATCH
     assert len(kept) + plan.dropped == SAMPLES, (
         f"{len(kept)} samples trained on + {plan.dropped} dropped, want {SAMPLES}"
     )
