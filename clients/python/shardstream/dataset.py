@@ -603,7 +603,7 @@ class ShardStreamDataset(IterableDataset[Any]):
                     if pos is not None:
                         pos = pos.after(offset + batch.step + 1, batch.resume_token)
                         self._worker_pos = pos
-                    else:
+                    elif workers == 1:
                         self._token = batch.resume_token
                     yield (batch.resume_token, item) if with_token else item
 
