@@ -22,6 +22,7 @@ from shardstream._columnar import Column, ColumnarBatch
 # before the split, but are not in the public list.
 from shardstream._convert import batch_from_proto as batch_from_proto
 from shardstream._convert import sample_from_proto as sample_from_proto
+from shardstream._state import resume_state
 from shardstream.dataset import ShardStreamDataset
 from shardstream.decoders import RAW_DTYPES, DecodeError, Decoders, collate
 from shardstream.errors import ShardStreamError
@@ -49,4 +50,5 @@ __all__ = [
     "current_world",
     "dist_world",
     "resolve_world",
+    "resume_state",
 ]

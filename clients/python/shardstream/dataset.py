@@ -28,6 +28,7 @@ from shardstream._convert import LAST_BATCH_POLICIES, job_spec
 # this module's __all__.
 from shardstream._convert import batch_from_proto as batch_from_proto
 from shardstream._convert import sample_from_proto as sample_from_proto
+from shardstream._state import WorkerPosition, resume_state
 from shardstream.decoders import Decoders
 from shardstream.decoders import collate as default_collate
 from shardstream.types import Batch as Batch
@@ -335,6 +336,10 @@ class ShardStreamDataset(IterableDataset[Any]):
         # The last plan __len__ asked for, by (job, rank): len() is asked
         # often (tqdm, DataLoader) and the plan changes only with the job.
         self._len_plan: tuple[bytes, int, Plan] | None = None
+        # In a DataLoader worker: where this worker stands (see
+        # shardstream._state), for StatefulDataLoader's per-worker state;
+        # set by load_state_dict to one worker's state to resume it.
+        self._worker_pos: WorkerPosition | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         # A DataLoader worker started with spawn gets a pickled copy, and
@@ -361,6 +366,7 @@ class ShardStreamDataset(IterableDataset[Any]):
         if epoch != self._epoch:
             self._epoch = epoch
             self._token = ""
+            self._worker_pos = None
 
     def state_dict(self) -> dict[str, Any]:
         """Where this rank stands: the epoch and the resume token of the last
@@ -371,20 +377,54 @@ class ShardStreamDataset(IterableDataset[Any]):
         With DataLoader workers the batches are handed over in the worker
         processes, so this object in the main process does not see them:
         iterate a :class:`~shardstream.ShardStreamLoader`, which records
-        each batch's token here as the training loop takes it, or take
+        each batch's token here as the training loop takes it, use
+        torchdata's ``StatefulDataLoader`` (its ``state_dict()`` holds each
+        worker's state, see :meth:`load_state_dict`), or take
         ``batch.resume_token`` from the batches yourself.
+
+        In a DataLoader worker (where StatefulDataLoader asks) it is that
+        worker's own position: ``{"epoch", "worker": {...}}``, with no
+        ``resume_token``, since one worker does not know where the rank
+        stands.
         """
+        if get_worker_info() is not None:
+            return self._position().state()
         return {"resume_token": self._token, "epoch": self._epoch}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Continues from a :meth:`state_dict` on the next iteration."""
-        token = state.get("resume_token", "")
-        if token is None:
-            token = ""
-        if not isinstance(token, str):
-            raise TypeError(f"state_dict resume_token: {type(token).__name__}, want str")
-        self._epoch = _check_uint("state_dict epoch", state.get("epoch"), _UINT64_MAX)
-        self._token = token
+        """Continues from a saved state on the next iteration.
+
+        ``state`` is a :meth:`state_dict` of the main process, or a whole
+        ``StatefulDataLoader.state_dict()`` over this dataset (any
+        ``num_workers``): the workers' states in it are merged into the
+        token of the last step the training loop took, so it resumes with
+        any ``num_workers`` and any world size. One worker's own state
+        (what ``StatefulDataLoader.load_state_dict`` hands each worker)
+        resumes that worker where it stood; it needs the same
+        ``num_workers`` and world size.
+        """
+        if "worker" in state:
+            pos = WorkerPosition.parse(state)
+            if pos.workers > 1:
+                self._epoch = _check_uint("state_dict epoch", pos.epoch, _UINT64_MAX)
+                self._token = pos.start_token
+                self._worker_pos = pos
+                return
+        merged = resume_state(state)
+        self._epoch = _check_uint("state_dict epoch", merged["epoch"], _UINT64_MAX)
+        self._token = merged["resume_token"]
+        self._worker_pos = None
+
+    def _position(self) -> WorkerPosition:
+        """This DataLoader worker's position: the loaded or current one, or
+        the start of an iteration from the dataset's token."""
+        if self._worker_pos is not None:
+            return self._worker_pos
+        worker, workers = current_worker()
+        world = current_world(self.rank, self.world_size, self._inherited_dist)
+        return WorkerPosition(
+            self._epoch, self._token, worker, workers, world.world_size, 0, self._token
+        )
 
     # ---- requests ------------------------------------------------------
 
@@ -511,6 +551,11 @@ class ShardStreamDataset(IterableDataset[Any]):
         # next(), in the process that iterates, never before a fork.
         job = self.job(world_size)
         in_worker = get_worker_info() is not None
+        pos = self._start_position(rank, world_size, worker, workers, in_worker)
+        first, offset = worker, 0
+        if pos is not None:
+            job.resume_token, first = pos.resume()
+            offset = pos.steps
         with self._client() as client:
             plan = client.plan(job, max_loaders_per_rank=self.max_loaders_per_rank)
             self.last_plan = plan
@@ -537,7 +582,7 @@ class ShardStreamDataset(IterableDataset[Any]):
                 job,
                 rank,
                 self.stats,
-                first=worker,
+                first=first,
                 stride=workers,
                 columnar=self.columnar,
                 max_loaders_per_rank=self.max_loaders_per_rank,
@@ -552,7 +597,31 @@ class ShardStreamDataset(IterableDataset[Any]):
                     # had (a decode error leaves it at the previous batch).
                     # One of several DataLoader workers sees only its own
                     # steps, not where the rank stands: its copy keeps the
-                    # token it started from.
-                    if workers == 1:
+                    # token it started from, and its own position for
+                    # StatefulDataLoader (batch.step counts from the
+                    # stream's token, `offset` steps into the iteration).
+                    if pos is not None:
+                        pos = pos.after(offset + batch.step + 1, batch.resume_token)
+                        self._worker_pos = pos
+                    elif workers == 1:
                         self._token = batch.resume_token
                     yield (batch.resume_token, item) if with_token else item
+
+    def _start_position(
+        self, rank: int, world_size: int, worker: int, workers: int, in_worker: bool
+    ) -> WorkerPosition | None:
+        """The position a DataLoader worker's iteration starts from (a
+        loaded one, or the start at the dataset's token); None in the main
+        process. A loaded position must be this worker's."""
+        loaded = self._worker_pos
+        here = (worker, workers, world_size)
+        if loaded is not None and (loaded.worker, loaded.workers, loaded.world_size) != here:
+            raise ValueError(
+                f"rank {rank}: the state of DataLoader worker {loaded.worker} of "
+                f"{loaded.workers} at world size {loaded.world_size} cannot resume worker "
+                f"{worker} of {workers} at world size {world_size}; load the whole "
+                "StatefulDataLoader state into the dataset instead "
+                "(ds.load_state_dict(loader_state) before building the loader): that "
+                "resumes with any num_workers and world size"
+            )
+        return self._position() if in_worker else None
