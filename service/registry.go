@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -221,7 +222,7 @@ func (m *loadMeter) sample(now time.Time) *pb.LoaderLoad {
 	v := gatherValues(m.g)
 	hits := v.cache["memory/hit"] + v.cache["disk/hit"]
 	looks := v.cache["memory/hit"] + v.cache["memory/miss"]
-	l := &pb.LoaderLoad{StreamsOpen: uint32(v.streams), MaxStreams: uint32(m.maxStreams)}
+	l := &pb.LoaderLoad{StreamsOpen: uint32(v.streams), MaxStreams: uint32(m.maxStreams), CpuCores: uint32(runtime.GOMAXPROCS(0))}
 	if dt := now.Sub(m.prev).Seconds(); !m.prev.IsZero() && dt > 0 {
 		l.BytesPerSecond = max(0, v.sent-m.prevSent) / dt
 		l.CpuSecondsPerSecond = max(0, v.cpu-m.prevCPU) / dt
