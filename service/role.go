@@ -3,8 +3,8 @@ package service
 import (
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
