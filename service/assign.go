@@ -13,6 +13,12 @@ import (
 // stripes are unbalanced by more than one between two loaders (a loader
 // joined). The table lives under the pool's mutex, so that every change of
 // membership rebalances it at once.
+//
+// A restarted coordinator's pool reforms from the loaders' next beats,
+// within its timeout, while the ranks come back watching with the
+// addresses they read from. Until the pool is settled (a timeout after it
+// was made) the table keeps what the ranks name and moves nothing, so a
+// coordinator restart moves no stripe whose loader comes back in time.
 
 // slotKey names one rank's assignment: the ranks of a job that ask for the
 // same stripe count share one table.
@@ -116,6 +122,9 @@ func placeLocked(want []string, k int, serving []string, load map[string]int) []
 // and while one loader holds two or more stripes more than another, one
 // stripe moves from the most to the least loaded. Nothing else moves.
 func (p *pool) rebalanceLocked() {
+	if !p.settled {
+		return // expireLocked rebalances once the pool is settled
+	}
 	serving, load := p.servingLocked()
 	keys := make([]slotKey, 0, len(p.slots))
 	for k := range p.slots {
@@ -204,12 +213,27 @@ func (p *pool) watch(key slotKey, current []string) (*slot, bool) {
 			}
 		}
 		s = &slot{changed: make(chan struct{})}
-		s.set(placeLocked(current, key.k, serving, load))
+		if keep := distinct(current, key.k); !p.settled && len(keep) > 0 {
+			s.set(keep) // the pool is reforming: trust the rank's loaders for now
+		} else {
+			s.set(placeLocked(current, key.k, serving, load))
+		}
 		p.slots[key] = s
 	}
 	s.watchers++
 	p.watchers++
 	return s, true
+}
+
+// distinct is the first k distinct non-empty addresses of addrs.
+func distinct(addrs []string, k int) []string {
+	var out []string
+	for _, a := range addrs {
+		if a != "" && len(out) < k && !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // unwatch removes a watcher; the last one's slot goes. Nothing moves:

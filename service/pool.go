@@ -32,6 +32,8 @@ type pool struct {
 	moves    prometheus.Counter // stripes of watched ranks moved
 
 	mu         sync.Mutex
+	started    time.Time          // when the pool was made: see settled
+	settled    bool               // the first timeout since started has passed
 	members    map[string]*member // by address
 	slots      map[slotKey]*slot  // watched ranks' assignments (assign.go)
 	watchers   int
@@ -49,7 +51,7 @@ type member struct {
 
 func newPool(timeout, interval time.Duration, maxWatches int, now func() time.Time, log *slog.Logger) *pool {
 	return &pool{
-		timeout: timeout, interval: interval, now: now, log: log,
+		timeout: timeout, interval: interval, now: now, log: log, started: now(),
 		members: make(map[string]*member), slots: make(map[slotKey]*slot), maxWatches: maxWatches,
 		beats: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shardstream_pool_heartbeats_total", Help: "Loader heartbeats the coordinator accepted.",
@@ -92,6 +94,9 @@ func (p *pool) beat(addr string, load *pb.LoaderLoad, leaving bool) int {
 // stripes away.
 func (p *pool) expireLocked(now time.Time) {
 	dropped := false
+	if !p.settled && now.Sub(p.started) >= p.timeout {
+		p.settled, dropped = true, true // the held assignments get checked now
+	}
 	for addr, m := range p.members {
 		if now.Sub(m.lastBeat) >= p.timeout {
 			delete(p.members, addr)

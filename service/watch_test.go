@@ -58,6 +58,7 @@ func changed(before, after []uint64) []int {
 func TestAssignmentSticky(t *testing.T) {
 	now := time.Unix(1000, 0)
 	p := newPool(3*time.Second, time.Second, 100, func() time.Time { return now }, testLogger())
+	now = now.Add(3 * time.Second) // past the reforming window (TestAssignmentRestart)
 	p.beat("a:1", nil, false)
 	p.beat("b:1", nil, false)
 	job := planKey{dataset: "default", worldSize: 4, batchSize: 2}
@@ -148,6 +149,38 @@ func TestAssignmentSticky(t *testing.T) {
 	}
 	if p.watchers != 0 || len(p.slots) != 0 {
 		t.Errorf("after every unwatch: %d watchers, %d slots; want none", p.watchers, len(p.slots))
+	}
+}
+
+// TestAssignmentRestart: a restarted coordinator's table keeps the
+// addresses the ranks name while the pool reforms, moves nothing when their
+// loaders come back, and moves the stripes of one that does not once the
+// pool is settled.
+func TestAssignmentRestart(t *testing.T) {
+	now := time.Unix(1000, 0)
+	p := newPool(3*time.Second, time.Second, 100, func() time.Time { return now }, testLogger())
+	job := planKey{dataset: "default", worldSize: 2, batchSize: 2}
+	k0, k1 := slotKey{job: job, rank: 0, k: 2}, slotKey{job: job, rank: 1, k: 2}
+	s0, _ := p.watch(k0, []string{"a:1", "b:1"})
+	s1, _ := p.watch(k1, []string{"b:1", "c:1"})
+	p.beat("b:1", nil, false)
+	now = now.Add(time.Second)
+	p.beat("a:1", nil, false)
+	p.beat("b:1", nil, false)
+	a0, g0, _ := p.current(s0)
+	a1, g1, _ := p.current(s1)
+	if !slices.Equal(a0, []string{"a:1", "b:1"}) || !slices.Equal(a1, []string{"b:1", "c:1"}) || g0 != 1 || g1 != 1 {
+		t.Errorf("while reforming: %q@%d %q@%d, want the ranks' own [a:1 b:1]@1 [b:1 c:1]@1", a0, g0, a1, g1)
+	}
+	// c never came back: settled, rank 1's stripe 1 moves to a, rank 0
+	// stays.
+	now = now.Add(2 * time.Second)
+	p.beat("a:1", nil, false)
+	p.beat("b:1", nil, false)
+	a0, g0, _ = p.current(s0)
+	a1, g1, _ = p.current(s1)
+	if !slices.Equal(a0, []string{"a:1", "b:1"}) || g0 != 1 || !slices.Equal(a1, []string{"b:1", "a:1"}) || g1 != 2 {
+		t.Errorf("settled without c: %q@%d %q@%d, want [a:1 b:1]@1 [b:1 a:1]@2", a0, g0, a1, g1)
 	}
 }
 
