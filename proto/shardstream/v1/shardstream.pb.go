@@ -402,7 +402,9 @@ type PlanEpochResponse struct {
 	// The loaders of each rank's stripes, indexed by rank: K addresses, the
 	// first being loader_addresses[rank]. Stream j of K reads steps
 	// first+j, first+j+K, ... from addresses[j]. K is the same for every
-	// rank: min(max_loaders_per_rank, loaders in the pool), at least 1.
+	// rank: min(max_loaders_per_rank, loaders in the pool), at least 1. For
+	// a rank some client watches (WatchAssignment, same job and
+	// max_loaders_per_rank) these are the watched assignment's loaders.
 	RankLoaders []*RankLoaders `protobuf:"bytes,8,rep,name=rank_loaders,json=rankLoaders,proto3" json:"rank_loaders,omitempty"`
 	// The shuffle window the plan used (job.window, or the coordinator's
 	// default when it was 0): clients send it to the loaders in
@@ -1247,7 +1249,8 @@ type HeartbeatRequest struct {
 	// loader in the pool.
 	Address string      `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
 	Load    *LoaderLoad `protobuf:"bytes,2,opt,name=load,proto3" json:"load,omitempty"`
-	// The loader is draining: keep it listed, assign it no new ranks.
+	// The loader is draining: keep it listed, assign it no new ranks, and
+	// move the watched ranks' stripes off it (WatchAssignment).
 	Leaving       bool `protobuf:"varint,3,opt,name=leaving,proto3" json:"leaving,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
