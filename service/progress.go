@@ -281,10 +281,16 @@ func (c *coordinator) ReportProgress(ctx context.Context, req *pb.ReportProgress
 
 func (c *coordinator) ListJobs(ctx context.Context, _ *pb.ListJobsRequest) (*pb.ListJobsResponse, error) {
 	js, fresh := c.jobs.list()
-	resp := &pb.ListJobsResponse{Jobs: js}
+	resp := &pb.ListJobsResponse{}
 	if c.pool != nil {
 		ms, _ := c.pool.snapshot()
 		resp.LoadersDesired = loadersDesired(js, fresh, ms)
+	}
+	// With an auth file a client sees the jobs of the datasets it may read.
+	for _, j := range js {
+		if c.allow(ctx, j.GetDataset()) == nil {
+			resp.Jobs = append(resp.Jobs, j)
+		}
 	}
 	return resp, nil
 }

@@ -58,7 +58,8 @@ type CoordinatorServiceClient interface {
 	// shardstream_loaders_desired (docs/operations.md, "Autoscaling").
 	ReportProgress(ctx context.Context, in *ReportProgressRequest, opts ...grpc.CallOption) (*ReportProgressResponse, error)
 	// ListJobs lists the jobs that reported progress recently, with their
-	// ranks (shardstream status).
+	// ranks (shardstream status); with an auth file, those of the datasets
+	// the caller may read.
 	ListJobs(ctx context.Context, in *ListJobsRequest, opts ...grpc.CallOption) (*ListJobsResponse, error)
 }
 
@@ -155,7 +156,8 @@ type CoordinatorServiceServer interface {
 	// shardstream_loaders_desired (docs/operations.md, "Autoscaling").
 	ReportProgress(context.Context, *ReportProgressRequest) (*ReportProgressResponse, error)
 	// ListJobs lists the jobs that reported progress recently, with their
-	// ranks (shardstream status).
+	// ranks (shardstream status); with an auth file, those of the datasets
+	// the caller may read.
 	ListJobs(context.Context, *ListJobsRequest) (*ListJobsResponse, error)
 	mustEmbedUnimplementedCoordinatorServiceServer()
 }

@@ -107,7 +107,8 @@ class CoordinatorServiceServicer:
 
     def ListJobs(self, request, context):
         """ListJobs lists the jobs that reported progress recently, with their
-        ranks (shardstream status).
+        ranks (shardstream status); with an auth file, those of the datasets
+        the caller may read.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
