@@ -129,6 +129,9 @@ def test_rank_moves_on_join_drain_and_coordinator_restart(
         c.coordinator.kill()
         got += [next(it) for _ in range(3)]
         c.coordinator.start()
+        # Its table comes back from the watch, which names the rank's
+        # loaders: nothing moves once the loaders' beats are back.
+        wait_for("kept the rank's loaders", lambda: stripes() == (d.address, b.address))
         got += list(it)
 
         assert summary(got) == summary(one)
@@ -151,5 +154,38 @@ def test_threads_stop_with_the_iterator(shardstream_bin: Path, tmp_path: Path) -
         assert any(n.startswith("shardstream-progress") for n in client_threads())
         del it  # a script that stops early: the generator is collected
         wait_for("stopped the client's threads", lambda: not client_threads())
+    finally:
+        c.stop()
+
+
+def test_progress_reports_the_wait(shardstream_bin: Path, tmp_path: Path) -> None:
+    # A training loop that computes 50 ms per step against a local loader
+    # that keeps up: the coordinator sees it take its steps at about
+    # batch_size / 50 ms and wait for data a small part of its time.
+    big = pack_local(shardstream_bin, tmp_path, 400, shard_size="1MiB", size=4 << 10, spread=7)
+    c = Cluster(shardstream_bin, big.path, tmp_path, 1, loader_extra=("--pre-stop", "200ms"))
+    try:
+        ds = shardstream.ShardStreamDataset(
+            c.address, rank=0, world_size=1, job_name="steady", **KW
+        )
+        it = iter(ds)
+        for step in range(30):
+            b = next(it)
+            assert b.step == step
+            time.sleep(0.05)  # the training step's compute, not synchronisation
+        st = status(shardstream_bin, c.address)
+        jobs = [j for j in st["jobs"] if j["name"] == "steady"]
+        assert jobs, st
+        job = jobs[0]
+        print(f"steady job: {job}")
+        assert job["dataset"] == "default", job
+        assert job["world_size"] == 1, job
+        assert 10 <= job["ranks"][0]["step"] <= 29, job
+        # 8 samples per step of 50 ms and a little: under 168/s over any
+        # 1 s report, less on a loaded host (a double count would be 320).
+        assert 20 < job["samples_per_second"] <= 200, job
+        assert job["data_wait_ratio"] < 0.5, job
+        assert st["loaders_desired"] >= 1
+        del it
     finally:
         c.stop()
