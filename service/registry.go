@@ -158,7 +158,9 @@ func (r *Registration) Leave(ctx context.Context) error {
 // service reports NOT_SERVING, a leaving heartbeat tells the coordinator
 // to assign this loader no new ranks, it goes on serving for preStop (so
 // that load balancers notice), and then Serve's graceful stop lets open
-// streams run to their end for up to Config.ShutdownTimeout. It returns
+// streams run to their end for up to Config.ShutdownTimeout (clients that
+// watch their assignment end theirs at their next step: the leaving beat
+// moved their stripes). It returns
 // once everything it started has ended; nil after a drain.
 func (s *Server) ServeInPool(ctx context.Context, lis, metricsLis net.Listener, reg *Registration, preStop time.Duration) error {
 	serveCtx, stopServe := context.WithCancel(context.Background())
