@@ -202,7 +202,13 @@ func TestWatchAssignment(t *testing.T) {
 	leaktest.Check(t)
 	ctx := testCtx(t)
 	r := &fakeReader{m: testManifest(4, 40, 10), fieldSize: 8}
-	coord := startCoordinator(t, r, "127.0.0.1:0")
+	// A missed-beat window of 20 beats: the test reads every change in
+	// turn, and a beat late on a loaded host must not drop a loader.
+	const timeout = time.Second
+	cfg := testConfig(r)
+	cfg.Role = RoleCoordinator
+	cfg.PoolTimeout, cfg.HeartbeatInterval = timeout, testBeat
+	coord := startServer(t, cfg, fakePlanner)
 	a := startPoolLoader(t, r, coord.addr)
 	waitPool(t, ctx, coord, "held a", hasAddrs(a.addr))
 
@@ -235,8 +241,8 @@ func TestWatchAssignment(t *testing.T) {
 	killed := time.Now()
 	b.kill()
 	back := recvAssignment(t, w0)
-	if took := time.Since(killed); took < testPoolTimeout-testBeat {
-		t.Errorf("rank 0 moved off the killed loader after %v, before the %v timeout", took, testPoolTimeout)
+	if took := time.Since(killed); took < timeout-testBeat {
+		t.Errorf("rank 0 moved off the killed loader after %v, before the %v timeout", took, timeout)
 	}
 	if !slices.Equal(back.GetAddresses(), []string{a.addr}) || back.GetGeneration() != 3 {
 		t.Errorf("rank 0 after b was killed: %v, want [%s] generation 3", back, a.addr)
