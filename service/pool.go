@@ -29,7 +29,7 @@ type pool struct {
 	now      func() time.Time
 	log      *slog.Logger
 	beats    prometheus.Counter
-	moves    prometheus.Counter // stripes of watched ranks moved
+	moves    prometheus.Counter // watched ranks' assignments changed
 
 	mu         sync.Mutex
 	started    time.Time          // when the pool was made: see settled
@@ -93,18 +93,18 @@ func (p *pool) beat(addr string, load *pb.LoaderLoad, leaving bool) int {
 // expireLocked drops the loaders silent for the timeout, moving their
 // stripes away.
 func (p *pool) expireLocked(now time.Time) {
-	dropped := false
+	changed := false
 	if !p.settled && now.Sub(p.started) >= p.timeout {
-		p.settled, dropped = true, true // the held assignments get checked now
+		p.settled, changed = true, true // the held assignments get checked now
 	}
 	for addr, m := range p.members {
 		if now.Sub(m.lastBeat) >= p.timeout {
 			delete(p.members, addr)
-			dropped = true
+			changed = true
 			p.log.Warn("pool: loader dropped: no heartbeat", "loader", addr, "silent", now.Sub(m.lastBeat).Round(time.Millisecond), "timeout", p.timeout, "loaders", len(p.members))
 		}
 	}
-	if dropped {
+	if changed {
 		p.rebalanceLocked()
 	}
 }
