@@ -34,7 +34,7 @@ func compareSlotKeys(a, b slotKey) int {
 
 // slot is one rank's assignment and the watches that follow it.
 type slot struct {
-	addrs    []string // stripe j is read from addrs[j]; empty while the pool is
+	addrs    []string // stripe j is read from addrs[j]; empty while no loader serves
 	gen      uint64   // counts changes of addrs, from 1
 	watchers int
 	changed  chan struct{} // closed, and replaced, when addrs change
@@ -82,7 +82,7 @@ func leastLoaded(serving []string, load map[string]int, exclude []string) string
 	return best
 }
 
-// placeLocked fills s's stripes for key from the serving loaders: it keeps
+// placeLocked picks a rank's stripes from the serving loaders: it keeps
 // the addresses of want that serve (in their positions), replaces the
 // others by the least loaded loaders, and gives the rank min(k, serving)
 // stripes. It counts the stripes it gives in load.
