@@ -145,7 +145,7 @@ def test_rank_moves_on_join_drain_and_coordinator_restart(
 
 def test_threads_stop_with_the_iterator(shardstream_bin: Path, tmp_path: Path) -> None:
     big = pack_local(shardstream_bin, tmp_path, 64, shard_size="1MiB", size=4 << 10, spread=7)
-    c = Cluster(shardstream_bin, big.path, tmp_path, 1, loader_extra=("--pre-stop", "200ms"))
+    c = Cluster(shardstream_bin, big.path, tmp_path, 1)
     try:
         ds = shardstream.ShardStreamDataset(c.address, rank=0, world_size=1, **KW)
         it = iter(ds)
@@ -163,7 +163,7 @@ def test_progress_reports_the_wait(shardstream_bin: Path, tmp_path: Path) -> Non
     # that keeps up: the coordinator sees it take its steps at about
     # batch_size / 50 ms and wait for data a small part of its time.
     big = pack_local(shardstream_bin, tmp_path, 400, shard_size="1MiB", size=4 << 10, spread=7)
-    c = Cluster(shardstream_bin, big.path, tmp_path, 1, loader_extra=("--pre-stop", "200ms"))
+    c = Cluster(shardstream_bin, big.path, tmp_path, 1)
     try:
         ds = shardstream.ShardStreamDataset(
             c.address, rank=0, world_size=1, job_name="steady", **KW

@@ -32,7 +32,9 @@ class Cluster:
         data: str,
         logs: Path,
         loaders: int,
-        loader_extra: tuple[str, ...] = (),
+        # Loaders stop in a fraction of a second: no load balancer here
+        # needs --pre-stop's default 5 s to notice a drain.
+        loader_extra: tuple[str, ...] = ("--pre-stop", "200ms"),
     ) -> None:
         self.bin_path, self.data, self.logs, self.loader_extra = bin_path, data, logs, loader_extra
         self.coordinator = Server(
