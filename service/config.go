@@ -143,6 +143,23 @@ type Config struct {
 	// tells them. Default 1s.
 	HeartbeatInterval time.Duration
 
+	// MaxWatches bounds the WatchAssignment streams a coordinator serves
+	// at once (each is a rank, or a DataLoader worker of one, and holds a
+	// goroutine and a few hundred bytes); more are refused with
+	// ResourceExhausted. Default 4096. Only RoleCoordinator uses it.
+	MaxWatches int
+
+	// MaxJobs bounds the jobs whose progress reports the server keeps
+	// (ReportProgress), and MaxJobReporters the reporting (rank, worker)
+	// pairs over all of them; a report past either is refused with
+	// ResourceExhausted. Defaults 256 and 65536 (a few MiB).
+	MaxJobs         int
+	MaxJobReporters int
+
+	// JobExpiry is how long a job is kept after its last report; its
+	// gauges then disappear. Default 1m.
+	JobExpiry time.Duration
+
 	// Logger receives request logs and errors. Default: discard.
 	Logger *slog.Logger
 
@@ -165,6 +182,10 @@ const (
 	DefaultChunkMemoryBytes  = 4 << 30
 	DefaultPoolTimeout       = 3 * time.Second
 	DefaultHeartbeatInterval = time.Second
+	DefaultMaxWatches        = 4096
+	DefaultMaxJobs           = 256
+	DefaultMaxJobReporters   = 1 << 16
+	DefaultJobExpiry         = time.Minute
 )
 
 // Role is what a Server serves.
@@ -233,6 +254,9 @@ func (c *Config) validate() error {
 		{"MaxSendMsgSize", &c.MaxSendMsgSize, DefaultMaxSendMsgSize, 0},
 		{"MaxWorldSize", &c.MaxWorldSize, DefaultMaxWorldSize, sampler.MaxWorldSize},
 		{"MaxBatchSize", &c.MaxBatchSize, DefaultMaxBatchSize, sampler.MaxBatchSize},
+		{"MaxWatches", &c.MaxWatches, DefaultMaxWatches, 0},
+		{"MaxJobs", &c.MaxJobs, DefaultMaxJobs, 0},
+		{"MaxJobReporters", &c.MaxJobReporters, DefaultMaxJobReporters, 0},
 	} {
 		if *f.p < 0 {
 			return fmt.Errorf("service.Config.%s: %d, want >= 0", f.name, *f.p)
@@ -278,7 +302,11 @@ func (c *Config) validate() error {
 		name string
 		p    *time.Duration
 		def  time.Duration
-	}{{"PoolTimeout", &c.PoolTimeout, DefaultPoolTimeout}, {"HeartbeatInterval", &c.HeartbeatInterval, DefaultHeartbeatInterval}} {
+	}{
+		{"PoolTimeout", &c.PoolTimeout, DefaultPoolTimeout},
+		{"HeartbeatInterval", &c.HeartbeatInterval, DefaultHeartbeatInterval},
+		{"JobExpiry", &c.JobExpiry, DefaultJobExpiry},
+	} {
 		if *d.p < 0 {
 			return fmt.Errorf("service.Config.%s: %v, want >= 0", d.name, *d.p)
 		}

@@ -18,6 +18,7 @@ type core struct {
 	plans   *planCache
 	metrics *metrics
 	pool    *pool // the live loader pool; nil but in RoleCoordinator
+	jobs    *jobs // the jobs' progress reports
 }
 
 // coordinator implements CoordinatorService. It holds no job state: a plan
@@ -65,6 +66,9 @@ func (c *coordinator) PlanEpoch(ctx context.Context, req *pb.PlanEpochRequest) (
 	stripes, err := c.loadersFor(int(j.key.worldSize), int(max(k, 1)))
 	if err != nil {
 		return nil, err
+	}
+	if c.pool != nil {
+		c.pool.assigned(j.key, int(max(k, 1)), stripes)
 	}
 	addrs := make([]string, len(stripes))
 	rl := make([]*pb.RankLoaders, len(stripes))

@@ -27,6 +27,14 @@
 // dropped. PlanEpoch gives each rank min(max_loaders_per_rank, serving
 // loaders) of them, least loaded first (see pool.assign).
 //
+// WatchAssignment streams one rank's stripe loaders from the coordinator's
+// assignment table (assign.go): sticky, rebalanced when a loader joins,
+// drains or is dropped, moving only what balance needs; PlanEpoch names
+// the table's loaders for a watched rank. ReportProgress keeps each job's
+// recent progress reports (progress.go, bounded by Config.MaxJobs and
+// MaxJobReporters), exported as the shardstream_job_* gauges, ListJobs and
+// the autoscaling signal shardstream_loaders_desired.
+//
 // # Loader pipeline
 //
 // StreamBatches reads ahead: up to Config.ReadaheadSteps steps past the one
@@ -51,8 +59,10 @@
 //
 // Errors become gRPC status codes only here, at the boundary:
 //
-//	InvalidArgument     bad JobSpec (world_size, batch_size, rank, steps, stride), malformed resume token
+//	InvalidArgument     bad JobSpec (world_size, batch_size, rank, steps, stride), malformed resume token;
+//	                    a bad WatchAssignment or ReportProgress field (the message names it)
 //	Unavailable         PlanEpoch on a coordinator whose pool has no serving loader
+//	Unimplemented       WatchAssignment on a server without a pool (serve, a loader)
 //	FailedPrecondition  StreamBatches on a coordinator;
 //	                    resume token of another dataset or job (the message names the field),
 //	                    or of version 1 (shard windows); a shard that changed under the manifest
@@ -61,7 +71,8 @@
 //	DataLoss            a corrupt shard or chunk (the message names shard path and offset)
 //	Unavailable         storage unavailable after the read path's retries
 //	ResourceExhausted   more than Config.MaxStreams streams open; a stream whose chunk memory
-//	                    does not fit Config.ChunkMemoryBytes (the message names --chunk-memory)
+//	                    does not fit Config.ChunkMemoryBytes (the message names --chunk-memory);
+//	                    watches past Config.MaxWatches; reports of jobs past Config.MaxJobs
 //	Canceled, DeadlineExceeded  the client's context
 //
 // # Metrics
@@ -88,6 +99,12 @@
 //	shardstream_pool_loader_*{address}           gauge    coordinator: each pool loader's reported load
 //	                                                      (streams_open, bytes_per_second, cpu_seconds_per_second,
 //	                                                      cache_hit_ratio) and heartbeat_age_seconds
+//	shardstream_pool_watches_open                gauge    coordinator: WatchAssignment streams open
+//	shardstream_pool_assignment_changes_total    counter  coordinator: watched ranks' assignments changed
+//	shardstream_job_samples_per_second{job}      gauge    samples/s a job's ranks consumed (progress reports)
+//	shardstream_job_bytes_per_second{job}        gauge    field bytes/s a job's ranks consumed
+//	shardstream_job_data_wait_ratio{job}         gauge    share of the ranks' time spent waiting for data
+//	shardstream_loaders_desired                  gauge    coordinator: the autoscaling signal (docs/operations.md)
 //	grpc_server_*                                         go-grpc-middleware's per-method, per-code metrics
 package service
 
@@ -109,6 +126,9 @@ package service
 //	metrics.go      metrics: the Prometheus metrics listed above
 //	role.go         registerRole: the services of each Role; the gRPC metrics interceptors
 //	pool.go         pool (the coordinator's live loaders, assign), poolService, the pool's collector
+//	assign.go       the watched ranks' assignment table: placement, rebalancing, watch/unwatch
+//	watch.go        WatchAssignment
+//	progress.go     jobs (progress reports), ReportProgress, ListJobs, loadersDesired, their gauges
 //	registry.go     Registration (a loader's heartbeats, backoff), ServeInPool (drain), loadMeter
 //
 // Tests: servicetest_test.go holds the fakes (fakeReader, seqPlan),

@@ -29,9 +29,15 @@ type pool struct {
 	now      func() time.Time
 	log      *slog.Logger
 	beats    prometheus.Counter
+	moves    prometheus.Counter // watched ranks' assignments changed
 
-	mu      sync.Mutex
-	members map[string]*member // by address
+	mu         sync.Mutex
+	started    time.Time          // when the pool was made: see settled
+	settled    bool               // the first timeout since started has passed
+	members    map[string]*member // by address
+	slots      map[slotKey]*slot  // watched ranks' assignments (assign.go)
+	watchers   int
+	maxWatches int
 }
 
 // member is one loader in the pool.
@@ -43,12 +49,15 @@ type member struct {
 	lastBeat time.Time
 }
 
-func newPool(timeout, interval time.Duration, now func() time.Time, log *slog.Logger) *pool {
+func newPool(timeout, interval time.Duration, maxWatches int, now func() time.Time, log *slog.Logger) *pool {
 	return &pool{
-		timeout: timeout, interval: interval, now: now, log: log,
-		members: make(map[string]*member),
+		timeout: timeout, interval: interval, now: now, log: log, started: now(),
+		members: make(map[string]*member), slots: make(map[slotKey]*slot), maxWatches: maxWatches,
 		beats: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shardstream_pool_heartbeats_total", Help: "Loader heartbeats the coordinator accepted.",
+		}),
+		moves: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shardstream_pool_assignment_changes_total", Help: "Watched ranks' assignments changed (stripes moved, added or removed).",
 		}),
 	}
 }
@@ -72,18 +81,31 @@ func (p *pool) beat(addr string, load *pb.LoaderLoad, leaving bool) int {
 	if m.load == nil {
 		m.load = &pb.LoaderLoad{}
 	}
+	serves := !ok || m.leaving != leaving // the serving set changed
 	m.leaving = leaving
 	m.lastBeat = now
+	if serves {
+		p.rebalanceLocked()
+	}
 	return len(p.members)
 }
 
-// expireLocked drops the loaders silent for the timeout.
+// expireLocked drops the loaders silent for the timeout, moving their
+// stripes away.
 func (p *pool) expireLocked(now time.Time) {
+	changed := false
+	if !p.settled && now.Sub(p.started) >= p.timeout {
+		p.settled, changed = true, true // the held assignments get checked now
+	}
 	for addr, m := range p.members {
 		if now.Sub(m.lastBeat) >= p.timeout {
 			delete(p.members, addr)
+			changed = true
 			p.log.Warn("pool: loader dropped: no heartbeat", "loader", addr, "silent", now.Sub(m.lastBeat).Round(time.Millisecond), "timeout", p.timeout, "loaders", len(p.members))
 		}
+	}
+	if changed {
+		p.rebalanceLocked()
 	}
 }
 

@@ -358,7 +358,7 @@ func scrape(t *testing.T, url string) string {
 // draining loaders never, silent ones dropped at the timeout.
 func TestPoolAssignOrder(t *testing.T) {
 	now := time.Unix(1000, 0)
-	p := newPool(3*time.Second, time.Second, func() time.Time { return now }, testLogger())
+	p := newPool(3*time.Second, time.Second, DefaultMaxWatches, func() time.Time { return now }, testLogger())
 	p.beat("c:1", &pb.LoaderLoad{StreamsOpen: 0}, false)
 	p.beat("b:1", &pb.LoaderLoad{StreamsOpen: 0}, false)
 	p.beat("a:1", &pb.LoaderLoad{StreamsOpen: 3}, false)

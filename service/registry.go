@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -157,7 +158,9 @@ func (r *Registration) Leave(ctx context.Context) error {
 // service reports NOT_SERVING, a leaving heartbeat tells the coordinator
 // to assign this loader no new ranks, it goes on serving for preStop (so
 // that load balancers notice), and then Serve's graceful stop lets open
-// streams run to their end for up to Config.ShutdownTimeout. It returns
+// streams run to their end for up to Config.ShutdownTimeout (clients that
+// watch their assignment end theirs at their next step: the leaving beat
+// moved their stripes). It returns
 // once everything it started has ended; nil after a drain.
 func (s *Server) ServeInPool(ctx context.Context, lis, metricsLis net.Listener, reg *Registration, preStop time.Duration) error {
 	serveCtx, stopServe := context.WithCancel(context.Background())
@@ -221,7 +224,7 @@ func (m *loadMeter) sample(now time.Time) *pb.LoaderLoad {
 	v := gatherValues(m.g)
 	hits := v.cache["memory/hit"] + v.cache["disk/hit"]
 	looks := v.cache["memory/hit"] + v.cache["memory/miss"]
-	l := &pb.LoaderLoad{StreamsOpen: uint32(v.streams), MaxStreams: uint32(m.maxStreams)}
+	l := &pb.LoaderLoad{StreamsOpen: uint32(v.streams), MaxStreams: uint32(m.maxStreams), CpuCores: uint32(runtime.GOMAXPROCS(0))}
 	if dt := now.Sub(m.prev).Seconds(); !m.prev.IsZero() && dt > 0 {
 		l.BytesPerSecond = max(0, v.sent-m.prevSent) / dt
 		l.CpuSecondsPerSecond = max(0, v.cpu-m.prevCPU) / dt

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
@@ -42,9 +43,11 @@ func expBuckets(start, factor float64, n int) []float64 {
 func registerRole(gs *grpc.Server, c *core, cfg *Config, m *metrics, sm *grpcprom.ServerMetrics) (*health.Server, error) {
 	names := []string{""}
 	if cfg.Role == RoleCoordinator {
-		c.pool = newPool(cfg.PoolTimeout, cfg.HeartbeatInterval, time.Now, cfg.Logger)
-		if err := cfg.Registry.Register(c.pool.beats); err != nil {
-			return nil, err
+		c.pool = newPool(cfg.PoolTimeout, cfg.HeartbeatInterval, cfg.MaxWatches, time.Now, cfg.Logger)
+		for _, m := range []prometheus.Collector{c.pool.beats, c.pool.moves, watchesOpenGauge(c.pool)} {
+			if err := cfg.Registry.Register(m); err != nil {
+				return nil, err
+			}
 		}
 		if err := cfg.Registry.Register(poolCollector{c.pool}); err != nil {
 			return nil, err
@@ -62,6 +65,10 @@ func registerRole(gs *grpc.Server, c *core, cfg *Config, m *metrics, sm *grpcpro
 	// A loader answers GetDataset and PlanEpoch too (plans are pure
 	// functions; its plans name itself): a trainer pointed at one loader
 	// works as with serve.
+	c.jobs = newJobs(cfg.MaxJobs, cfg.MaxJobReporters, cfg.JobExpiry, time.Now, cfg.Logger)
+	if err := cfg.Registry.Register(jobsCollector{j: c.jobs, p: c.pool}); err != nil {
+		return nil, err
+	}
 	pb.RegisterCoordinatorServiceServer(gs, &coordinator{core: c})
 	hs := health.NewServer()
 	for _, name := range names {

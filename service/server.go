@@ -11,9 +11,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/auth"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/selector"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -22,6 +24,8 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
+
+	pb "github.com/shardstream/shardstream/proto/shardstream/v1"
 )
 
 // Server is the coordinator and the loader on one gRPC server, with health,
@@ -88,7 +92,12 @@ func newServer(cfg Config, pl planner) (*Server, error) {
 	// status a panic turns into; authentication runs inside logging, so
 	// refused calls are logged, and hands the client's name back to it.
 	// The metrics interceptors only count messages: they keep none.
-	unary := []grpc.UnaryServerInterceptor{sm.UnaryServerInterceptor(), withLogClientUnary, logging.UnaryServerInterceptor(logger, logOpts...)}
+	// ReportProgress is not logged: every rank sends one a second (the
+	// client logs its failures, grpc_server_handled_total counts codes).
+	logged := selector.MatchFunc(func(_ context.Context, c interceptors.CallMeta) bool {
+		return c.FullMethod() != pb.CoordinatorService_ReportProgress_FullMethodName
+	})
+	unary := []grpc.UnaryServerInterceptor{sm.UnaryServerInterceptor(), withLogClientUnary, selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(logger, logOpts...), logged)}
 	streams := []grpc.StreamServerInterceptor{sm.StreamServerInterceptor(), withLogClientStream, logging.StreamServerInterceptor(logger, logOpts...)}
 	if authn != nil {
 		unary = append(unary, auth.UnaryServerInterceptor(authn.authFunc))

@@ -25,6 +25,9 @@ const (
 // the coordinator and heartbeats its load every second. On SIGTERM it
 // drains: health NOT_SERVING, a leaving heartbeat, --pre-stop, then open
 // streams run to their end for up to --drain-timeout, and it exits 0.
+// Clients that watch their assignment (WatchAssignment) leave at their
+// next step, as the leaving beat moves their stripes, so the drain lasts
+// about --pre-stop.
 func runLoader(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var coord, advertise string
 	var preStop, drain time.Duration

@@ -15,7 +15,8 @@ import (
 )
 
 // TestE2EPool runs the real binary as a coordinator and two loaders: the
-// loaders register, status prints them (table and JSON), PlanEpoch spreads
+// loaders register, status prints them and a job's progress reports
+// (table and JSON), PlanEpoch spreads
 // ranks over them, a loader SIGTERMed with a stream open leaves the pool,
 // finishes the stream and exits 0, and a SIGKILLed one is dropped after
 // the missed-beat window.
@@ -78,15 +79,41 @@ func TestE2EPool(t *testing.T) {
 	if err := run(ctx, []string{"status", "--coordinator", coord.addr}, &table, &errb); err != nil {
 		t.Fatalf("status: %v\n%s", err, errb.String())
 	}
-	for _, want := range []string{"ADDRESS", "STREAMS", "MB/S", "CPU", "CACHE HITS", "LAST BEAT", a.addr, b.addr, "pool: 2 loaders, 2 serving, 0 draining"} {
+	for _, want := range []string{"ADDRESS", "STREAMS", "MB/S", "CPU", "CACHE HITS", "LAST BEAT", a.addr, b.addr, "pool: 2 loaders, 2 serving, 0 draining", "jobs: none reported progress"} {
 		if !strings.Contains(table.String(), want) {
 			t.Errorf("status table lacks %q:\n%s", want, table.String())
 		}
 	}
 	t.Logf("status:\n%s", table.String())
 
+	// Two ranks of a job report progress: status shows the job, its
+	// rates and the step of each rank.
 	cc := pb.NewCoordinatorServiceClient(dial(t, coord.addr))
 	job := &pb.JobSpec{WorldSize: 4, BatchSize: 4, Seed: 3}
+	for rank, step := range []int64{41, 40} {
+		if _, err := cc.ReportProgress(ctx, &pb.ReportProgressRequest{
+			Job: job, JobName: "bert", Rank: uint32(rank), LastStep: step,
+			Steps: 10, Samples: 40, Bytes: 4e6, WaitSeconds: 0.5, ElapsedSeconds: 2,
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if js := statusJSON(); len(js.Jobs) != 1 || js.Jobs[0].Name != "bert" || js.Jobs[0].Dataset != "default" || js.Jobs[0].WorldSize != 4 ||
+		js.Jobs[0].SamplesPerSecond != 40 || js.Jobs[0].MBPerSecond != 4 || js.Jobs[0].DataWaitRatio != 0.25 ||
+		len(js.Jobs[0].Ranks) != 2 || js.Jobs[0].Ranks[0].Step != 41 || js.Jobs[0].Ranks[1].Step != 40 || js.LoadersDesired < 1 {
+		t.Errorf("status --json jobs %+v, loaders desired %v; want bert on default, 40 samples/s, 4 MB/s, wait 0.25, ranks at 41 and 40", js.Jobs, js.LoadersDesired)
+	}
+	table.Reset()
+	if err := run(ctx, []string{"status", "--coordinator", coord.addr}, &table, &errb); err != nil {
+		t.Fatalf("status: %v\n%s", err, errb.String())
+	}
+	for _, want := range []string{"JOB", "SAMPLES/S", "WAIT", "STEP BY RANK", "bert", "2/4", "40.0", "25%", "0:41 1:40", "loaders desired: "} {
+		if !strings.Contains(table.String(), want) {
+			t.Errorf("status table lacks %q:\n%s", want, table.String())
+		}
+	}
+	t.Logf("status with a job:\n%s", table.String())
+
 	plan, err := cc.PlanEpoch(ctx, &pb.PlanEpochRequest{Job: job, MaxLoadersPerRank: 2})
 	if err != nil {
 		t.Fatal(err)

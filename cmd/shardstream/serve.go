@@ -78,6 +78,9 @@ type serveConfig struct {
 	// set, serves srv instead of srv.Serve (loader: registration, drain).
 	poolTimeout time.Duration
 	run         func(ctx context.Context, srv *service.Server, lis, mlis net.Listener) error
+	// maxWatches and maxJobs are service.Config.MaxWatches and MaxJobs
+	// (coordinator flags); 0 is the default.
+	maxWatches, maxJobs int
 }
 
 // runServe serves one dataset with the coordinator and the loader in one
@@ -192,6 +195,8 @@ func serve(ctx context.Context, c serveConfig, stdout io.Writer) error {
 		ShutdownTimeout:  c.shutdownTimeout,
 		Role:             c.role,
 		PoolTimeout:      c.poolTimeout,
+		MaxWatches:       c.maxWatches,
+		MaxJobs:          c.maxJobs,
 		Logger:           c.log,
 		Registry:         reg,
 	})

@@ -36,6 +36,7 @@ from shardstream._convert import (
     field_bytes,
     plan_from_proto,
 )
+from shardstream._watch import watched_batches
 from shardstream.errors import ShardStreamError, from_rpc_error, handshake_failed
 from shardstream.types import Batch, DatasetInfo, Plan, Stats
 from shardstream.v1 import shardstream_pb2 as pb
@@ -437,38 +438,17 @@ class Client:
         :meth:`batches`), from its next step, on the loader a new plan names
         for its stripe. With K = 1 this is :meth:`batches`.
         """
-        k = len(plan.rank_loaders[rank]) if rank < len(plan.rank_loaders) else 1
-        streams = [
-            self.batches(
-                plan,
-                job,
-                rank,
-                stats,
-                first=first + j * stride,
-                stride=k * stride,
-                columnar=columnar,
-                stripe=j,
-                max_loaders_per_rank=max_loaders_per_rank,
-            )
-            for j in range(max(k, 1))
-        ]
-        if len(streams) == 1:
-            yield from streams[0]
-            return
-        try:
-            # Step first + m*stride is stream m % k's next one; the first
-            # stream to end ends them all (every later step is past the
-            # end too).
-            j = 0
-            while True:
-                b = next(streams[j], None)
-                if b is None:
-                    return
-                yield b
-                j = (j + 1) % k
-        finally:
-            for st in streams:
-                st.close()
+        return watched_batches(
+            self,
+            plan,
+            job,
+            rank,
+            stats,
+            first=first,
+            stride=stride,
+            columnar=columnar,
+            max_loaders_per_rank=max_loaders_per_rank,
+        )
 
     def batches(
         self,

@@ -28,7 +28,9 @@ from shardstream._convert import LAST_BATCH_POLICIES, job_spec
 # this module's __all__.
 from shardstream._convert import batch_from_proto as batch_from_proto
 from shardstream._convert import sample_from_proto as sample_from_proto
+from shardstream._progress import check_job_name
 from shardstream._state import WorkerPosition, resume_state
+from shardstream._watch import live_batches
 from shardstream.decoders import Decoders
 from shardstream.decoders import collate as default_collate
 from shardstream.types import Batch as Batch
@@ -238,7 +240,16 @@ class ShardStreamDataset(IterableDataset[Any]):
         stream j of K reads the steps ``w + j*N``, every ``K*N``-th (``w``
         of ``N`` DataLoader workers), and their batches are taken in turn,
         so the order is that of one stream; a stripe whose loader dies is
-        reopened from its next step on the loader a new plan names.
+        reopened from its next step on the loader a new plan names. Against
+        a ``shardstream coordinator`` the rank also watches its assignment
+        (WatchAssignment) and moves its stripes, at the next step, to the
+        loaders the coordinator rebalances them to (one joined, drained or
+        died).
+      job_name: the job's name in the coordinator's progress metrics
+        (``shardstream_job_*{job=...}``) and ``shardstream status``: 1 to
+        128 characters of ``[A-Za-z0-9_.:/-]``; default the dataset's name.
+        Every rank reports, about once a second from a background thread,
+        the steps it took and how long it waited for their batches.
 
     The certificate arguments are paths, not bytes: the files are read
     each time a channel opens (every ``__iter__``, in each DataLoader
@@ -275,6 +286,7 @@ class ShardStreamDataset(IterableDataset[Any]):
         client_key: str | os.PathLike[str] | None = None,
         token: str | None = None,
         max_loaders_per_rank: int = 1,
+        job_name: str | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(address, str) or not address:
@@ -328,6 +340,7 @@ class ShardStreamDataset(IterableDataset[Any]):
         self.max_loaders_per_rank = _check_uint(
             "max_loaders_per_rank", max_loaders_per_rank, 1024, minimum=1
         )
+        self.job_name = check_job_name(job_name)
         self.stats = Stats()
         self.last_plan: Plan | None = None
         # torch.distributed's (rank, world size) in the process that pickled
@@ -577,7 +590,10 @@ class ShardStreamDataset(IterableDataset[Any]):
             # training loop sees the steps in order, as with no workers.
             # With K stripe loaders in the plan, the worker's stream j of K
             # reads w + j*N, every K*N-th step, and they are merged back.
-            stream = client.striped_batches(
+            # live_batches also follows the rank's assignment and reports
+            # its progress, each from a thread that ends with the stream.
+            stream = live_batches(
+                client,
                 plan,
                 job,
                 rank,
@@ -586,6 +602,8 @@ class ShardStreamDataset(IterableDataset[Any]):
                 stride=workers,
                 columnar=self.columnar,
                 max_loaders_per_rank=self.max_loaders_per_rank,
+                job_name=self.job_name or self.dataset,
+                worker=worker,
             )
             with closing(stream) as batches:
                 for batch in batches:

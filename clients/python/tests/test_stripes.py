@@ -26,7 +26,17 @@ POOL_TIMEOUT = 60.0
 class Cluster:
     """``shardstream coordinator`` and ``loaders`` loaders over one dataset."""
 
-    def __init__(self, bin_path: Path, data: str, logs: Path, loaders: int) -> None:
+    def __init__(
+        self,
+        bin_path: Path,
+        data: str,
+        logs: Path,
+        loaders: int,
+        # Loaders stop in a fraction of a second: no load balancer here
+        # needs --pre-stop's default 5 s to notice a drain.
+        loader_extra: tuple[str, ...] = ("--pre-stop", "200ms"),
+    ) -> None:
+        self.bin_path, self.data, self.logs, self.loader_extra = bin_path, data, logs, loader_extra
         self.coordinator = Server(
             bin_path,
             data,
@@ -36,17 +46,22 @@ class Cluster:
         )
         self.loaders: list[Server] = []
         self.coordinator.start()
-        for i in range(loaders):
-            s = Server(
-                bin_path,
-                data,
-                log=logs / f"loader{i}.log",
-                role="loader",
-                extra=("--coordinator", self.coordinator.address),
-            )
-            s.start()
-            self.loaders.append(s)
+        for _ in range(loaders):
+            self.add_loader()
         self.wait_pool(loaders)
+
+    def add_loader(self) -> Server:
+        """Starts one more loader; it joins the pool with its first beat."""
+        s = Server(
+            self.bin_path,
+            self.data,
+            log=self.logs / f"loader{len(self.loaders)}.log",
+            role="loader",
+            extra=("--coordinator", self.coordinator.address, *self.loader_extra),
+        )
+        s.start()
+        self.loaders.append(s)
+        return s
 
     @property
     def address(self) -> str:

@@ -402,7 +402,9 @@ type PlanEpochResponse struct {
 	// The loaders of each rank's stripes, indexed by rank: K addresses, the
 	// first being loader_addresses[rank]. Stream j of K reads steps
 	// first+j, first+j+K, ... from addresses[j]. K is the same for every
-	// rank: min(max_loaders_per_rank, loaders in the pool), at least 1.
+	// rank: min(max_loaders_per_rank, loaders in the pool), at least 1. For
+	// a rank some client watches (WatchAssignment, same job and
+	// max_loaders_per_rank) these are the watched assignment's loaders.
 	RankLoaders []*RankLoaders `protobuf:"bytes,8,rep,name=rank_loaders,json=rankLoaders,proto3" json:"rank_loaders,omitempty"`
 	// The shuffle window the plan used (job.window, or the coordinator's
 	// default when it was 0): clients send it to the loaders in
@@ -550,6 +552,601 @@ func (x *RankLoaders) GetAddresses() []string {
 	return nil
 }
 
+type WatchAssignmentRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The job the rank reads, as in PlanEpochRequest; validated the same way.
+	// Ranks of one job with the same max_loaders_per_rank share the
+	// coordinator's table of assignments.
+	Job *JobSpec `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	// The rank watched; below job.world_size, else INVALID_ARGUMENT.
+	Rank uint32 `protobuf:"varint,2,opt,name=rank,proto3" json:"rank,omitempty"`
+	// As in PlanEpochRequest: the most stripe loaders the rank streams from
+	// (0 and 1: one). At most 1024, else INVALID_ARGUMENT.
+	MaxLoadersPerRank uint32 `protobuf:"varint,3,opt,name=max_loaders_per_rank,json=maxLoadersPerRank,proto3" json:"max_loaders_per_rank,omitempty"`
+	// The addresses the rank streams from now (its plan's rank_loaders, or
+	// the last WatchAssignmentResponse before a reconnect). A coordinator
+	// that holds no assignment for the rank yet keeps those of them that
+	// serve, so that a restarted coordinator moves nothing that need not
+	// move. At most 1024
+	// addresses of at most 256 bytes, else INVALID_ARGUMENT.
+	CurrentAddresses []string `protobuf:"bytes,4,rep,name=current_addresses,json=currentAddresses,proto3" json:"current_addresses,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *WatchAssignmentRequest) Reset() {
+	*x = WatchAssignmentRequest{}
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchAssignmentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchAssignmentRequest) ProtoMessage() {}
+
+func (x *WatchAssignmentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchAssignmentRequest.ProtoReflect.Descriptor instead.
+func (*WatchAssignmentRequest) Descriptor() ([]byte, []int) {
+	return file_shardstream_v1_shardstream_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *WatchAssignmentRequest) GetJob() *JobSpec {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
+func (x *WatchAssignmentRequest) GetRank() uint32 {
+	if x != nil {
+		return x.Rank
+	}
+	return 0
+}
+
+func (x *WatchAssignmentRequest) GetMaxLoadersPerRank() uint32 {
+	if x != nil {
+		return x.MaxLoadersPerRank
+	}
+	return 0
+}
+
+func (x *WatchAssignmentRequest) GetCurrentAddresses() []string {
+	if x != nil {
+		return x.CurrentAddresses
+	}
+	return nil
+}
+
+// WatchAssignmentResponse is where one rank's stripes are read from now.
+type WatchAssignmentResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The rank's stripe loaders: stream j of K reads its steps from
+	// addresses[j], as in PlanEpochResponse.rank_loaders. K may change from
+	// one response to the next (a loader joined or left): the client then
+	// restripes its steps from its next one.
+	Addresses []string `protobuf:"bytes,1,rep,name=addresses,proto3" json:"addresses,omitempty"`
+	// Counts the changes of this rank's assignment on this coordinator,
+	// from 1; a restarted coordinator starts again.
+	Generation    uint64 `protobuf:"varint,2,opt,name=generation,proto3" json:"generation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchAssignmentResponse) Reset() {
+	*x = WatchAssignmentResponse{}
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchAssignmentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchAssignmentResponse) ProtoMessage() {}
+
+func (x *WatchAssignmentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchAssignmentResponse.ProtoReflect.Descriptor instead.
+func (*WatchAssignmentResponse) Descriptor() ([]byte, []int) {
+	return file_shardstream_v1_shardstream_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *WatchAssignmentResponse) GetAddresses() []string {
+	if x != nil {
+		return x.Addresses
+	}
+	return nil
+}
+
+func (x *WatchAssignmentResponse) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+type ReportProgressRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The job, as the rank streams it (its JobSpec): dataset, seed and
+	// epoch identify it on the coordinator.
+	Job *JobSpec `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	// A stable, low-cardinality name for the job, the job label of the
+	// shardstream_job_* metrics (the client's job_name, by default the
+	// dataset's name). At most 128 bytes of [A-Za-z0-9_.:/-], else
+	// INVALID_ARGUMENT; empty means the dataset's name.
+	JobName string `protobuf:"bytes,2,opt,name=job_name,json=jobName,proto3" json:"job_name,omitempty"`
+	Rank    uint32 `protobuf:"varint,3,opt,name=rank,proto3" json:"rank,omitempty"`
+	// The DataLoader worker that reads these steps, and how many the rank
+	// has (0 of 1 without workers): each worker reports its own steps.
+	Worker  uint32 `protobuf:"varint,4,opt,name=worker,proto3" json:"worker,omitempty"`
+	Workers uint32 `protobuf:"varint,5,opt,name=workers,proto3" json:"workers,omitempty"`
+	// The last step the training loop took (counted like Batch.step).
+	LastStep int64 `protobuf:"varint,6,opt,name=last_step,json=lastStep,proto3" json:"last_step,omitempty"`
+	// What the training loop took since the previous report: steps, samples
+	// and field bytes.
+	Steps   uint64 `protobuf:"varint,7,opt,name=steps,proto3" json:"steps,omitempty"`
+	Samples uint64 `protobuf:"varint,8,opt,name=samples,proto3" json:"samples,omitempty"`
+	Bytes   uint64 `protobuf:"varint,9,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	// Seconds the training loop spent blocked waiting for those batches, and
+	// the wall-clock seconds the report covers (since the previous one). wait
+	// must not exceed elapsed; elapsed at most 3600, else INVALID_ARGUMENT.
+	WaitSeconds    float64 `protobuf:"fixed64,10,opt,name=wait_seconds,json=waitSeconds,proto3" json:"wait_seconds,omitempty"`
+	ElapsedSeconds float64 `protobuf:"fixed64,11,opt,name=elapsed_seconds,json=elapsedSeconds,proto3" json:"elapsed_seconds,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *ReportProgressRequest) Reset() {
+	*x = ReportProgressRequest{}
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportProgressRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportProgressRequest) ProtoMessage() {}
+
+func (x *ReportProgressRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportProgressRequest.ProtoReflect.Descriptor instead.
+func (*ReportProgressRequest) Descriptor() ([]byte, []int) {
+	return file_shardstream_v1_shardstream_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ReportProgressRequest) GetJob() *JobSpec {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
+func (x *ReportProgressRequest) GetJobName() string {
+	if x != nil {
+		return x.JobName
+	}
+	return ""
+}
+
+func (x *ReportProgressRequest) GetRank() uint32 {
+	if x != nil {
+		return x.Rank
+	}
+	return 0
+}
+
+func (x *ReportProgressRequest) GetWorker() uint32 {
+	if x != nil {
+		return x.Worker
+	}
+	return 0
+}
+
+func (x *ReportProgressRequest) GetWorkers() uint32 {
+	if x != nil {
+		return x.Workers
+	}
+	return 0
+}
+
+func (x *ReportProgressRequest) GetLastStep() int64 {
+	if x != nil {
+		return x.LastStep
+	}
+	return 0
+}
+
+func (x *ReportProgressRequest) GetSteps() uint64 {
+	if x != nil {
+		return x.Steps
+	}
+	return 0
+}
+
+func (x *ReportProgressRequest) GetSamples() uint64 {
+	if x != nil {
+		return x.Samples
+	}
+	return 0
+}
+
+func (x *ReportProgressRequest) GetBytes() uint64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *ReportProgressRequest) GetWaitSeconds() float64 {
+	if x != nil {
+		return x.WaitSeconds
+	}
+	return 0
+}
+
+func (x *ReportProgressRequest) GetElapsedSeconds() float64 {
+	if x != nil {
+		return x.ElapsedSeconds
+	}
+	return 0
+}
+
+type ReportProgressResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Seconds the coordinator would like between reports.
+	IntervalSeconds float64 `protobuf:"fixed64,1,opt,name=interval_seconds,json=intervalSeconds,proto3" json:"interval_seconds,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *ReportProgressResponse) Reset() {
+	*x = ReportProgressResponse{}
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportProgressResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportProgressResponse) ProtoMessage() {}
+
+func (x *ReportProgressResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportProgressResponse.ProtoReflect.Descriptor instead.
+func (*ReportProgressResponse) Descriptor() ([]byte, []int) {
+	return file_shardstream_v1_shardstream_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ReportProgressResponse) GetIntervalSeconds() float64 {
+	if x != nil {
+		return x.IntervalSeconds
+	}
+	return 0
+}
+
+type ListJobsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListJobsRequest) Reset() {
+	*x = ListJobsRequest{}
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListJobsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListJobsRequest) ProtoMessage() {}
+
+func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListJobsRequest.ProtoReflect.Descriptor instead.
+func (*ListJobsRequest) Descriptor() ([]byte, []int) {
+	return file_shardstream_v1_shardstream_proto_rawDescGZIP(), []int{10}
+}
+
+type ListJobsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Jobs  []*JobProgress         `protobuf:"bytes,1,rep,name=jobs,proto3" json:"jobs,omitempty"`
+	// The coordinator's autoscaling signal, as shardstream_loaders_desired.
+	LoadersDesired float64 `protobuf:"fixed64,2,opt,name=loaders_desired,json=loadersDesired,proto3" json:"loaders_desired,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *ListJobsResponse) Reset() {
+	*x = ListJobsResponse{}
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListJobsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListJobsResponse) ProtoMessage() {}
+
+func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListJobsResponse.ProtoReflect.Descriptor instead.
+func (*ListJobsResponse) Descriptor() ([]byte, []int) {
+	return file_shardstream_v1_shardstream_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ListJobsResponse) GetJobs() []*JobProgress {
+	if x != nil {
+		return x.Jobs
+	}
+	return nil
+}
+
+func (x *ListJobsResponse) GetLoadersDesired() float64 {
+	if x != nil {
+		return x.LoadersDesired
+	}
+	return 0
+}
+
+// JobProgress is one job as its ranks' reports describe it.
+type JobProgress struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The job_name label.
+	Name      string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Dataset   string `protobuf:"bytes,2,opt,name=dataset,proto3" json:"dataset,omitempty"`
+	Epoch     uint64 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	WorldSize uint32 `protobuf:"varint,4,opt,name=world_size,json=worldSize,proto3" json:"world_size,omitempty"`
+	// Rates over each reporter's last report, summed over the job's ranks.
+	SamplesPerSecond float64 `protobuf:"fixed64,5,opt,name=samples_per_second,json=samplesPerSecond,proto3" json:"samples_per_second,omitempty"`
+	BytesPerSecond   float64 `protobuf:"fixed64,6,opt,name=bytes_per_second,json=bytesPerSecond,proto3" json:"bytes_per_second,omitempty"`
+	// The share of the ranks' time spent waiting for data, 0 to 1.
+	DataWaitRatio float64 `protobuf:"fixed64,7,opt,name=data_wait_ratio,json=dataWaitRatio,proto3" json:"data_wait_ratio,omitempty"`
+	// The ranks that reported, by rank.
+	Ranks         []*RankProgress `protobuf:"bytes,8,rep,name=ranks,proto3" json:"ranks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobProgress) Reset() {
+	*x = JobProgress{}
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobProgress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobProgress) ProtoMessage() {}
+
+func (x *JobProgress) ProtoReflect() protoreflect.Message {
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobProgress.ProtoReflect.Descriptor instead.
+func (*JobProgress) Descriptor() ([]byte, []int) {
+	return file_shardstream_v1_shardstream_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *JobProgress) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *JobProgress) GetDataset() string {
+	if x != nil {
+		return x.Dataset
+	}
+	return ""
+}
+
+func (x *JobProgress) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *JobProgress) GetWorldSize() uint32 {
+	if x != nil {
+		return x.WorldSize
+	}
+	return 0
+}
+
+func (x *JobProgress) GetSamplesPerSecond() float64 {
+	if x != nil {
+		return x.SamplesPerSecond
+	}
+	return 0
+}
+
+func (x *JobProgress) GetBytesPerSecond() float64 {
+	if x != nil {
+		return x.BytesPerSecond
+	}
+	return 0
+}
+
+func (x *JobProgress) GetDataWaitRatio() float64 {
+	if x != nil {
+		return x.DataWaitRatio
+	}
+	return 0
+}
+
+func (x *JobProgress) GetRanks() []*RankProgress {
+	if x != nil {
+		return x.Ranks
+	}
+	return nil
+}
+
+// RankProgress is one rank's last reported point.
+type RankProgress struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Rank  uint32                 `protobuf:"varint,1,opt,name=rank,proto3" json:"rank,omitempty"`
+	// The highest last_step its workers reported.
+	LastStep         int64   `protobuf:"varint,2,opt,name=last_step,json=lastStep,proto3" json:"last_step,omitempty"`
+	SamplesPerSecond float64 `protobuf:"fixed64,3,opt,name=samples_per_second,json=samplesPerSecond,proto3" json:"samples_per_second,omitempty"`
+	DataWaitRatio    float64 `protobuf:"fixed64,4,opt,name=data_wait_ratio,json=dataWaitRatio,proto3" json:"data_wait_ratio,omitempty"`
+	// Milliseconds since its last report.
+	LastReportAgeMs uint32 `protobuf:"varint,5,opt,name=last_report_age_ms,json=lastReportAgeMs,proto3" json:"last_report_age_ms,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *RankProgress) Reset() {
+	*x = RankProgress{}
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RankProgress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RankProgress) ProtoMessage() {}
+
+func (x *RankProgress) ProtoReflect() protoreflect.Message {
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RankProgress.ProtoReflect.Descriptor instead.
+func (*RankProgress) Descriptor() ([]byte, []int) {
+	return file_shardstream_v1_shardstream_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *RankProgress) GetRank() uint32 {
+	if x != nil {
+		return x.Rank
+	}
+	return 0
+}
+
+func (x *RankProgress) GetLastStep() int64 {
+	if x != nil {
+		return x.LastStep
+	}
+	return 0
+}
+
+func (x *RankProgress) GetSamplesPerSecond() float64 {
+	if x != nil {
+		return x.SamplesPerSecond
+	}
+	return 0
+}
+
+func (x *RankProgress) GetDataWaitRatio() float64 {
+	if x != nil {
+		return x.DataWaitRatio
+	}
+	return 0
+}
+
+func (x *RankProgress) GetLastReportAgeMs() uint32 {
+	if x != nil {
+		return x.LastReportAgeMs
+	}
+	return 0
+}
+
 // LoaderLoad is what a loader reports about its own load, measured over
 // the time since its previous heartbeat.
 type LoaderLoad struct {
@@ -566,13 +1163,17 @@ type LoaderLoad struct {
 	// Chunk lookups a cache (memory or disk) answered, over all lookups;
 	// 0 when none were made yet.
 	CacheHitRatio float64 `protobuf:"fixed64,5,opt,name=cache_hit_ratio,json=cacheHitRatio,proto3" json:"cache_hit_ratio,omitempty"`
+	// CPU cores the process may use (GOMAXPROCS); with bytes_per_second and
+	// cpu_seconds_per_second it estimates what the loader could send at
+	// full CPU (docs/operations.md, "Autoscaling"). 0 from older loaders.
+	CpuCores      uint32 `protobuf:"varint,6,opt,name=cpu_cores,json=cpuCores,proto3" json:"cpu_cores,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *LoaderLoad) Reset() {
 	*x = LoaderLoad{}
-	mi := &file_shardstream_v1_shardstream_proto_msgTypes[6]
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -584,7 +1185,7 @@ func (x *LoaderLoad) String() string {
 func (*LoaderLoad) ProtoMessage() {}
 
 func (x *LoaderLoad) ProtoReflect() protoreflect.Message {
-	mi := &file_shardstream_v1_shardstream_proto_msgTypes[6]
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -597,7 +1198,7 @@ func (x *LoaderLoad) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoaderLoad.ProtoReflect.Descriptor instead.
 func (*LoaderLoad) Descriptor() ([]byte, []int) {
-	return file_shardstream_v1_shardstream_proto_rawDescGZIP(), []int{6}
+	return file_shardstream_v1_shardstream_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *LoaderLoad) GetStreamsOpen() uint32 {
@@ -635,13 +1236,21 @@ func (x *LoaderLoad) GetCacheHitRatio() float64 {
 	return 0
 }
 
+func (x *LoaderLoad) GetCpuCores() uint32 {
+	if x != nil {
+		return x.CpuCores
+	}
+	return 0
+}
+
 type HeartbeatRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The address trainers reach the loader at (host:port); it names the
 	// loader in the pool.
 	Address string      `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
 	Load    *LoaderLoad `protobuf:"bytes,2,opt,name=load,proto3" json:"load,omitempty"`
-	// The loader is draining: keep it listed, assign it no new ranks.
+	// The loader is draining: keep it listed, assign it no new ranks, and
+	// move the watched ranks' stripes off it (WatchAssignment).
 	Leaving       bool `protobuf:"varint,3,opt,name=leaving,proto3" json:"leaving,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -649,7 +1258,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_shardstream_v1_shardstream_proto_msgTypes[7]
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -661,7 +1270,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shardstream_v1_shardstream_proto_msgTypes[7]
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -674,7 +1283,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_shardstream_v1_shardstream_proto_rawDescGZIP(), []int{7}
+	return file_shardstream_v1_shardstream_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *HeartbeatRequest) GetAddress() string {
@@ -710,7 +1319,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_shardstream_v1_shardstream_proto_msgTypes[8]
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -722,7 +1331,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shardstream_v1_shardstream_proto_msgTypes[8]
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -735,7 +1344,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_shardstream_v1_shardstream_proto_rawDescGZIP(), []int{8}
+	return file_shardstream_v1_shardstream_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *HeartbeatResponse) GetPoolLoaders() uint32 {
@@ -760,7 +1369,7 @@ type ListLoadersRequest struct {
 
 func (x *ListLoadersRequest) Reset() {
 	*x = ListLoadersRequest{}
-	mi := &file_shardstream_v1_shardstream_proto_msgTypes[9]
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -772,7 +1381,7 @@ func (x *ListLoadersRequest) String() string {
 func (*ListLoadersRequest) ProtoMessage() {}
 
 func (x *ListLoadersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shardstream_v1_shardstream_proto_msgTypes[9]
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -785,7 +1394,7 @@ func (x *ListLoadersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLoadersRequest.ProtoReflect.Descriptor instead.
 func (*ListLoadersRequest) Descriptor() ([]byte, []int) {
-	return file_shardstream_v1_shardstream_proto_rawDescGZIP(), []int{9}
+	return file_shardstream_v1_shardstream_proto_rawDescGZIP(), []int{17}
 }
 
 type ListLoadersResponse struct {
@@ -800,7 +1409,7 @@ type ListLoadersResponse struct {
 
 func (x *ListLoadersResponse) Reset() {
 	*x = ListLoadersResponse{}
-	mi := &file_shardstream_v1_shardstream_proto_msgTypes[10]
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -812,7 +1421,7 @@ func (x *ListLoadersResponse) String() string {
 func (*ListLoadersResponse) ProtoMessage() {}
 
 func (x *ListLoadersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shardstream_v1_shardstream_proto_msgTypes[10]
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -825,7 +1434,7 @@ func (x *ListLoadersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLoadersResponse.ProtoReflect.Descriptor instead.
 func (*ListLoadersResponse) Descriptor() ([]byte, []int) {
-	return file_shardstream_v1_shardstream_proto_rawDescGZIP(), []int{10}
+	return file_shardstream_v1_shardstream_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListLoadersResponse) GetLoaders() []*PoolLoader {
@@ -858,7 +1467,7 @@ type PoolLoader struct {
 
 func (x *PoolLoader) Reset() {
 	*x = PoolLoader{}
-	mi := &file_shardstream_v1_shardstream_proto_msgTypes[11]
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -870,7 +1479,7 @@ func (x *PoolLoader) String() string {
 func (*PoolLoader) ProtoMessage() {}
 
 func (x *PoolLoader) ProtoReflect() protoreflect.Message {
-	mi := &file_shardstream_v1_shardstream_proto_msgTypes[11]
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -883,7 +1492,7 @@ func (x *PoolLoader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PoolLoader.ProtoReflect.Descriptor instead.
 func (*PoolLoader) Descriptor() ([]byte, []int) {
-	return file_shardstream_v1_shardstream_proto_rawDescGZIP(), []int{11}
+	return file_shardstream_v1_shardstream_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PoolLoader) GetAddress() string {
@@ -946,7 +1555,7 @@ type StreamBatchesRequest struct {
 
 func (x *StreamBatchesRequest) Reset() {
 	*x = StreamBatchesRequest{}
-	mi := &file_shardstream_v1_shardstream_proto_msgTypes[12]
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -958,7 +1567,7 @@ func (x *StreamBatchesRequest) String() string {
 func (*StreamBatchesRequest) ProtoMessage() {}
 
 func (x *StreamBatchesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shardstream_v1_shardstream_proto_msgTypes[12]
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -971,7 +1580,7 @@ func (x *StreamBatchesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamBatchesRequest.ProtoReflect.Descriptor instead.
 func (*StreamBatchesRequest) Descriptor() ([]byte, []int) {
-	return file_shardstream_v1_shardstream_proto_rawDescGZIP(), []int{12}
+	return file_shardstream_v1_shardstream_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *StreamBatchesRequest) GetJob() *JobSpec {
@@ -1025,7 +1634,7 @@ type StreamBatchesResponse struct {
 
 func (x *StreamBatchesResponse) Reset() {
 	*x = StreamBatchesResponse{}
-	mi := &file_shardstream_v1_shardstream_proto_msgTypes[13]
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1037,7 +1646,7 @@ func (x *StreamBatchesResponse) String() string {
 func (*StreamBatchesResponse) ProtoMessage() {}
 
 func (x *StreamBatchesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shardstream_v1_shardstream_proto_msgTypes[13]
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1050,7 +1659,7 @@ func (x *StreamBatchesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamBatchesResponse.ProtoReflect.Descriptor instead.
 func (*StreamBatchesResponse) Descriptor() ([]byte, []int) {
-	return file_shardstream_v1_shardstream_proto_rawDescGZIP(), []int{13}
+	return file_shardstream_v1_shardstream_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *StreamBatchesResponse) GetBatch() *Batch {
@@ -1078,7 +1687,7 @@ type Batch struct {
 
 func (x *Batch) Reset() {
 	*x = Batch{}
-	mi := &file_shardstream_v1_shardstream_proto_msgTypes[14]
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1090,7 +1699,7 @@ func (x *Batch) String() string {
 func (*Batch) ProtoMessage() {}
 
 func (x *Batch) ProtoReflect() protoreflect.Message {
-	mi := &file_shardstream_v1_shardstream_proto_msgTypes[14]
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1103,7 +1712,7 @@ func (x *Batch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Batch.ProtoReflect.Descriptor instead.
 func (*Batch) Descriptor() ([]byte, []int) {
-	return file_shardstream_v1_shardstream_proto_rawDescGZIP(), []int{14}
+	return file_shardstream_v1_shardstream_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Batch) GetRank() uint32 {
@@ -1177,7 +1786,7 @@ type Columns struct {
 
 func (x *Columns) Reset() {
 	*x = Columns{}
-	mi := &file_shardstream_v1_shardstream_proto_msgTypes[15]
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1189,7 +1798,7 @@ func (x *Columns) String() string {
 func (*Columns) ProtoMessage() {}
 
 func (x *Columns) ProtoReflect() protoreflect.Message {
-	mi := &file_shardstream_v1_shardstream_proto_msgTypes[15]
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1202,7 +1811,7 @@ func (x *Columns) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Columns.ProtoReflect.Descriptor instead.
 func (*Columns) Descriptor() ([]byte, []int) {
-	return file_shardstream_v1_shardstream_proto_rawDescGZIP(), []int{15}
+	return file_shardstream_v1_shardstream_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Columns) GetCount() uint32 {
@@ -1272,7 +1881,7 @@ type Column struct {
 
 func (x *Column) Reset() {
 	*x = Column{}
-	mi := &file_shardstream_v1_shardstream_proto_msgTypes[16]
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1284,7 +1893,7 @@ func (x *Column) String() string {
 func (*Column) ProtoMessage() {}
 
 func (x *Column) ProtoReflect() protoreflect.Message {
-	mi := &file_shardstream_v1_shardstream_proto_msgTypes[16]
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1297,7 +1906,7 @@ func (x *Column) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Column.ProtoReflect.Descriptor instead.
 func (*Column) Descriptor() ([]byte, []int) {
-	return file_shardstream_v1_shardstream_proto_rawDescGZIP(), []int{16}
+	return file_shardstream_v1_shardstream_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Column) GetName() string {
@@ -1349,7 +1958,7 @@ type Sample struct {
 
 func (x *Sample) Reset() {
 	*x = Sample{}
-	mi := &file_shardstream_v1_shardstream_proto_msgTypes[17]
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1361,7 +1970,7 @@ func (x *Sample) String() string {
 func (*Sample) ProtoMessage() {}
 
 func (x *Sample) ProtoReflect() protoreflect.Message {
-	mi := &file_shardstream_v1_shardstream_proto_msgTypes[17]
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1374,7 +1983,7 @@ func (x *Sample) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sample.ProtoReflect.Descriptor instead.
 func (*Sample) Descriptor() ([]byte, []int) {
-	return file_shardstream_v1_shardstream_proto_rawDescGZIP(), []int{17}
+	return file_shardstream_v1_shardstream_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Sample) GetShard() uint64 {
@@ -1416,7 +2025,7 @@ type Field struct {
 
 func (x *Field) Reset() {
 	*x = Field{}
-	mi := &file_shardstream_v1_shardstream_proto_msgTypes[18]
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1428,7 +2037,7 @@ func (x *Field) String() string {
 func (*Field) ProtoMessage() {}
 
 func (x *Field) ProtoReflect() protoreflect.Message {
-	mi := &file_shardstream_v1_shardstream_proto_msgTypes[18]
+	mi := &file_shardstream_v1_shardstream_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1441,7 +2050,7 @@ func (x *Field) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Field.ProtoReflect.Descriptor instead.
 func (*Field) Descriptor() ([]byte, []int) {
-	return file_shardstream_v1_shardstream_proto_rawDescGZIP(), []int{18}
+	return file_shardstream_v1_shardstream_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Field) GetName() string {
@@ -1498,7 +2107,52 @@ const file_shardstream_v1_shardstream_proto_rawDesc = "" +
 	"\frank_loaders\x18\b \x03(\v2\x1b.shardstream.v1.RankLoadersR\vrankLoaders\x12\x16\n" +
 	"\x06window\x18\t \x01(\rR\x06window\"+\n" +
 	"\vRankLoaders\x12\x1c\n" +
-	"\taddresses\x18\x01 \x03(\tR\taddresses\"\xd7\x01\n" +
+	"\taddresses\x18\x01 \x03(\tR\taddresses\"\xb5\x01\n" +
+	"\x16WatchAssignmentRequest\x12)\n" +
+	"\x03job\x18\x01 \x01(\v2\x17.shardstream.v1.JobSpecR\x03job\x12\x12\n" +
+	"\x04rank\x18\x02 \x01(\rR\x04rank\x12/\n" +
+	"\x14max_loaders_per_rank\x18\x03 \x01(\rR\x11maxLoadersPerRank\x12+\n" +
+	"\x11current_addresses\x18\x04 \x03(\tR\x10currentAddresses\"W\n" +
+	"\x17WatchAssignmentResponse\x12\x1c\n" +
+	"\taddresses\x18\x01 \x03(\tR\taddresses\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x02 \x01(\x04R\n" +
+	"generation\"\xd2\x02\n" +
+	"\x15ReportProgressRequest\x12)\n" +
+	"\x03job\x18\x01 \x01(\v2\x17.shardstream.v1.JobSpecR\x03job\x12\x19\n" +
+	"\bjob_name\x18\x02 \x01(\tR\ajobName\x12\x12\n" +
+	"\x04rank\x18\x03 \x01(\rR\x04rank\x12\x16\n" +
+	"\x06worker\x18\x04 \x01(\rR\x06worker\x12\x18\n" +
+	"\aworkers\x18\x05 \x01(\rR\aworkers\x12\x1b\n" +
+	"\tlast_step\x18\x06 \x01(\x03R\blastStep\x12\x14\n" +
+	"\x05steps\x18\a \x01(\x04R\x05steps\x12\x18\n" +
+	"\asamples\x18\b \x01(\x04R\asamples\x12\x14\n" +
+	"\x05bytes\x18\t \x01(\x04R\x05bytes\x12!\n" +
+	"\fwait_seconds\x18\n" +
+	" \x01(\x01R\vwaitSeconds\x12'\n" +
+	"\x0felapsed_seconds\x18\v \x01(\x01R\x0eelapsedSeconds\"C\n" +
+	"\x16ReportProgressResponse\x12)\n" +
+	"\x10interval_seconds\x18\x01 \x01(\x01R\x0fintervalSeconds\"\x11\n" +
+	"\x0fListJobsRequest\"l\n" +
+	"\x10ListJobsResponse\x12/\n" +
+	"\x04jobs\x18\x01 \x03(\v2\x1b.shardstream.v1.JobProgressR\x04jobs\x12'\n" +
+	"\x0floaders_desired\x18\x02 \x01(\x01R\x0eloadersDesired\"\xa4\x02\n" +
+	"\vJobProgress\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\adataset\x18\x02 \x01(\tR\adataset\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12\x1d\n" +
+	"\n" +
+	"world_size\x18\x04 \x01(\rR\tworldSize\x12,\n" +
+	"\x12samples_per_second\x18\x05 \x01(\x01R\x10samplesPerSecond\x12(\n" +
+	"\x10bytes_per_second\x18\x06 \x01(\x01R\x0ebytesPerSecond\x12&\n" +
+	"\x0fdata_wait_ratio\x18\a \x01(\x01R\rdataWaitRatio\x122\n" +
+	"\x05ranks\x18\b \x03(\v2\x1c.shardstream.v1.RankProgressR\x05ranks\"\xc2\x01\n" +
+	"\fRankProgress\x12\x12\n" +
+	"\x04rank\x18\x01 \x01(\rR\x04rank\x12\x1b\n" +
+	"\tlast_step\x18\x02 \x01(\x03R\blastStep\x12,\n" +
+	"\x12samples_per_second\x18\x03 \x01(\x01R\x10samplesPerSecond\x12&\n" +
+	"\x0fdata_wait_ratio\x18\x04 \x01(\x01R\rdataWaitRatio\x12+\n" +
+	"\x12last_report_age_ms\x18\x05 \x01(\rR\x0flastReportAgeMs\"\xf4\x01\n" +
 	"\n" +
 	"LoaderLoad\x12!\n" +
 	"\fstreams_open\x18\x01 \x01(\rR\vstreamsOpen\x12\x1f\n" +
@@ -1506,7 +2160,8 @@ const file_shardstream_v1_shardstream_proto_rawDesc = "" +
 	"maxStreams\x12(\n" +
 	"\x10bytes_per_second\x18\x03 \x01(\x01R\x0ebytesPerSecond\x123\n" +
 	"\x16cpu_seconds_per_second\x18\x04 \x01(\x01R\x13cpuSecondsPerSecond\x12&\n" +
-	"\x0fcache_hit_ratio\x18\x05 \x01(\x01R\rcacheHitRatio\"v\n" +
+	"\x0fcache_hit_ratio\x18\x05 \x01(\x01R\rcacheHitRatio\x12\x1b\n" +
+	"\tcpu_cores\x18\x06 \x01(\rR\bcpuCores\"v\n" +
 	"\x10HeartbeatRequest\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12.\n" +
 	"\x04load\x18\x02 \x01(\v2\x1a.shardstream.v1.LoaderLoadR\x04load\x12\x18\n" +
@@ -1570,11 +2225,14 @@ const file_shardstream_v1_shardstream_proto_rawDesc = "" +
 	"\x0fLastBatchPolicy\x12!\n" +
 	"\x1dLAST_BATCH_POLICY_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16LAST_BATCH_POLICY_DROP\x10\x01\x12\x19\n" +
-	"\x15LAST_BATCH_POLICY_PAD\x10\x022\xbb\x01\n" +
+	"\x15LAST_BATCH_POLICY_PAD\x10\x022\xd1\x03\n" +
 	"\x12CoordinatorService\x12S\n" +
 	"\n" +
 	"GetDataset\x12!.shardstream.v1.GetDatasetRequest\x1a\".shardstream.v1.GetDatasetResponse\x12P\n" +
-	"\tPlanEpoch\x12 .shardstream.v1.PlanEpochRequest\x1a!.shardstream.v1.PlanEpochResponse2\xb7\x01\n" +
+	"\tPlanEpoch\x12 .shardstream.v1.PlanEpochRequest\x1a!.shardstream.v1.PlanEpochResponse\x12d\n" +
+	"\x0fWatchAssignment\x12&.shardstream.v1.WatchAssignmentRequest\x1a'.shardstream.v1.WatchAssignmentResponse0\x01\x12_\n" +
+	"\x0eReportProgress\x12%.shardstream.v1.ReportProgressRequest\x1a&.shardstream.v1.ReportProgressResponse\x12M\n" +
+	"\bListJobs\x12\x1f.shardstream.v1.ListJobsRequest\x1a .shardstream.v1.ListJobsResponse2\xb7\x01\n" +
 	"\vPoolService\x12P\n" +
 	"\tHeartbeat\x12 .shardstream.v1.HeartbeatRequest\x1a!.shardstream.v1.HeartbeatResponse\x12V\n" +
 	"\vListLoaders\x12\".shardstream.v1.ListLoadersRequest\x1a#.shardstream.v1.ListLoadersResponse2o\n" +
@@ -1594,57 +2252,75 @@ func file_shardstream_v1_shardstream_proto_rawDescGZIP() []byte {
 }
 
 var file_shardstream_v1_shardstream_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_shardstream_v1_shardstream_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_shardstream_v1_shardstream_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_shardstream_v1_shardstream_proto_goTypes = []any{
-	(LastBatchPolicy)(0),          // 0: shardstream.v1.LastBatchPolicy
-	(*JobSpec)(nil),               // 1: shardstream.v1.JobSpec
-	(*GetDatasetRequest)(nil),     // 2: shardstream.v1.GetDatasetRequest
-	(*GetDatasetResponse)(nil),    // 3: shardstream.v1.GetDatasetResponse
-	(*PlanEpochRequest)(nil),      // 4: shardstream.v1.PlanEpochRequest
-	(*PlanEpochResponse)(nil),     // 5: shardstream.v1.PlanEpochResponse
-	(*RankLoaders)(nil),           // 6: shardstream.v1.RankLoaders
-	(*LoaderLoad)(nil),            // 7: shardstream.v1.LoaderLoad
-	(*HeartbeatRequest)(nil),      // 8: shardstream.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),     // 9: shardstream.v1.HeartbeatResponse
-	(*ListLoadersRequest)(nil),    // 10: shardstream.v1.ListLoadersRequest
-	(*ListLoadersResponse)(nil),   // 11: shardstream.v1.ListLoadersResponse
-	(*PoolLoader)(nil),            // 12: shardstream.v1.PoolLoader
-	(*StreamBatchesRequest)(nil),  // 13: shardstream.v1.StreamBatchesRequest
-	(*StreamBatchesResponse)(nil), // 14: shardstream.v1.StreamBatchesResponse
-	(*Batch)(nil),                 // 15: shardstream.v1.Batch
-	(*Columns)(nil),               // 16: shardstream.v1.Columns
-	(*Column)(nil),                // 17: shardstream.v1.Column
-	(*Sample)(nil),                // 18: shardstream.v1.Sample
-	(*Field)(nil),                 // 19: shardstream.v1.Field
+	(LastBatchPolicy)(0),            // 0: shardstream.v1.LastBatchPolicy
+	(*JobSpec)(nil),                 // 1: shardstream.v1.JobSpec
+	(*GetDatasetRequest)(nil),       // 2: shardstream.v1.GetDatasetRequest
+	(*GetDatasetResponse)(nil),      // 3: shardstream.v1.GetDatasetResponse
+	(*PlanEpochRequest)(nil),        // 4: shardstream.v1.PlanEpochRequest
+	(*PlanEpochResponse)(nil),       // 5: shardstream.v1.PlanEpochResponse
+	(*RankLoaders)(nil),             // 6: shardstream.v1.RankLoaders
+	(*WatchAssignmentRequest)(nil),  // 7: shardstream.v1.WatchAssignmentRequest
+	(*WatchAssignmentResponse)(nil), // 8: shardstream.v1.WatchAssignmentResponse
+	(*ReportProgressRequest)(nil),   // 9: shardstream.v1.ReportProgressRequest
+	(*ReportProgressResponse)(nil),  // 10: shardstream.v1.ReportProgressResponse
+	(*ListJobsRequest)(nil),         // 11: shardstream.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),        // 12: shardstream.v1.ListJobsResponse
+	(*JobProgress)(nil),             // 13: shardstream.v1.JobProgress
+	(*RankProgress)(nil),            // 14: shardstream.v1.RankProgress
+	(*LoaderLoad)(nil),              // 15: shardstream.v1.LoaderLoad
+	(*HeartbeatRequest)(nil),        // 16: shardstream.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),       // 17: shardstream.v1.HeartbeatResponse
+	(*ListLoadersRequest)(nil),      // 18: shardstream.v1.ListLoadersRequest
+	(*ListLoadersResponse)(nil),     // 19: shardstream.v1.ListLoadersResponse
+	(*PoolLoader)(nil),              // 20: shardstream.v1.PoolLoader
+	(*StreamBatchesRequest)(nil),    // 21: shardstream.v1.StreamBatchesRequest
+	(*StreamBatchesResponse)(nil),   // 22: shardstream.v1.StreamBatchesResponse
+	(*Batch)(nil),                   // 23: shardstream.v1.Batch
+	(*Columns)(nil),                 // 24: shardstream.v1.Columns
+	(*Column)(nil),                  // 25: shardstream.v1.Column
+	(*Sample)(nil),                  // 26: shardstream.v1.Sample
+	(*Field)(nil),                   // 27: shardstream.v1.Field
 }
 var file_shardstream_v1_shardstream_proto_depIdxs = []int32{
 	0,  // 0: shardstream.v1.JobSpec.last_batch:type_name -> shardstream.v1.LastBatchPolicy
 	1,  // 1: shardstream.v1.PlanEpochRequest.job:type_name -> shardstream.v1.JobSpec
 	6,  // 2: shardstream.v1.PlanEpochResponse.rank_loaders:type_name -> shardstream.v1.RankLoaders
-	7,  // 3: shardstream.v1.HeartbeatRequest.load:type_name -> shardstream.v1.LoaderLoad
-	12, // 4: shardstream.v1.ListLoadersResponse.loaders:type_name -> shardstream.v1.PoolLoader
-	7,  // 5: shardstream.v1.PoolLoader.load:type_name -> shardstream.v1.LoaderLoad
-	1,  // 6: shardstream.v1.StreamBatchesRequest.job:type_name -> shardstream.v1.JobSpec
-	15, // 7: shardstream.v1.StreamBatchesResponse.batch:type_name -> shardstream.v1.Batch
-	18, // 8: shardstream.v1.Batch.samples:type_name -> shardstream.v1.Sample
-	16, // 9: shardstream.v1.Batch.columns:type_name -> shardstream.v1.Columns
-	17, // 10: shardstream.v1.Columns.fields:type_name -> shardstream.v1.Column
-	19, // 11: shardstream.v1.Sample.fields:type_name -> shardstream.v1.Field
-	2,  // 12: shardstream.v1.CoordinatorService.GetDataset:input_type -> shardstream.v1.GetDatasetRequest
-	4,  // 13: shardstream.v1.CoordinatorService.PlanEpoch:input_type -> shardstream.v1.PlanEpochRequest
-	8,  // 14: shardstream.v1.PoolService.Heartbeat:input_type -> shardstream.v1.HeartbeatRequest
-	10, // 15: shardstream.v1.PoolService.ListLoaders:input_type -> shardstream.v1.ListLoadersRequest
-	13, // 16: shardstream.v1.LoaderService.StreamBatches:input_type -> shardstream.v1.StreamBatchesRequest
-	3,  // 17: shardstream.v1.CoordinatorService.GetDataset:output_type -> shardstream.v1.GetDatasetResponse
-	5,  // 18: shardstream.v1.CoordinatorService.PlanEpoch:output_type -> shardstream.v1.PlanEpochResponse
-	9,  // 19: shardstream.v1.PoolService.Heartbeat:output_type -> shardstream.v1.HeartbeatResponse
-	11, // 20: shardstream.v1.PoolService.ListLoaders:output_type -> shardstream.v1.ListLoadersResponse
-	14, // 21: shardstream.v1.LoaderService.StreamBatches:output_type -> shardstream.v1.StreamBatchesResponse
-	17, // [17:22] is the sub-list for method output_type
-	12, // [12:17] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	1,  // 3: shardstream.v1.WatchAssignmentRequest.job:type_name -> shardstream.v1.JobSpec
+	1,  // 4: shardstream.v1.ReportProgressRequest.job:type_name -> shardstream.v1.JobSpec
+	13, // 5: shardstream.v1.ListJobsResponse.jobs:type_name -> shardstream.v1.JobProgress
+	14, // 6: shardstream.v1.JobProgress.ranks:type_name -> shardstream.v1.RankProgress
+	15, // 7: shardstream.v1.HeartbeatRequest.load:type_name -> shardstream.v1.LoaderLoad
+	20, // 8: shardstream.v1.ListLoadersResponse.loaders:type_name -> shardstream.v1.PoolLoader
+	15, // 9: shardstream.v1.PoolLoader.load:type_name -> shardstream.v1.LoaderLoad
+	1,  // 10: shardstream.v1.StreamBatchesRequest.job:type_name -> shardstream.v1.JobSpec
+	23, // 11: shardstream.v1.StreamBatchesResponse.batch:type_name -> shardstream.v1.Batch
+	26, // 12: shardstream.v1.Batch.samples:type_name -> shardstream.v1.Sample
+	24, // 13: shardstream.v1.Batch.columns:type_name -> shardstream.v1.Columns
+	25, // 14: shardstream.v1.Columns.fields:type_name -> shardstream.v1.Column
+	27, // 15: shardstream.v1.Sample.fields:type_name -> shardstream.v1.Field
+	2,  // 16: shardstream.v1.CoordinatorService.GetDataset:input_type -> shardstream.v1.GetDatasetRequest
+	4,  // 17: shardstream.v1.CoordinatorService.PlanEpoch:input_type -> shardstream.v1.PlanEpochRequest
+	7,  // 18: shardstream.v1.CoordinatorService.WatchAssignment:input_type -> shardstream.v1.WatchAssignmentRequest
+	9,  // 19: shardstream.v1.CoordinatorService.ReportProgress:input_type -> shardstream.v1.ReportProgressRequest
+	11, // 20: shardstream.v1.CoordinatorService.ListJobs:input_type -> shardstream.v1.ListJobsRequest
+	16, // 21: shardstream.v1.PoolService.Heartbeat:input_type -> shardstream.v1.HeartbeatRequest
+	18, // 22: shardstream.v1.PoolService.ListLoaders:input_type -> shardstream.v1.ListLoadersRequest
+	21, // 23: shardstream.v1.LoaderService.StreamBatches:input_type -> shardstream.v1.StreamBatchesRequest
+	3,  // 24: shardstream.v1.CoordinatorService.GetDataset:output_type -> shardstream.v1.GetDatasetResponse
+	5,  // 25: shardstream.v1.CoordinatorService.PlanEpoch:output_type -> shardstream.v1.PlanEpochResponse
+	8,  // 26: shardstream.v1.CoordinatorService.WatchAssignment:output_type -> shardstream.v1.WatchAssignmentResponse
+	10, // 27: shardstream.v1.CoordinatorService.ReportProgress:output_type -> shardstream.v1.ReportProgressResponse
+	12, // 28: shardstream.v1.CoordinatorService.ListJobs:output_type -> shardstream.v1.ListJobsResponse
+	17, // 29: shardstream.v1.PoolService.Heartbeat:output_type -> shardstream.v1.HeartbeatResponse
+	19, // 30: shardstream.v1.PoolService.ListLoaders:output_type -> shardstream.v1.ListLoadersResponse
+	22, // 31: shardstream.v1.LoaderService.StreamBatches:output_type -> shardstream.v1.StreamBatchesResponse
+	24, // [24:32] is the sub-list for method output_type
+	16, // [16:24] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_shardstream_v1_shardstream_proto_init() }
@@ -1652,14 +2328,14 @@ func file_shardstream_v1_shardstream_proto_init() {
 	if File_shardstream_v1_shardstream_proto != nil {
 		return
 	}
-	file_shardstream_v1_shardstream_proto_msgTypes[16].OneofWrappers = []any{}
+	file_shardstream_v1_shardstream_proto_msgTypes[24].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shardstream_v1_shardstream_proto_rawDesc), len(file_shardstream_v1_shardstream_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   19,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -25,8 +25,11 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	CoordinatorService_GetDataset_FullMethodName = "/shardstream.v1.CoordinatorService/GetDataset"
-	CoordinatorService_PlanEpoch_FullMethodName  = "/shardstream.v1.CoordinatorService/PlanEpoch"
+	CoordinatorService_GetDataset_FullMethodName      = "/shardstream.v1.CoordinatorService/GetDataset"
+	CoordinatorService_PlanEpoch_FullMethodName       = "/shardstream.v1.CoordinatorService/PlanEpoch"
+	CoordinatorService_WatchAssignment_FullMethodName = "/shardstream.v1.CoordinatorService/WatchAssignment"
+	CoordinatorService_ReportProgress_FullMethodName  = "/shardstream.v1.CoordinatorService/ReportProgress"
+	CoordinatorService_ListJobs_FullMethodName        = "/shardstream.v1.CoordinatorService/ListJobs"
 )
 
 // CoordinatorServiceClient is the client API for CoordinatorService service.
@@ -38,6 +41,26 @@ type CoordinatorServiceClient interface {
 	// PlanEpoch validates a job and says how many steps every rank gets and
 	// which loader serves each rank.
 	PlanEpoch(ctx context.Context, in *PlanEpochRequest, opts ...grpc.CallOption) (*PlanEpochResponse, error)
+	// WatchAssignment streams the loaders of one rank's stripes: the current
+	// ones at once, then again whenever the coordinator moves a stripe (a
+	// loader joined, drained or fell silent). A client switches its stripe
+	// streams to the new addresses at its next step boundary, reopening each
+	// moved stripe from its next step, so nothing is lost or repeated. Only a
+	// coordinator with a live pool (shardstream coordinator) serves it;
+	// others answer UNIMPLEMENTED, and a client then keeps its plan's
+	// loaders. Watches are bounded (--max-watches): more are refused with
+	// RESOURCE_EXHAUSTED.
+	WatchAssignment(ctx context.Context, in *WatchAssignmentRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchAssignmentResponse], error)
+	// ReportProgress tells the coordinator how a rank's training loop fared
+	// since its previous report: steps and bytes consumed, and how long it
+	// waited for data. Clients send one about every second; the coordinator
+	// aggregates them per job into the shardstream_job_* gauges and
+	// shardstream_loaders_desired (docs/operations.md, "Autoscaling").
+	ReportProgress(ctx context.Context, in *ReportProgressRequest, opts ...grpc.CallOption) (*ReportProgressResponse, error)
+	// ListJobs lists the jobs that reported progress recently, with their
+	// ranks (shardstream status); with an auth file, those of the datasets
+	// the caller may read.
+	ListJobs(ctx context.Context, in *ListJobsRequest, opts ...grpc.CallOption) (*ListJobsResponse, error)
 }
 
 type coordinatorServiceClient struct {
@@ -68,6 +91,45 @@ func (c *coordinatorServiceClient) PlanEpoch(ctx context.Context, in *PlanEpochR
 	return out, nil
 }
 
+func (c *coordinatorServiceClient) WatchAssignment(ctx context.Context, in *WatchAssignmentRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchAssignmentResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &CoordinatorService_ServiceDesc.Streams[0], CoordinatorService_WatchAssignment_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchAssignmentRequest, WatchAssignmentResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type CoordinatorService_WatchAssignmentClient = grpc.ServerStreamingClient[WatchAssignmentResponse]
+
+func (c *coordinatorServiceClient) ReportProgress(ctx context.Context, in *ReportProgressRequest, opts ...grpc.CallOption) (*ReportProgressResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReportProgressResponse)
+	err := c.cc.Invoke(ctx, CoordinatorService_ReportProgress_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *coordinatorServiceClient) ListJobs(ctx context.Context, in *ListJobsRequest, opts ...grpc.CallOption) (*ListJobsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListJobsResponse)
+	err := c.cc.Invoke(ctx, CoordinatorService_ListJobs_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CoordinatorServiceServer is the server API for CoordinatorService service.
 // All implementations must embed UnimplementedCoordinatorServiceServer
 // for forward compatibility.
@@ -77,6 +139,26 @@ type CoordinatorServiceServer interface {
 	// PlanEpoch validates a job and says how many steps every rank gets and
 	// which loader serves each rank.
 	PlanEpoch(context.Context, *PlanEpochRequest) (*PlanEpochResponse, error)
+	// WatchAssignment streams the loaders of one rank's stripes: the current
+	// ones at once, then again whenever the coordinator moves a stripe (a
+	// loader joined, drained or fell silent). A client switches its stripe
+	// streams to the new addresses at its next step boundary, reopening each
+	// moved stripe from its next step, so nothing is lost or repeated. Only a
+	// coordinator with a live pool (shardstream coordinator) serves it;
+	// others answer UNIMPLEMENTED, and a client then keeps its plan's
+	// loaders. Watches are bounded (--max-watches): more are refused with
+	// RESOURCE_EXHAUSTED.
+	WatchAssignment(*WatchAssignmentRequest, grpc.ServerStreamingServer[WatchAssignmentResponse]) error
+	// ReportProgress tells the coordinator how a rank's training loop fared
+	// since its previous report: steps and bytes consumed, and how long it
+	// waited for data. Clients send one about every second; the coordinator
+	// aggregates them per job into the shardstream_job_* gauges and
+	// shardstream_loaders_desired (docs/operations.md, "Autoscaling").
+	ReportProgress(context.Context, *ReportProgressRequest) (*ReportProgressResponse, error)
+	// ListJobs lists the jobs that reported progress recently, with their
+	// ranks (shardstream status); with an auth file, those of the datasets
+	// the caller may read.
+	ListJobs(context.Context, *ListJobsRequest) (*ListJobsResponse, error)
 	mustEmbedUnimplementedCoordinatorServiceServer()
 }
 
@@ -92,6 +174,15 @@ func (UnimplementedCoordinatorServiceServer) GetDataset(context.Context, *GetDat
 }
 func (UnimplementedCoordinatorServiceServer) PlanEpoch(context.Context, *PlanEpochRequest) (*PlanEpochResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method PlanEpoch not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) WatchAssignment(*WatchAssignmentRequest, grpc.ServerStreamingServer[WatchAssignmentResponse]) error {
+	return status.Error(codes.Unimplemented, "method WatchAssignment not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) ReportProgress(context.Context, *ReportProgressRequest) (*ReportProgressResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReportProgress not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) ListJobs(context.Context, *ListJobsRequest) (*ListJobsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListJobs not implemented")
 }
 func (UnimplementedCoordinatorServiceServer) mustEmbedUnimplementedCoordinatorServiceServer() {}
 func (UnimplementedCoordinatorServiceServer) testEmbeddedByValue()                            {}
@@ -150,6 +241,53 @@ func _CoordinatorService_PlanEpoch_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CoordinatorService_WatchAssignment_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchAssignmentRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(CoordinatorServiceServer).WatchAssignment(m, &grpc.GenericServerStream[WatchAssignmentRequest, WatchAssignmentResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type CoordinatorService_WatchAssignmentServer = grpc.ServerStreamingServer[WatchAssignmentResponse]
+
+func _CoordinatorService_ReportProgress_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReportProgressRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServiceServer).ReportProgress(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CoordinatorService_ReportProgress_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServiceServer).ReportProgress(ctx, req.(*ReportProgressRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CoordinatorService_ListJobs_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListJobsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServiceServer).ListJobs(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CoordinatorService_ListJobs_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServiceServer).ListJobs(ctx, req.(*ListJobsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CoordinatorService_ServiceDesc is the grpc.ServiceDesc for CoordinatorService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -165,8 +303,22 @@ var CoordinatorService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "PlanEpoch",
 			Handler:    _CoordinatorService_PlanEpoch_Handler,
 		},
+		{
+			MethodName: "ReportProgress",
+			Handler:    _CoordinatorService_ReportProgress_Handler,
+		},
+		{
+			MethodName: "ListJobs",
+			Handler:    _CoordinatorService_ListJobs_Handler,
+		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "WatchAssignment",
+			Handler:       _CoordinatorService_WatchAssignment_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "shardstream/v1/shardstream.proto",
 }
 

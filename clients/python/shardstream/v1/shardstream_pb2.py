@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n shardstream/v1/shardstream.proto\x12\x0eshardstream.v1\"\xcf\x01\n\x07JobSpec\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x0c\n\x04seed\x18\x02 \x01(\x04\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\x12\x12\n\nworld_size\x18\x04 \x01(\r\x12\x12\n\nbatch_size\x18\x05 \x01(\r\x12\x0e\n\x06window\x18\x06 \x01(\r\x12\x33\n\nlast_batch\x18\x07 \x01(\x0e\x32\x1f.shardstream.v1.LastBatchPolicy\x12\x14\n\x0cresume_token\x18\x08 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\t \x01(\t\"$\n\x11GetDatasetRequest\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\"g\n\x12GetDatasetResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x02 \x01(\t\x12\x0e\n\x06shards\x18\x03 \x01(\x04\x12\x0f\n\x07samples\x18\x04 \x01(\x04\x12\r\n\x05\x62ytes\x18\x05 \x01(\x04\"V\n\x10PlanEpochRequest\x12$\n\x03job\x18\x01 \x01(\x0b\x32\x17.shardstream.v1.JobSpec\x12\x1c\n\x14max_loaders_per_rank\x18\x02 \x01(\r\"\xe4\x01\n\x11PlanEpochResponse\x12\x1b\n\x13\x64\x61taset_fingerprint\x18\x01 \x01(\t\x12\r\n\x05steps\x18\x02 \x01(\x03\x12\x0f\n\x07samples\x18\x03 \x01(\x03\x12\x0f\n\x07\x64ropped\x18\x04 \x01(\x03\x12\x0e\n\x06padded\x18\x05 \x01(\x03\x12\x14\n\x0cresume_token\x18\x06 \x01(\t\x12\x18\n\x10loader_addresses\x18\x07 \x03(\t\x12\x31\n\x0crank_loaders\x18\x08 \x03(\x0b\x32\x1b.shardstream.v1.RankLoaders\x12\x0e\n\x06window\x18\t \x01(\r\" \n\x0bRankLoaders\x12\x11\n\taddresses\x18\x01 \x03(\t\"\x8a\x01\n\nLoaderLoad\x12\x14\n\x0cstreams_open\x18\x01 \x01(\r\x12\x13\n\x0bmax_streams\x18\x02 \x01(\r\x12\x18\n\x10\x62ytes_per_second\x18\x03 \x01(\x01\x12\x1e\n\x16\x63pu_seconds_per_second\x18\x04 \x01(\x01\x12\x17\n\x0f\x63\x61\x63he_hit_ratio\x18\x05 \x01(\x01\"^\n\x10HeartbeatRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12(\n\x04load\x18\x02 \x01(\x0b\x32\x1a.shardstream.v1.LoaderLoad\x12\x0f\n\x07leaving\x18\x03 \x01(\x08\">\n\x11HeartbeatResponse\x12\x14\n\x0cpool_loaders\x18\x01 \x01(\r\x12\x13\n\x0binterval_ms\x18\x02 \x01(\r\"\x14\n\x12ListLoadersRequest\"V\n\x13ListLoadersResponse\x12+\n\x07loaders\x18\x01 \x03(\x0b\x32\x1a.shardstream.v1.PoolLoader\x12\x12\n\ntimeout_ms\x18\x02 \x01(\r\"\x89\x01\n\nPoolLoader\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12(\n\x04load\x18\x02 \x01(\x0b\x32\x1a.shardstream.v1.LoaderLoad\x12\x0f\n\x07leaving\x18\x03 \x01(\x08\x12\x18\n\x10last_beat_age_ms\x18\x04 \x01(\r\x12\x15\n\rjoined_age_ms\x18\x05 \x01(\x04\"\x92\x01\n\x14StreamBatchesRequest\x12$\n\x03job\x18\x01 \x01(\x0b\x32\x17.shardstream.v1.JobSpec\x12\x0c\n\x04rank\x18\x02 \x01(\r\x12\x11\n\tfrom_step\x18\x03 \x01(\x03\x12\x11\n\tmax_steps\x18\x04 \x01(\x03\x12\x0e\n\x06stride\x18\x05 \x01(\r\x12\x10\n\x08\x63olumnar\x18\x06 \x01(\x08\"=\n\x15StreamBatchesResponse\x12$\n\x05\x62\x61tch\x18\x01 \x01(\x0b\x32\x15.shardstream.v1.Batch\"\x9b\x01\n\x05\x42\x61tch\x12\x0c\n\x04rank\x18\x01 \x01(\r\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x0c\n\x04step\x18\x03 \x01(\x03\x12\'\n\x07samples\x18\x04 \x03(\x0b\x32\x16.shardstream.v1.Sample\x12\x14\n\x0cresume_token\x18\x05 \x01(\t\x12(\n\x07\x63olumns\x18\x06 \x01(\x0b\x32\x17.shardstream.v1.Columns\"\x84\x01\n\x07\x43olumns\x12\r\n\x05\x63ount\x18\x01 \x01(\r\x12\x0e\n\x06shards\x18\x02 \x01(\x0c\x12\x0f\n\x07indices\x18\x03 \x01(\x0c\x12\x0c\n\x04keys\x18\x04 \x01(\x0c\x12\x13\n\x0bkey_offsets\x18\x05 \x01(\x0c\x12&\n\x06\x66ields\x18\x06 \x03(\x0b\x32\x16.shardstream.v1.Column\"n\n\x06\x43olumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0f\n\x07offsets\x18\x03 \x01(\x0c\x12\x17\n\nfixed_size\x18\x04 \x01(\x04H\x00\x88\x01\x01\x12\x0f\n\x07present\x18\x05 \x01(\x0c\x42\r\n\x0b_fixed_size\"Z\n\x06Sample\x12\r\n\x05shard\x18\x01 \x01(\x04\x12\r\n\x05index\x18\x02 \x01(\x04\x12\x0b\n\x03key\x18\x03 \x01(\t\x12%\n\x06\x66ields\x18\x04 \x03(\x0b\x32\x15.shardstream.v1.Field\"#\n\x05\x46ield\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c*k\n\x0fLastBatchPolicy\x12!\n\x1dLAST_BATCH_POLICY_UNSPECIFIED\x10\x00\x12\x1a\n\x16LAST_BATCH_POLICY_DROP\x10\x01\x12\x19\n\x15LAST_BATCH_POLICY_PAD\x10\x02\x32\xbb\x01\n\x12\x43oordinatorService\x12S\n\nGetDataset\x12!.shardstream.v1.GetDatasetRequest\x1a\".shardstream.v1.GetDatasetResponse\x12P\n\tPlanEpoch\x12 .shardstream.v1.PlanEpochRequest\x1a!.shardstream.v1.PlanEpochResponse2\xb7\x01\n\x0bPoolService\x12P\n\tHeartbeat\x12 .shardstream.v1.HeartbeatRequest\x1a!.shardstream.v1.HeartbeatResponse\x12V\n\x0bListLoaders\x12\".shardstream.v1.ListLoadersRequest\x1a#.shardstream.v1.ListLoadersResponse2o\n\rLoaderService\x12^\n\rStreamBatches\x12$.shardstream.v1.StreamBatchesRequest\x1a%.shardstream.v1.StreamBatchesResponse0\x01\x42GZEgithub.com/shardstream/shardstream/proto/shardstream/v1;shardstreamv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n shardstream/v1/shardstream.proto\x12\x0eshardstream.v1\"\xcf\x01\n\x07JobSpec\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x0c\n\x04seed\x18\x02 \x01(\x04\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\x12\x12\n\nworld_size\x18\x04 \x01(\r\x12\x12\n\nbatch_size\x18\x05 \x01(\r\x12\x0e\n\x06window\x18\x06 \x01(\r\x12\x33\n\nlast_batch\x18\x07 \x01(\x0e\x32\x1f.shardstream.v1.LastBatchPolicy\x12\x14\n\x0cresume_token\x18\x08 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\t \x01(\t\"$\n\x11GetDatasetRequest\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\"g\n\x12GetDatasetResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x02 \x01(\t\x12\x0e\n\x06shards\x18\x03 \x01(\x04\x12\x0f\n\x07samples\x18\x04 \x01(\x04\x12\r\n\x05\x62ytes\x18\x05 \x01(\x04\"V\n\x10PlanEpochRequest\x12$\n\x03job\x18\x01 \x01(\x0b\x32\x17.shardstream.v1.JobSpec\x12\x1c\n\x14max_loaders_per_rank\x18\x02 \x01(\r\"\xe4\x01\n\x11PlanEpochResponse\x12\x1b\n\x13\x64\x61taset_fingerprint\x18\x01 \x01(\t\x12\r\n\x05steps\x18\x02 \x01(\x03\x12\x0f\n\x07samples\x18\x03 \x01(\x03\x12\x0f\n\x07\x64ropped\x18\x04 \x01(\x03\x12\x0e\n\x06padded\x18\x05 \x01(\x03\x12\x14\n\x0cresume_token\x18\x06 \x01(\t\x12\x18\n\x10loader_addresses\x18\x07 \x03(\t\x12\x31\n\x0crank_loaders\x18\x08 \x03(\x0b\x32\x1b.shardstream.v1.RankLoaders\x12\x0e\n\x06window\x18\t \x01(\r\" \n\x0bRankLoaders\x12\x11\n\taddresses\x18\x01 \x03(\t\"\x85\x01\n\x16WatchAssignmentRequest\x12$\n\x03job\x18\x01 \x01(\x0b\x32\x17.shardstream.v1.JobSpec\x12\x0c\n\x04rank\x18\x02 \x01(\r\x12\x1c\n\x14max_loaders_per_rank\x18\x03 \x01(\r\x12\x19\n\x11\x63urrent_addresses\x18\x04 \x03(\t\"@\n\x17WatchAssignmentResponse\x12\x11\n\taddresses\x18\x01 \x03(\t\x12\x12\n\ngeneration\x18\x02 \x01(\x04\"\xef\x01\n\x15ReportProgressRequest\x12$\n\x03job\x18\x01 \x01(\x0b\x32\x17.shardstream.v1.JobSpec\x12\x10\n\x08job_name\x18\x02 \x01(\t\x12\x0c\n\x04rank\x18\x03 \x01(\r\x12\x0e\n\x06worker\x18\x04 \x01(\r\x12\x0f\n\x07workers\x18\x05 \x01(\r\x12\x11\n\tlast_step\x18\x06 \x01(\x03\x12\r\n\x05steps\x18\x07 \x01(\x04\x12\x0f\n\x07samples\x18\x08 \x01(\x04\x12\r\n\x05\x62ytes\x18\t \x01(\x04\x12\x14\n\x0cwait_seconds\x18\n \x01(\x01\x12\x17\n\x0f\x65lapsed_seconds\x18\x0b \x01(\x01\"2\n\x16ReportProgressResponse\x12\x18\n\x10interval_seconds\x18\x01 \x01(\x01\"\x11\n\x0fListJobsRequest\"V\n\x10ListJobsResponse\x12)\n\x04jobs\x18\x01 \x03(\x0b\x32\x1b.shardstream.v1.JobProgress\x12\x17\n\x0floaders_desired\x18\x02 \x01(\x01\"\xcb\x01\n\x0bJobProgress\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\x12\x12\n\nworld_size\x18\x04 \x01(\r\x12\x1a\n\x12samples_per_second\x18\x05 \x01(\x01\x12\x18\n\x10\x62ytes_per_second\x18\x06 \x01(\x01\x12\x17\n\x0f\x64\x61ta_wait_ratio\x18\x07 \x01(\x01\x12+\n\x05ranks\x18\x08 \x03(\x0b\x32\x1c.shardstream.v1.RankProgress\"\x80\x01\n\x0cRankProgress\x12\x0c\n\x04rank\x18\x01 \x01(\r\x12\x11\n\tlast_step\x18\x02 \x01(\x03\x12\x1a\n\x12samples_per_second\x18\x03 \x01(\x01\x12\x17\n\x0f\x64\x61ta_wait_ratio\x18\x04 \x01(\x01\x12\x1a\n\x12last_report_age_ms\x18\x05 \x01(\r\"\x9d\x01\n\nLoaderLoad\x12\x14\n\x0cstreams_open\x18\x01 \x01(\r\x12\x13\n\x0bmax_streams\x18\x02 \x01(\r\x12\x18\n\x10\x62ytes_per_second\x18\x03 \x01(\x01\x12\x1e\n\x16\x63pu_seconds_per_second\x18\x04 \x01(\x01\x12\x17\n\x0f\x63\x61\x63he_hit_ratio\x18\x05 \x01(\x01\x12\x11\n\tcpu_cores\x18\x06 \x01(\r\"^\n\x10HeartbeatRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12(\n\x04load\x18\x02 \x01(\x0b\x32\x1a.shardstream.v1.LoaderLoad\x12\x0f\n\x07leaving\x18\x03 \x01(\x08\">\n\x11HeartbeatResponse\x12\x14\n\x0cpool_loaders\x18\x01 \x01(\r\x12\x13\n\x0binterval_ms\x18\x02 \x01(\r\"\x14\n\x12ListLoadersRequest\"V\n\x13ListLoadersResponse\x12+\n\x07loaders\x18\x01 \x03(\x0b\x32\x1a.shardstream.v1.PoolLoader\x12\x12\n\ntimeout_ms\x18\x02 \x01(\r\"\x89\x01\n\nPoolLoader\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12(\n\x04load\x18\x02 \x01(\x0b\x32\x1a.shardstream.v1.LoaderLoad\x12\x0f\n\x07leaving\x18\x03 \x01(\x08\x12\x18\n\x10last_beat_age_ms\x18\x04 \x01(\r\x12\x15\n\rjoined_age_ms\x18\x05 \x01(\x04\"\x92\x01\n\x14StreamBatchesRequest\x12$\n\x03job\x18\x01 \x01(\x0b\x32\x17.shardstream.v1.JobSpec\x12\x0c\n\x04rank\x18\x02 \x01(\r\x12\x11\n\tfrom_step\x18\x03 \x01(\x03\x12\x11\n\tmax_steps\x18\x04 \x01(\x03\x12\x0e\n\x06stride\x18\x05 \x01(\r\x12\x10\n\x08\x63olumnar\x18\x06 \x01(\x08\"=\n\x15StreamBatchesResponse\x12$\n\x05\x62\x61tch\x18\x01 \x01(\x0b\x32\x15.shardstream.v1.Batch\"\x9b\x01\n\x05\x42\x61tch\x12\x0c\n\x04rank\x18\x01 \x01(\r\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x0c\n\x04step\x18\x03 \x01(\x03\x12\'\n\x07samples\x18\x04 \x03(\x0b\x32\x16.shardstream.v1.Sample\x12\x14\n\x0cresume_token\x18\x05 \x01(\t\x12(\n\x07\x63olumns\x18\x06 \x01(\x0b\x32\x17.shardstream.v1.Columns\"\x84\x01\n\x07\x43olumns\x12\r\n\x05\x63ount\x18\x01 \x01(\r\x12\x0e\n\x06shards\x18\x02 \x01(\x0c\x12\x0f\n\x07indices\x18\x03 \x01(\x0c\x12\x0c\n\x04keys\x18\x04 \x01(\x0c\x12\x13\n\x0bkey_offsets\x18\x05 \x01(\x0c\x12&\n\x06\x66ields\x18\x06 \x03(\x0b\x32\x16.shardstream.v1.Column\"n\n\x06\x43olumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0f\n\x07offsets\x18\x03 \x01(\x0c\x12\x17\n\nfixed_size\x18\x04 \x01(\x04H\x00\x88\x01\x01\x12\x0f\n\x07present\x18\x05 \x01(\x0c\x42\r\n\x0b_fixed_size\"Z\n\x06Sample\x12\r\n\x05shard\x18\x01 \x01(\x04\x12\r\n\x05index\x18\x02 \x01(\x04\x12\x0b\n\x03key\x18\x03 \x01(\t\x12%\n\x06\x66ields\x18\x04 \x03(\x0b\x32\x15.shardstream.v1.Field\"#\n\x05\x46ield\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c*k\n\x0fLastBatchPolicy\x12!\n\x1dLAST_BATCH_POLICY_UNSPECIFIED\x10\x00\x12\x1a\n\x16LAST_BATCH_POLICY_DROP\x10\x01\x12\x19\n\x15LAST_BATCH_POLICY_PAD\x10\x02\x32\xd1\x03\n\x12\x43oordinatorService\x12S\n\nGetDataset\x12!.shardstream.v1.GetDatasetRequest\x1a\".shardstream.v1.GetDatasetResponse\x12P\n\tPlanEpoch\x12 .shardstream.v1.PlanEpochRequest\x1a!.shardstream.v1.PlanEpochResponse\x12\x64\n\x0fWatchAssignment\x12&.shardstream.v1.WatchAssignmentRequest\x1a\'.shardstream.v1.WatchAssignmentResponse0\x01\x12_\n\x0eReportProgress\x12%.shardstream.v1.ReportProgressRequest\x1a&.shardstream.v1.ReportProgressResponse\x12M\n\x08ListJobs\x12\x1f.shardstream.v1.ListJobsRequest\x1a .shardstream.v1.ListJobsResponse2\xb7\x01\n\x0bPoolService\x12P\n\tHeartbeat\x12 .shardstream.v1.HeartbeatRequest\x1a!.shardstream.v1.HeartbeatResponse\x12V\n\x0bListLoaders\x12\".shardstream.v1.ListLoadersRequest\x1a#.shardstream.v1.ListLoadersResponse2o\n\rLoaderService\x12^\n\rStreamBatches\x12$.shardstream.v1.StreamBatchesRequest\x1a%.shardstream.v1.StreamBatchesResponse0\x01\x42GZEgithub.com/shardstream/shardstream/proto/shardstream/v1;shardstreamv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,8 +32,8 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'shardstream.v1.shardstream_
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'ZEgithub.com/shardstream/shardstream/proto/shardstream/v1;shardstreamv1'
-  _globals['_LASTBATCHPOLICY']._serialized_start=2055
-  _globals['_LASTBATCHPOLICY']._serialized_end=2162
+  _globals['_LASTBATCHPOLICY']._serialized_start=3014
+  _globals['_LASTBATCHPOLICY']._serialized_end=3121
   _globals['_JOBSPEC']._serialized_start=53
   _globals['_JOBSPEC']._serialized_end=260
   _globals['_GETDATASETREQUEST']._serialized_start=262
@@ -46,36 +46,52 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PLANEPOCHRESPONSE']._serialized_end=722
   _globals['_RANKLOADERS']._serialized_start=724
   _globals['_RANKLOADERS']._serialized_end=756
-  _globals['_LOADERLOAD']._serialized_start=759
-  _globals['_LOADERLOAD']._serialized_end=897
-  _globals['_HEARTBEATREQUEST']._serialized_start=899
-  _globals['_HEARTBEATREQUEST']._serialized_end=993
-  _globals['_HEARTBEATRESPONSE']._serialized_start=995
-  _globals['_HEARTBEATRESPONSE']._serialized_end=1057
-  _globals['_LISTLOADERSREQUEST']._serialized_start=1059
-  _globals['_LISTLOADERSREQUEST']._serialized_end=1079
-  _globals['_LISTLOADERSRESPONSE']._serialized_start=1081
-  _globals['_LISTLOADERSRESPONSE']._serialized_end=1167
-  _globals['_POOLLOADER']._serialized_start=1170
-  _globals['_POOLLOADER']._serialized_end=1307
-  _globals['_STREAMBATCHESREQUEST']._serialized_start=1310
-  _globals['_STREAMBATCHESREQUEST']._serialized_end=1456
-  _globals['_STREAMBATCHESRESPONSE']._serialized_start=1458
-  _globals['_STREAMBATCHESRESPONSE']._serialized_end=1519
-  _globals['_BATCH']._serialized_start=1522
-  _globals['_BATCH']._serialized_end=1677
-  _globals['_COLUMNS']._serialized_start=1680
-  _globals['_COLUMNS']._serialized_end=1812
-  _globals['_COLUMN']._serialized_start=1814
-  _globals['_COLUMN']._serialized_end=1924
-  _globals['_SAMPLE']._serialized_start=1926
-  _globals['_SAMPLE']._serialized_end=2016
-  _globals['_FIELD']._serialized_start=2018
-  _globals['_FIELD']._serialized_end=2053
-  _globals['_COORDINATORSERVICE']._serialized_start=2165
-  _globals['_COORDINATORSERVICE']._serialized_end=2352
-  _globals['_POOLSERVICE']._serialized_start=2355
-  _globals['_POOLSERVICE']._serialized_end=2538
-  _globals['_LOADERSERVICE']._serialized_start=2540
-  _globals['_LOADERSERVICE']._serialized_end=2651
+  _globals['_WATCHASSIGNMENTREQUEST']._serialized_start=759
+  _globals['_WATCHASSIGNMENTREQUEST']._serialized_end=892
+  _globals['_WATCHASSIGNMENTRESPONSE']._serialized_start=894
+  _globals['_WATCHASSIGNMENTRESPONSE']._serialized_end=958
+  _globals['_REPORTPROGRESSREQUEST']._serialized_start=961
+  _globals['_REPORTPROGRESSREQUEST']._serialized_end=1200
+  _globals['_REPORTPROGRESSRESPONSE']._serialized_start=1202
+  _globals['_REPORTPROGRESSRESPONSE']._serialized_end=1252
+  _globals['_LISTJOBSREQUEST']._serialized_start=1254
+  _globals['_LISTJOBSREQUEST']._serialized_end=1271
+  _globals['_LISTJOBSRESPONSE']._serialized_start=1273
+  _globals['_LISTJOBSRESPONSE']._serialized_end=1359
+  _globals['_JOBPROGRESS']._serialized_start=1362
+  _globals['_JOBPROGRESS']._serialized_end=1565
+  _globals['_RANKPROGRESS']._serialized_start=1568
+  _globals['_RANKPROGRESS']._serialized_end=1696
+  _globals['_LOADERLOAD']._serialized_start=1699
+  _globals['_LOADERLOAD']._serialized_end=1856
+  _globals['_HEARTBEATREQUEST']._serialized_start=1858
+  _globals['_HEARTBEATREQUEST']._serialized_end=1952
+  _globals['_HEARTBEATRESPONSE']._serialized_start=1954
+  _globals['_HEARTBEATRESPONSE']._serialized_end=2016
+  _globals['_LISTLOADERSREQUEST']._serialized_start=2018
+  _globals['_LISTLOADERSREQUEST']._serialized_end=2038
+  _globals['_LISTLOADERSRESPONSE']._serialized_start=2040
+  _globals['_LISTLOADERSRESPONSE']._serialized_end=2126
+  _globals['_POOLLOADER']._serialized_start=2129
+  _globals['_POOLLOADER']._serialized_end=2266
+  _globals['_STREAMBATCHESREQUEST']._serialized_start=2269
+  _globals['_STREAMBATCHESREQUEST']._serialized_end=2415
+  _globals['_STREAMBATCHESRESPONSE']._serialized_start=2417
+  _globals['_STREAMBATCHESRESPONSE']._serialized_end=2478
+  _globals['_BATCH']._serialized_start=2481
+  _globals['_BATCH']._serialized_end=2636
+  _globals['_COLUMNS']._serialized_start=2639
+  _globals['_COLUMNS']._serialized_end=2771
+  _globals['_COLUMN']._serialized_start=2773
+  _globals['_COLUMN']._serialized_end=2883
+  _globals['_SAMPLE']._serialized_start=2885
+  _globals['_SAMPLE']._serialized_end=2975
+  _globals['_FIELD']._serialized_start=2977
+  _globals['_FIELD']._serialized_end=3012
+  _globals['_COORDINATORSERVICE']._serialized_start=3124
+  _globals['_COORDINATORSERVICE']._serialized_end=3589
+  _globals['_POOLSERVICE']._serialized_start=3592
+  _globals['_POOLSERVICE']._serialized_end=3775
+  _globals['_LOADERSERVICE']._serialized_start=3777
+  _globals['_LOADERSERVICE']._serialized_end=3888
 # @@protoc_insertion_point(module_scope)

@@ -94,19 +94,119 @@ class RankLoaders(_message.Message):
     addresses: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, addresses: _Optional[_Iterable[str]] = ...) -> None: ...
 
+class WatchAssignmentRequest(_message.Message):
+    __slots__ = ("job", "rank", "max_loaders_per_rank", "current_addresses")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    MAX_LOADERS_PER_RANK_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_ADDRESSES_FIELD_NUMBER: _ClassVar[int]
+    job: JobSpec
+    rank: int
+    max_loaders_per_rank: int
+    current_addresses: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, job: _Optional[_Union[JobSpec, _Mapping]] = ..., rank: _Optional[int] = ..., max_loaders_per_rank: _Optional[int] = ..., current_addresses: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class WatchAssignmentResponse(_message.Message):
+    __slots__ = ("addresses", "generation")
+    ADDRESSES_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    addresses: _containers.RepeatedScalarFieldContainer[str]
+    generation: int
+    def __init__(self, addresses: _Optional[_Iterable[str]] = ..., generation: _Optional[int] = ...) -> None: ...
+
+class ReportProgressRequest(_message.Message):
+    __slots__ = ("job", "job_name", "rank", "worker", "workers", "last_step", "steps", "samples", "bytes", "wait_seconds", "elapsed_seconds")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    JOB_NAME_FIELD_NUMBER: _ClassVar[int]
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    WORKER_FIELD_NUMBER: _ClassVar[int]
+    WORKERS_FIELD_NUMBER: _ClassVar[int]
+    LAST_STEP_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    WAIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ELAPSED_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    job: JobSpec
+    job_name: str
+    rank: int
+    worker: int
+    workers: int
+    last_step: int
+    steps: int
+    samples: int
+    bytes: int
+    wait_seconds: float
+    elapsed_seconds: float
+    def __init__(self, job: _Optional[_Union[JobSpec, _Mapping]] = ..., job_name: _Optional[str] = ..., rank: _Optional[int] = ..., worker: _Optional[int] = ..., workers: _Optional[int] = ..., last_step: _Optional[int] = ..., steps: _Optional[int] = ..., samples: _Optional[int] = ..., bytes: _Optional[int] = ..., wait_seconds: _Optional[float] = ..., elapsed_seconds: _Optional[float] = ...) -> None: ...
+
+class ReportProgressResponse(_message.Message):
+    __slots__ = ("interval_seconds",)
+    INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    interval_seconds: float
+    def __init__(self, interval_seconds: _Optional[float] = ...) -> None: ...
+
+class ListJobsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListJobsResponse(_message.Message):
+    __slots__ = ("jobs", "loaders_desired")
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    LOADERS_DESIRED_FIELD_NUMBER: _ClassVar[int]
+    jobs: _containers.RepeatedCompositeFieldContainer[JobProgress]
+    loaders_desired: float
+    def __init__(self, jobs: _Optional[_Iterable[_Union[JobProgress, _Mapping]]] = ..., loaders_desired: _Optional[float] = ...) -> None: ...
+
+class JobProgress(_message.Message):
+    __slots__ = ("name", "dataset", "epoch", "world_size", "samples_per_second", "bytes_per_second", "data_wait_ratio", "ranks")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    WORLD_SIZE_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    BYTES_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    DATA_WAIT_RATIO_FIELD_NUMBER: _ClassVar[int]
+    RANKS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    dataset: str
+    epoch: int
+    world_size: int
+    samples_per_second: float
+    bytes_per_second: float
+    data_wait_ratio: float
+    ranks: _containers.RepeatedCompositeFieldContainer[RankProgress]
+    def __init__(self, name: _Optional[str] = ..., dataset: _Optional[str] = ..., epoch: _Optional[int] = ..., world_size: _Optional[int] = ..., samples_per_second: _Optional[float] = ..., bytes_per_second: _Optional[float] = ..., data_wait_ratio: _Optional[float] = ..., ranks: _Optional[_Iterable[_Union[RankProgress, _Mapping]]] = ...) -> None: ...
+
+class RankProgress(_message.Message):
+    __slots__ = ("rank", "last_step", "samples_per_second", "data_wait_ratio", "last_report_age_ms")
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    LAST_STEP_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    DATA_WAIT_RATIO_FIELD_NUMBER: _ClassVar[int]
+    LAST_REPORT_AGE_MS_FIELD_NUMBER: _ClassVar[int]
+    rank: int
+    last_step: int
+    samples_per_second: float
+    data_wait_ratio: float
+    last_report_age_ms: int
+    def __init__(self, rank: _Optional[int] = ..., last_step: _Optional[int] = ..., samples_per_second: _Optional[float] = ..., data_wait_ratio: _Optional[float] = ..., last_report_age_ms: _Optional[int] = ...) -> None: ...
+
 class LoaderLoad(_message.Message):
-    __slots__ = ("streams_open", "max_streams", "bytes_per_second", "cpu_seconds_per_second", "cache_hit_ratio")
+    __slots__ = ("streams_open", "max_streams", "bytes_per_second", "cpu_seconds_per_second", "cache_hit_ratio", "cpu_cores")
     STREAMS_OPEN_FIELD_NUMBER: _ClassVar[int]
     MAX_STREAMS_FIELD_NUMBER: _ClassVar[int]
     BYTES_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
     CPU_SECONDS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
     CACHE_HIT_RATIO_FIELD_NUMBER: _ClassVar[int]
+    CPU_CORES_FIELD_NUMBER: _ClassVar[int]
     streams_open: int
     max_streams: int
     bytes_per_second: float
     cpu_seconds_per_second: float
     cache_hit_ratio: float
-    def __init__(self, streams_open: _Optional[int] = ..., max_streams: _Optional[int] = ..., bytes_per_second: _Optional[float] = ..., cpu_seconds_per_second: _Optional[float] = ..., cache_hit_ratio: _Optional[float] = ...) -> None: ...
+    cpu_cores: int
+    def __init__(self, streams_open: _Optional[int] = ..., max_streams: _Optional[int] = ..., bytes_per_second: _Optional[float] = ..., cpu_seconds_per_second: _Optional[float] = ..., cache_hit_ratio: _Optional[float] = ..., cpu_cores: _Optional[int] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
     __slots__ = ("address", "load", "leaving")

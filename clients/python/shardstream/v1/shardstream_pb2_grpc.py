@@ -44,6 +44,21 @@ class CoordinatorServiceStub:
                 request_serializer=shardstream_dot_v1_dot_shardstream__pb2.PlanEpochRequest.SerializeToString,
                 response_deserializer=shardstream_dot_v1_dot_shardstream__pb2.PlanEpochResponse.FromString,
                 _registered_method=True)
+        self.WatchAssignment = channel.unary_stream(
+                '/shardstream.v1.CoordinatorService/WatchAssignment',
+                request_serializer=shardstream_dot_v1_dot_shardstream__pb2.WatchAssignmentRequest.SerializeToString,
+                response_deserializer=shardstream_dot_v1_dot_shardstream__pb2.WatchAssignmentResponse.FromString,
+                _registered_method=True)
+        self.ReportProgress = channel.unary_unary(
+                '/shardstream.v1.CoordinatorService/ReportProgress',
+                request_serializer=shardstream_dot_v1_dot_shardstream__pb2.ReportProgressRequest.SerializeToString,
+                response_deserializer=shardstream_dot_v1_dot_shardstream__pb2.ReportProgressResponse.FromString,
+                _registered_method=True)
+        self.ListJobs = channel.unary_unary(
+                '/shardstream.v1.CoordinatorService/ListJobs',
+                request_serializer=shardstream_dot_v1_dot_shardstream__pb2.ListJobsRequest.SerializeToString,
+                response_deserializer=shardstream_dot_v1_dot_shardstream__pb2.ListJobsResponse.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServiceServicer:
@@ -64,6 +79,41 @@ class CoordinatorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchAssignment(self, request, context):
+        """WatchAssignment streams the loaders of one rank's stripes: the current
+        ones at once, then again whenever the coordinator moves a stripe (a
+        loader joined, drained or fell silent). A client switches its stripe
+        streams to the new addresses at its next step boundary, reopening each
+        moved stripe from its next step, so nothing is lost or repeated. Only a
+        coordinator with a live pool (shardstream coordinator) serves it;
+        others answer UNIMPLEMENTED, and a client then keeps its plan's
+        loaders. Watches are bounded (--max-watches): more are refused with
+        RESOURCE_EXHAUSTED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReportProgress(self, request, context):
+        """ReportProgress tells the coordinator how a rank's training loop fared
+        since its previous report: steps and bytes consumed, and how long it
+        waited for data. Clients send one about every second; the coordinator
+        aggregates them per job into the shardstream_job_* gauges and
+        shardstream_loaders_desired (docs/operations.md, "Autoscaling").
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListJobs(self, request, context):
+        """ListJobs lists the jobs that reported progress recently, with their
+        ranks (shardstream status); with an auth file, those of the datasets
+        the caller may read.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -76,6 +126,21 @@ def add_CoordinatorServiceServicer_to_server(servicer, server):
                     servicer.PlanEpoch,
                     request_deserializer=shardstream_dot_v1_dot_shardstream__pb2.PlanEpochRequest.FromString,
                     response_serializer=shardstream_dot_v1_dot_shardstream__pb2.PlanEpochResponse.SerializeToString,
+            ),
+            'WatchAssignment': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchAssignment,
+                    request_deserializer=shardstream_dot_v1_dot_shardstream__pb2.WatchAssignmentRequest.FromString,
+                    response_serializer=shardstream_dot_v1_dot_shardstream__pb2.WatchAssignmentResponse.SerializeToString,
+            ),
+            'ReportProgress': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportProgress,
+                    request_deserializer=shardstream_dot_v1_dot_shardstream__pb2.ReportProgressRequest.FromString,
+                    response_serializer=shardstream_dot_v1_dot_shardstream__pb2.ReportProgressResponse.SerializeToString,
+            ),
+            'ListJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJobs,
+                    request_deserializer=shardstream_dot_v1_dot_shardstream__pb2.ListJobsRequest.FromString,
+                    response_serializer=shardstream_dot_v1_dot_shardstream__pb2.ListJobsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -132,6 +197,87 @@ class CoordinatorService:
             '/shardstream.v1.CoordinatorService/PlanEpoch',
             shardstream_dot_v1_dot_shardstream__pb2.PlanEpochRequest.SerializeToString,
             shardstream_dot_v1_dot_shardstream__pb2.PlanEpochResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchAssignment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/shardstream.v1.CoordinatorService/WatchAssignment',
+            shardstream_dot_v1_dot_shardstream__pb2.WatchAssignmentRequest.SerializeToString,
+            shardstream_dot_v1_dot_shardstream__pb2.WatchAssignmentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportProgress(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shardstream.v1.CoordinatorService/ReportProgress',
+            shardstream_dot_v1_dot_shardstream__pb2.ReportProgressRequest.SerializeToString,
+            shardstream_dot_v1_dot_shardstream__pb2.ReportProgressResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shardstream.v1.CoordinatorService/ListJobs',
+            shardstream_dot_v1_dot_shardstream__pb2.ListJobsRequest.SerializeToString,
+            shardstream_dot_v1_dot_shardstream__pb2.ListJobsResponse.FromString,
             options,
             channel_credentials,
             insecure,
