@@ -52,15 +52,16 @@ BATCH = 2
 # writing thousands of small files is what costs time here.
 SAMPLES = 240 * WORLD * BATCH + 3
 SAMPLE_BYTES = 64 << 10
-# The simulated training step; with the client's own time about 0.12 s a
-# step, the epoch lasts ~30 s, long enough for the seven failures below.
-STEP_TIME = 0.12
+# The simulated training step: the epoch lasts ~40 s, long enough for the
+# seven failures below and their recoveries (~30 s together on a loaded
+# machine).
+STEP_TIME = 0.15
 POOL_TIMEOUT = "2s"
 PRE_STOP = "1s"
-DRAIN_TIMEOUT = "3s"
+DRAIN_TIMEOUT = "2s"
 # Every rank takes this many steps after a failure's last action before the
 # next failure may fire, so that each failure's pause is its own.
-SETTLE_STEPS = 15
+SETTLE_STEPS = 10
 # Generous bounds for a loaded machine: a stuck epoch fails, not hangs.
 WAIT = 90.0
 EPOCH_TIMEOUT = 240.0
@@ -472,8 +473,8 @@ def test_chaos_epoch(chaos: tuple[Chaos, Packed]) -> None:
     rng = random.Random(seed())
     c.start(loaders=3)
     # Each failure at a random step of its own stretch of the epoch's first
-    # 80%, or after the previous one settled if that is later.
-    first, last = steps // 20, steps * 8 // 10
+    # 70%, or after the previous one settled if that is later.
+    first, last = steps // 20, steps * 7 // 10
     stretch = (last - first) // len(KINDS)
     for i, kind in enumerate(KINDS):
         c.fire(kind, first + i * stretch + rng.randrange(stretch // 2), rng)
@@ -498,5 +499,10 @@ def test_chaos_epoch(chaos: tuple[Chaos, Packed]) -> None:
     reconnects = [r.done["reconnects"] for r in c.ranks if r.done]
     lines.append(f"  reconnects per rank: {reconnects}")
     print("\n".join(lines))
+    if os.environ.get("SHARDSTREAM_CHAOS_REPORT"):
+        # One JSON line per run, for the pauses table in docs/failure-model.md.
+        with open(os.environ["SHARDSTREAM_CHAOS_REPORT"], "a") as f:
+            row = {"seed": seed(), "normal_step": normal, "pauses": [vars(p) for p in found]}
+            f.write(json.dumps(row) + "\n")
     log.info("\n".join(lines))
     assert sum(reconnects) > 0, "no stream was ever broken: the failures missed the epoch"
