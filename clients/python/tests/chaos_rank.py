@@ -2,9 +2,10 @@
 process: it reads one whole epoch through ShardStreamDataset with stripes
 over two loaders, takes a simulated training step per batch, and records
 every batch as a JSON line (flushed at once, so the test can watch its
-progress): ``{"step", "t", "reconnects", "ids"}``, ``t`` being
+progress): ``{"step", "t", "wall", "reconnects", "ids"}``, ``t`` being
 ``time.monotonic()`` as the batch reached the training loop (one clock for
-every process on Linux) and ``ids`` the batch's ``[shard, index]`` pairs.
+every process on Linux), ``wall`` the same as ``time.time()`` (the clock of
+the log lines) and ``ids`` the batch's ``[shard, index]`` pairs.
 A last line ``{"done": true, ...}`` holds the plan's counts and the
 client's stats.
 
@@ -83,7 +84,13 @@ def main(argv: list[str]) -> int:
                     key, cls = s["__key__"], s["cls"]
                     raise AssertionError(f"step {batch.step}: sample {key} has cls {cls!r}")
                 ids.append([s["__shard__"], s["__index__"]])
-            rec = {"step": batch.step, "t": t, "reconnects": ds.stats.reconnects, "ids": ids}
+            rec = {
+                "step": batch.step,
+                "t": t,
+                "wall": time.time(),  # to match the client's log lines
+                "reconnects": ds.stats.reconnects,
+                "ids": ids,
+            }
             out.write(json.dumps(rec) + "\n")
             out.flush()
             if batch.step == 0:
