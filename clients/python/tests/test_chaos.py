@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,7 +63,7 @@ DRAIN_TIMEOUT = "2s"
 # next failure may fire, so that each failure's pause is its own.
 SETTLE_STEPS = 10
 # Generous bounds for a loaded machine: a stuck epoch fails, not hangs.
-WAIT = 90.0
+WAIT = 120.0
 EPOCH_TIMEOUT = 240.0
 
 
@@ -100,15 +100,32 @@ class Pool:
 
 
 @dataclass
-class Rank:
-    """One trainer rank process and its record file."""
+class Records:
+    """What one rank recorded: its batches and its done line."""
 
     rank: int
+    records: list[dict[str, Any]] = field(default_factory=list)
+    done: dict[str, Any] | None = None
+
+    def normal_step(self) -> float:
+        """The median time between two batches: the step time without
+        failures."""
+        ts = [float(rec["t"]) for rec in self.records]
+        return statistics.median(b - a for a, b in itertools.pairwise(ts))
+
+    @property
+    def step(self) -> int:
+        """The last step the training loop took, -1 before the first."""
+        return int(self.records[-1]["step"]) if self.records else -1
+
+
+@dataclass(kw_only=True)
+class Rank(Records):
+    """One trainer rank process and its record file."""
+
     out: Path
     log_path: Path
     proc: subprocess.Popen[bytes]
-    records: list[dict[str, Any]] = field(default_factory=list)
-    done: dict[str, Any] | None = None
     _offset: int = 0
 
     def poll(self) -> None:
@@ -127,17 +144,6 @@ class Rank:
                 self.done = rec
             else:
                 self.records.append(rec)
-
-    def normal_step(self) -> float:
-        """The median time between two batches: the step time without
-        failures."""
-        ts = [float(rec["t"]) for rec in self.records]
-        return statistics.median(b - a for a, b in itertools.pairwise(ts))
-
-    @property
-    def step(self) -> int:
-        """The last step the training loop took, -1 before the first."""
-        return int(self.records[-1]["step"]) if self.records else -1
 
 
 @dataclass
@@ -231,7 +237,7 @@ class Chaos:
                 proc = subprocess.Popen(
                     cmd, cwd=PYTHON_ROOT, env=env, stdout=lf, stderr=subprocess.STDOUT
                 )
-            self.ranks.append(Rank(r, out, log_path, proc))
+            self.ranks.append(Rank(r, out=out, log_path=log_path, proc=proc))
 
     def stop(self) -> None:
         """Ends every process still running (teardown, also after a failure)."""
@@ -241,7 +247,7 @@ class Chaos:
             r.proc.wait()
         if self.pool is not None:
             self.pool.close()
-        for s in self.loaders.values():
+        for s in [*self.loaders.values(), *self.gone.values()]:
             s.kill()
         self.coordinator.kill()
 
@@ -262,9 +268,12 @@ class Chaos:
             r.poll()
             code = r.proc.poll()
             if code is not None:
-                r.poll()
-                if code != 0:
-                    raise AssertionError(f"rank {r.rank} exited with {code}\n{self.report()}")
+                r.poll()  # what it wrote before it exited
+                if code != 0 or r.done is None:
+                    raise AssertionError(
+                        f"rank {r.rank} exited with {code} after step {r.step} "
+                        f"(epoch done: {r.done is not None})\n{self.report()}"
+                    )
 
     def min_step(self) -> int:
         self.poll_ranks()
@@ -386,7 +395,7 @@ class Pause:
     step: int  # the step that ended the gap
 
 
-def pauses(ranks: list[Rank], events: list[Event]) -> list[Pause]:
+def pauses(ranks: Sequence[Records], events: list[Event]) -> list[Pause]:
     """The longest pause each failure caused.
 
     A rank's gaps are the times between the arrivals of its consecutive
@@ -416,7 +425,7 @@ def pauses(ranks: list[Rank], events: list[Event]) -> list[Pause]:
     return out
 
 
-def check_epoch(ranks: list[Rank], dataset: Packed, manifest: dict[str, Any]) -> None:
+def check_epoch(ranks: Sequence[Records], dataset: Packed, manifest: dict[str, Any]) -> None:
     """Exactly once, balanced, in order."""
     dones = [r.done for r in ranks]
     assert all(dones), f"ranks without a done record: {[r.rank for r in ranks if not r.done]}"
@@ -441,7 +450,9 @@ def check_epoch(ranks: list[Rank], dataset: Packed, manifest: dict[str, Any]) ->
         f"{len(lost)} samples never arrived, the plan dropped {d['dropped']} "
         f"(last_batch='drop'): {lost[:20]}"
     )
-    assert sum(seen.values()) == int(d["samples"])
+    assert sum(seen.values()) == int(d["samples"]), (
+        f"{sum(seen.values())} samples arrived, the plan has {d['samples']}"
+    )
 
 
 @pytest.fixture
@@ -506,3 +517,60 @@ def test_chaos_epoch(chaos: tuple[Chaos, Packed]) -> None:
             f.write(json.dumps(row) + "\n")
     log.info("\n".join(lines))
     assert sum(reconnects) > 0, "no stream was ever broken: the failures missed the epoch"
+
+
+# The checks themselves, on made-up records: they must catch what they are for.
+
+
+def made_up(
+    world: int, batch: int, steps: int, samples: int
+) -> tuple[list[Records], Packed, dict[str, Any]]:
+    """Records of an epoch that went right: rank r's step k holds the
+    samples (0, n) for n from (k*world + r)*batch on; one shard."""
+    manifest = {"shards": [{"samples": samples}]}
+    dropped = samples - world * batch * steps
+    ranks = []
+    for r in range(world):
+        recs = [
+            {
+                "step": k,
+                "t": float(k),
+                "ids": [[0, (k * world + r) * batch + j] for j in range(batch)],
+            }
+            for k in range(steps)
+        ]
+        done = {"steps": steps, "samples": samples - dropped, "dropped": dropped}
+        ranks.append(Records(r, recs, done))
+    return ranks, Packed("made-up", samples, 1), manifest
+
+
+def test_check_epoch_catches() -> None:
+    ranks, ds, manifest = made_up(2, 2, 3, 13)
+    check_epoch(ranks, ds, manifest)  # 1 sample dropped, as planned
+    ranks[1].records[2]["ids"][0] = ranks[0].records[0]["ids"][0]
+    with pytest.raises(AssertionError, match=r"1 samples repeated .*\(0, 0\)"):
+        check_epoch(ranks, ds, manifest)
+    ranks, ds, manifest = made_up(2, 2, 3, 13)
+    del ranks[1].records[2]["ids"][1]
+    with pytest.raises(AssertionError, match=r"2 samples never arrived, the plan dropped 1"):
+        check_epoch(ranks, ds, manifest)
+    ranks, ds, manifest = made_up(2, 2, 3, 13)
+    ranks[0].records.pop()
+    with pytest.raises(AssertionError, match=r"steps taken per rank \{0: 2, 1: 3\}"):
+        check_epoch(ranks, ds, manifest)
+    ranks, ds, manifest = made_up(2, 2, 3, 13)
+    ranks[0].records[1]["step"], ranks[0].records[2]["step"] = 2, 1
+    with pytest.raises(AssertionError, match=r"rank 0: steps out of order: \[0, 2, 1\]"):
+        check_epoch(ranks, ds, manifest)
+
+
+def test_pauses_attribution() -> None:
+    # Normal step 1 s; a 1.5 s gap ending after failure a, a 2.5 s gap that
+    # began before failure b and ended after it.
+    ts = [0.0, 1.0, 2.0, 3.5, 4.5, 5.5, 8.0, 9.0, 10.0]
+    rank = Records(0, [{"step": k, "t": t} for k, t in enumerate(ts)])
+    events = [Event("a", "", 3.2), Event("b", "", 7.0)]
+    got = [(p.kind, p.seconds, p.step) for p in pauses([rank], events)]
+    assert got == [("a", 0.5, 3), ("b", 1.5, 6)]
+    # No gap over normal: 0, no rank.
+    assert pauses([rank], [Event("c", "", 9.5)])[0].seconds == 0.0
