@@ -23,6 +23,7 @@ import sys
 import time
 import weakref
 from collections.abc import Callable, Generator, Iterator
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Protocol, TypeVar
@@ -183,7 +184,13 @@ def _close_open_clients() -> None:
 
 
 def loader_address(
-    plan: Plan, rank: int, attempt: int, coordinator: str, *, stripe: int = 0
+    plan: Plan,
+    rank: int,
+    attempt: int,
+    coordinator: str,
+    *,
+    stripe: int = 0,
+    avoid: AbstractSet[str] = frozenset(),
 ) -> str:
     """The loader for ``rank``'s ``stripe`` on its ``attempt``-th stream:
     the planned one first (``rank_loaders[rank][stripe]``, or
@@ -192,7 +199,13 @@ def loader_address(
     and stripe). A plan with fewer stripe loaders than ``stripe`` (a loader
     left the pool) gives the stripe one of those it has. An empty address in
     the plan, or none for the rank, means the coordinator's own (the
-    embedded server)."""
+    embedded server).
+
+    With ``avoid`` (the addresses whose streams just failed) it is the first
+    of that order not avoided: the plan of a coordinator that has not yet
+    dropped a dead loader still names it, and trying it again would cost a
+    connect attempt and a backoff (or, for a vanished host, a connect
+    timeout). When every address is avoided, the ``attempt``-th in turn."""
     addrs = [a or coordinator for a in plan.loader_addresses]
     stripes = plan.rank_loaders[rank] if rank < len(plan.rank_loaders) else ()
     if stripes:
@@ -201,6 +214,9 @@ def loader_address(
         first = addrs[rank] if rank < len(addrs) else coordinator
     every = set(addrs) | {a or coordinator for r in plan.rank_loaders for a in r}
     order = [first, *sorted(every - {first})]
+    fresh = [a for a in order if a not in avoid]
+    if avoid and fresh:
+        return fresh[0]
     return order[attempt % len(order)]
 
 
@@ -482,8 +498,9 @@ class Client:
         attempt = 0
         failures = 0
         stalled_since: float | None = None
+        failed: set[str] = set()  # addresses whose stream failed since the last batch
         while next_step < plan.steps:
-            address = loader_address(plan, rank, attempt, self.address, stripe=stripe)
+            address = loader_address(plan, rank, attempt, self.address, stripe=stripe, avoid=failed)
             req = pb.StreamBatchesRequest(job=job, rank=rank, from_step=next_step)
             if stride > 1:
                 req.stride = stride
@@ -514,6 +531,7 @@ class Client:
                     stats.samples += len(batch)
                     stats.bytes += b.nbytes if isinstance(b, ColumnarBatch) else field_bytes(b)
                     failures, stalled_since = 0, None
+                    failed.clear()
                     next_step += stride
                     yield batch
                 if next_step >= plan.steps:
@@ -542,6 +560,7 @@ class Client:
                 raise ShardStreamError("StreamBatches", address, grpc.StatusCode.UNAVAILABLE, why)
             failures += 1
             attempt += 1
+            failed.add(address)
             stats.reconnects += 1
             stats.last_error = why
             delay = backoff(failures, self._rng)

@@ -113,8 +113,22 @@ class Server:
         if self.proc is None:
             return 0
         self.proc.send_signal(sig)
+        return self.wait()
+
+    def terminate(self) -> None:
+        """Sends SIGTERM and returns at once, while the server drains; :meth:`wait`
+        gives its exit code. (Only one SIGTERM: a second one ends a Go
+        program whose signal context was already cancelled at once.)"""
+        assert self.proc is not None, "server not running"
+        self.proc.send_signal(signal.SIGTERM)
+
+    def wait(self, timeout: float = 30) -> int:
+        """Waits for the process to exit (SIGKILL after ``timeout`` seconds)
+        and returns its exit code."""
+        if self.proc is None:
+            return 0
         try:
-            code = self.proc.wait(timeout=30)
+            code = self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             code = self.proc.wait()

@@ -230,3 +230,22 @@ def test_loader_address_stripes() -> None:
     # A plan without stripes: loader_addresses, empty is the coordinator.
     old = shardstream.Plan("fp", 10, 80, 0, 0, "", ("",))
     assert loader_address(old, 0, 0, "c:1", stripe=1) == "c:1"
+
+
+def test_loader_address_avoids_failed() -> None:
+    from shardstream._client import loader_address
+
+    # The coordinator still lists a:1, which just failed (it has not missed
+    # enough heartbeats to be dropped), and the new plan gives this stripe
+    # b:1: the next stream goes to b:1, not to a:1 because attempt 1 picks
+    # the second address of the new order.
+    plan = shardstream.Plan("fp", 10, 80, 0, 0, "", ("b:1",), rank_loaders=(("b:1", "a:1", "c:1"),))
+    assert loader_address(plan, 0, 1, "x:1", avoid={"a:1"}) == "b:1"
+    # The plan names the failed one for this stripe: the next in order.
+    assert loader_address(plan, 0, 1, "x:1", stripe=1, avoid={"a:1"}) == "b:1"
+    assert loader_address(plan, 0, 2, "x:1", stripe=1, avoid={"a:1", "b:1"}) == "c:1"
+    # All failed: in turn by attempt, as without avoid.
+    every = {"a:1", "b:1", "c:1"}
+    got = [loader_address(plan, 0, n, "x:1", stripe=1, avoid=every) for n in range(3)]
+    assert got == [loader_address(plan, 0, n, "x:1", stripe=1) for n in range(3)]
+    assert sorted(got) == sorted(every)

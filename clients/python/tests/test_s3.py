@@ -5,32 +5,15 @@ DataLoader per rank feeding a small model."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
 import shardstream
 from tests.conftest import pack, sample_files, write_files
-from tests.servertest import MinIO, Server, find_minio
-
-
-@pytest.fixture
-def minio(tmp_path: Path) -> Iterator[MinIO]:
-    path = find_minio()
-    if path is None:
-        msg = "no MinIO: set SHARDSTREAM_MINIO, put minio on PATH or in $(go env GOPATH)/bin"
-        if os.environ.get("CI") == "true":
-            pytest.fail(msg + " (CI=true: the S3 test must run)")
-        pytest.skip(msg)
-    m = MinIO(path, tmp_path / "minio")
-    (tmp_path / "minio").mkdir()
-    m.start()
-    yield m
-    m.stop()
+from tests.servertest import MinIO, Server
 
 
 def features(batch: shardstream.Batch) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
