@@ -496,8 +496,15 @@ class ShardStreamDataset(IterableDataset[Any]):
 
         It asks the coordinator (PlanEpoch) the first time for each epoch
         and token; gRPC then runs in the calling process, so start
-        DataLoader workers with spawn (see the docs).
+        DataLoader workers with spawn (see the docs). With ``auto_epoch``
+        it is the length of what the next iteration reads: after a finished
+        epoch, the next one (the epoch moves now rather than at ``__iter__``).
         """
+        if self.auto_epoch:
+            self._start_epoch()
+        return self._steps_left()
+
+    def _steps_left(self) -> int:
         world = current_world(self.rank, self.world_size, self._inherited_dist)
         key = self.job(world.world_size).SerializeToString(deterministic=True)
         if self._len_plan is None or self._len_plan[:2] != (key, world.rank):
@@ -537,7 +544,10 @@ class ShardStreamDataset(IterableDataset[Any]):
         iteration starts in the main process (by ShardStreamLoader before
         it starts its workers), never in a DataLoader worker: every
         worker's copy then holds the epoch the main process chose."""
-        if self.auto_epoch and self._epoch_done:
+        # A token with no steps left (a checkpoint taken after the last
+        # batch) is a finished epoch too: ask the coordinator (once per
+        # token: __len__ caches the plan).
+        if self.auto_epoch and (self._epoch_done or (self._token and self._steps_left() == 0)):
             self.set_epoch(self._epoch + 1)
         self._epoch_done = False
 
