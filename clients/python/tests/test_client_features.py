@@ -117,6 +117,32 @@ def test_prefetch_error_surfaces_at_its_batch(server: Server) -> None:
     poll(lambda: not prefetch_threads(), "the thread ends after the error")
 
 
+DECODE_SECONDS = 0.2
+
+
+def slow_decode(batch: shardstream.Batch) -> int:
+    time.sleep(DECODE_SECONDS)  # the decoding work, not synchronisation
+    return batch.step
+
+
+@pytest.mark.parametrize("prefetch", [0, 2])
+def test_prefetch_overlaps_decode_with_the_step(server: Server, prefetch: int) -> None:
+    # Decoding takes 0.2 s a batch, the training step 0.3 s. Without
+    # prefetch the loop waits out every decode; with it the decode of the
+    # next batch runs during the step, and the loop barely waits.
+    ds = shardstream.ShardStreamDataset(server.address, prefetch=prefetch, decode=slow_decode, **KW)
+    it = iter(ds)
+    for step in range(6):
+        assert next(it) == step
+        time.sleep(0.3)  # the training step
+    waits = sorted(list(ds.stats.recent_waits)[1:])  # the first also planned
+    median = waits[len(waits) // 2]
+    if prefetch:
+        assert median < 0.1, f"waits {waits}: the decode did not overlap the step"
+    else:
+        assert waits[0] >= DECODE_SECONDS, f"waits {waits}: shorter than the decode"
+
+
 def test_prefetch_thread_stops_when_iterator_dropped(server: Server) -> None:
     ds = shardstream.ShardStreamDataset(server.address, prefetch=2, **KW)
     it = iter(ds)
@@ -292,6 +318,8 @@ def test_slow_stream_never_trips_deadline(server: Server) -> None:
         took = time.monotonic() - start
     assert took > 2 * 1.5, f"read in {took:.1f}s: not slow enough to test the deadline"
     assert ds.stats.reconnects == 0, ds.stats.last_error
+    # The loop did nothing but wait for data: the data wait says so.
+    assert ds.stats.wait_seconds > 0.8 * took
     assert [b.step for b in got] == list(range(20))
 
 
