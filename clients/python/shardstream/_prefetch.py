@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import atexit
 import logging
+import queue
 import threading
 import weakref
-from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
@@ -78,9 +78,13 @@ class Prefetcher(Generic[_T]):
             raise ValueError(f"prefetch depth: {depth}, must be >= 1")
         self._source = source
         self._cancel = cancel
-        self._slots = threading.Semaphore(depth)
-        self._items: deque[_T | _End] = deque()
-        self._ready = threading.Condition()
+        # Two C-level queues rather than a Condition and a Semaphore: the
+        # hand-over of a small batch costs about half as much (measured).
+        # A token in _slots is room for one more item.
+        self._slots: queue.SimpleQueue[None] = queue.SimpleQueue()
+        for _ in range(depth):
+            self._slots.put(None)
+        self._items: queue.SimpleQueue[_T | _End] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._done = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -91,15 +95,15 @@ class Prefetcher(Generic[_T]):
         end = _End(None)
         try:
             while True:
-                self._slots.acquire()
+                self._slots.get()
                 if self._stop.is_set():
                     return
                 item = next(self._source, end)
-                self._put(item)
+                self._items.put(item)
                 if item is end:
                     return
         except BaseException as e:
-            self._put(_End(e))
+            self._items.put(_End(e))
         finally:
             close = getattr(self._source, "close", None)
             if close is not None:
@@ -108,22 +112,14 @@ class Prefetcher(Generic[_T]):
                 except Exception:
                     log.debug("shardstream: closing the prefetched source failed", exc_info=True)
 
-    def _put(self, item: _T | _End) -> None:
-        with self._ready:
-            self._items.append(item)
-            self._ready.notify()
-
     def __iter__(self) -> Iterator[_T]:
         return self
 
     def __next__(self) -> _T:
         if self._done:
             raise StopIteration
-        with self._ready:
-            while not self._items:
-                self._ready.wait()
-            item = self._items.popleft()
-        self._slots.release()
+        item = self._items.get()
+        self._slots.put(None)
         if isinstance(item, _End):
             self._done = True
             _running.discard(self)
@@ -141,7 +137,7 @@ class Prefetcher(Generic[_T]):
         self._stop.set()
         self._done = True
         _running.discard(self)
-        self._slots.release()  # wakes a thread waiting for a slot
+        self._slots.put(None)  # wakes a thread waiting for a slot
         if self._thread.is_alive() and self._cancel is not None:
             self._cancel()
         if self._thread is not threading.current_thread():
@@ -151,5 +147,5 @@ class Prefetcher(Generic[_T]):
                     "shardstream: prefetch thread still busy %.0fs after close; leaving it",
                     _JOIN_TIMEOUT,
                 )
-        with self._ready:
-            self._items.clear()
+        while not self._items.empty():
+            self._items.get_nowait()
