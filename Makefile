@@ -102,6 +102,12 @@ wheel: venv
 	$(PY) -m build --no-isolation --outdir $(ROOT)/dist clients/python
 	@ls -l dist/shardstream-*
 
+# The client's tests at the lower bounds of pyproject.toml that install
+# here (protobuf, numpy; docs/python-client.md). Downloads them from PyPI.
+.PHONY: py-test-min-deps
+py-test-min-deps: tools venv build
+	./scripts/py-min-deps.sh
+
 # ---- proto -----------------------------------------------------------------
 
 PROTO_FILES := $(shell find proto -name '*.proto')
