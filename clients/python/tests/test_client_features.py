@@ -127,14 +127,14 @@ def slow_decode(batch: shardstream.Batch) -> int:
 
 @pytest.mark.parametrize("prefetch", [0, 2])
 def test_prefetch_overlaps_decode_with_the_step(server: Server, prefetch: int) -> None:
-    # Decoding takes 0.2 s a batch, the training step 0.3 s. Without
+    # Decoding takes 0.2 s a batch, the training step 0.4 s. Without
     # prefetch the loop waits out every decode; with it the decode of the
     # next batch runs during the step, and the loop barely waits.
     ds = shardstream.ShardStreamDataset(server.address, prefetch=prefetch, decode=slow_decode, **KW)
     it = iter(ds)
     for step in range(6):
         assert next(it) == step
-        time.sleep(0.3)  # the training step
+        time.sleep(0.4)  # the training step
     waits = sorted(list(ds.stats.recent_waits)[1:])  # the first also planned
     median = waits[len(waits) // 2]
     if prefetch:
@@ -291,12 +291,12 @@ def test_slow_training_step_never_trips_deadline(server: Server, prefetch: int) 
     # The clock runs only while the client waits for a message: a training
     # step longer than the deadline is not a silent stream.
     ds = shardstream.ShardStreamDataset(
-        server.address, stream_deadline=0.5, prefetch=prefetch, **KW
+        server.address, stream_deadline=1.0, prefetch=prefetch, **KW
     )
     it = iter(ds)
     for _ in range(3):
         next(it)
-        stop = time.monotonic() + 1.5  # the training step, 3 deadlines long
+        stop = time.monotonic() + 2.0  # the training step, 2 deadlines long
         while time.monotonic() < stop:
             time.sleep(0.05)
     rest = list(it)
