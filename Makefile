@@ -8,6 +8,7 @@
 #   make bench-client the Python client against the Go client on one stream
 #   make bench-fanin  one rank through 1, 2, 4 rate-limited loaders
 #   make proto        regenerate Go and Python code from proto/
+#   make wheel        the Python client's wheel and sdist, into dist/
 #
 # Every tool is pinned and installed into .tools/bin (Go) or .venv (Python)
 # by the targets below; the Go build cache and pip cache make re-runs fast.
@@ -44,7 +45,7 @@ GO_SOURCES := $(shell find . -name '*.go' -not -path './.venv/*' -not -path './.
 
 .PHONY: help
 help:
-	@sed -n '2,12p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,13p' Makefile | sed 's/^# \{0,1\}//'
 
 # ---- tools -----------------------------------------------------------------
 
@@ -101,6 +102,21 @@ build: $(BIN)
 $(BENCH_BIN): $(GO_SOURCES)
 	@mkdir -p $(dir $@)
 	$(GO) build -o $@ ./cmd/shardstream-bench
+
+# The Python client's sdist and the wheel built from it, into dist/. With
+# the venv's pinned setuptools (--no-isolation: nothing downloaded);
+# tests/test_packaging.py builds them the same way and installs the wheel.
+.PHONY: wheel
+wheel: venv
+	rm -rf dist/shardstream-*
+	$(PY) -m build --no-isolation --outdir $(ROOT)/dist clients/python
+	@ls -l dist/shardstream-*
+
+# The client's tests at the lower bounds of pyproject.toml that install
+# here (protobuf, numpy; docs/python-client.md). Downloads them from PyPI.
+.PHONY: py-test-min-deps
+py-test-min-deps: tools venv build
+	./scripts/py-min-deps.sh
 
 # ---- proto -----------------------------------------------------------------
 

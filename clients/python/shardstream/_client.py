@@ -37,6 +37,7 @@ from shardstream._convert import (
     field_bytes,
     plan_from_proto,
 )
+from shardstream._deadline import Watchdog
 from shardstream._watch import watched_batches
 from shardstream.errors import ShardStreamError, from_rpc_error, handshake_failed
 from shardstream.types import Batch, DatasetInfo, Plan, Stats
@@ -264,6 +265,9 @@ class Client:
       max_message_bytes: the largest message sent or received.
       security: TLS and the bearer token, for every channel (the loaders'
         too); None is plaintext without a token.
+      stream_deadline: seconds a stream may keep the client waiting for a
+        message before it is cancelled and reopened (see
+        :mod:`shardstream._deadline`); None never.
     """
 
     def __init__(
@@ -274,6 +278,7 @@ class Client:
         retry_timeout: float,
         max_message_bytes: int,
         security: Security | None = None,
+        stream_deadline: float | None = None,
     ) -> None:
         self.address = address
         self.timeout = timeout
@@ -289,6 +294,10 @@ class Client:
         self._channels: dict[str, grpc.Channel] = {}
         self._calls: set[_BatchStream | _RawBatchStream] = set()
         self._rng = random.Random()
+        self.stream_deadline = stream_deadline
+        self._watchdog = Watchdog(stream_deadline) if stream_deadline else None
+        # Set by cancel(): the streams end instead of reopening.
+        self._cancelled = False
 
     def __enter__(self) -> Client:
         return self
@@ -301,6 +310,17 @@ class Client:
     ) -> None:
         self.close()
 
+    def cancel(self) -> None:
+        """Cancels the streams still open, for good: a stream cancelled
+        here ends instead of reopening. Safe from another thread than the
+        one reading the streams (the prefetch thread's consumer)."""
+        self._cancelled = True
+        calls, self._calls = self._calls, set()
+        for call in calls:
+            call.cancel()
+        if self._watchdog is not None:
+            self._watchdog.close()
+
     def close(self) -> None:
         """Cancels the streams still open and closes every channel.
 
@@ -309,9 +329,7 @@ class Client:
         which are stopped by then. The atexit hook has closed the channels
         before that point anyway.
         """
-        calls, self._calls = self._calls, set()
-        for call in calls:
-            call.cancel()
+        self.cancel()
         channels, self._channels = self._channels, {}
         _open.discard(self)
         if sys.is_finalizing():
@@ -499,7 +517,7 @@ class Client:
         failures = 0
         stalled_since: float | None = None
         failed: set[str] = set()  # addresses whose stream failed since the last batch
-        while next_step < plan.steps:
+        while next_step < plan.steps and not self._cancelled:
             address = loader_address(plan, rank, attempt, self.address, stripe=stripe, avoid=failed)
             req = pb.StreamBatchesRequest(job=job, rank=rank, from_step=next_step)
             if stride > 1:
@@ -511,9 +529,20 @@ class Client:
             else:
                 call = self._loader(address).StreamBatches(req, metadata=self._metadata)
             self._calls.add(call)
+            if self._cancelled:  # cancel() ran between the check above and add
+                call.cancel()
+            watched = self._watchdog.watch(call) if self._watchdog is not None else None
             retry_error: grpc.RpcError | None = None
             try:
-                for resp in call:
+                responses: Iterator[pb.StreamBatchesResponse | bytes] = iter(call)
+                while True:
+                    if watched is not None:
+                        watched.waiting()
+                    resp = next(responses, None)
+                    if watched is not None:
+                        watched.received()
+                    if resp is None:
+                        break
                     b = self._parse(resp, address)
                     if b.step != next_step or b.rank != rank:
                         old = (
@@ -538,6 +567,8 @@ class Client:
                     return
                 why = f"stream ended at step {next_step} of {plan.steps}"
             except grpc.RpcError as e:
+                if self._cancelled:
+                    return
                 hint = too_large_hint(e, self.max_message_bytes)
                 if hint is not None:
                     raise ShardStreamError(
@@ -548,9 +579,15 @@ class Client:
                     raise from_rpc_error("StreamBatches", address, e, plaintext=plaintext) from e
                 retry_error = e
                 why = f"{e.code().name}: {e.details()}"
+                if watched is not None and watched.expired:
+                    # Our own cancel: the reason is the silence, not CANCELLED.
+                    retry_error = None
+                    why = f"no message for {self.stream_deadline:g}s (stream_deadline)"
             finally:
                 call.cancel()
                 self._calls.discard(call)
+                if watched is not None and self._watchdog is not None:
+                    self._watchdog.unwatch(watched)
             now = time.monotonic()
             if stalled_since is None:
                 stalled_since = now

@@ -279,10 +279,13 @@ def live_batches(
     worker: int,
 ) -> Generator[Batch | ColumnarBatch, None, None]:
     """:func:`watched_batches` with its :class:`AssignmentWatch`, and a
-    :class:`ProgressReporter` timing how long each batch was waited for
-    (from the consumer asking for it to its arrival). Both threads start
-    with the first batch asked for and stop when the generator ends or is
-    closed."""
+    :class:`ProgressReporter` timing how long each batch was waited for:
+    the training loop's waits where this process sees them (``stats``'
+    ``on_wait``, called as the dataset hands a batch over; with prefetch
+    the consumer of this generator is a background thread, whose waits
+    overlap the training step), else from the consumer asking for a batch
+    to its arrival (a DataLoader worker). Both threads start with the first
+    batch asked for and stop when the generator ends or is closed."""
     watch = AssignmentWatch(client, job, rank, max_loaders_per_rank, stripes_of(plan, rank))
     progress = ProgressReporter(
         client,
@@ -306,6 +309,9 @@ def live_batches(
         max_loaders_per_rank=max_loaders_per_rank,
         watch=watch,
     )
+    hooked = stats.on_wait is None
+    if hooked:
+        stats.on_wait = progress.loop_wait
     try:
         progress.waiting()
         for b in batches:
@@ -313,6 +319,8 @@ def live_batches(
             yield b
             progress.waiting()
     finally:
+        if hooked:
+            stats.on_wait = None
         batches.close()
         watch.stop()
         progress.stop()

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator, Mapping
+import time
+from collections.abc import Callable, Generator, Iterator, Mapping
 from contextlib import closing
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -28,6 +29,7 @@ from shardstream._convert import LAST_BATCH_POLICIES, job_spec
 # this module's __all__.
 from shardstream._convert import batch_from_proto as batch_from_proto
 from shardstream._convert import sample_from_proto as sample_from_proto
+from shardstream._prefetch import Prefetcher
 from shardstream._progress import check_job_name
 from shardstream._state import WorkerPosition, resume_state
 from shardstream._watch import live_batches
@@ -49,6 +51,10 @@ log = logging.getLogger("shardstream")
 
 _UINT32_MAX = (1 << 32) - 1
 _UINT64_MAX = (1 << 64) - 1
+
+# What the receiving side of an iteration hands over per batch: its step (from
+# the stream's token), its resume token and the decoded item.
+_Ready = tuple[int, str, Any]
 
 
 _ENV_CA = "SHARDSTREAM_TLS_CA"
@@ -250,6 +256,20 @@ class ShardStreamDataset(IterableDataset[Any]):
         128 characters of ``[A-Za-z0-9_.:/-]``; default the dataset's name.
         Every rank reports, about once a second from a background thread,
         the steps it took and how long it waited for their batches.
+      prefetch: batches received and decoded ahead of the training loop by
+        a background thread (0: none, everything happens in ``next()``).
+        At most this many wait beyond what gRPC's flow control buffers; a
+        slow loop stops the thread, which slows the loader. The resume
+        token stays that of the last batch handed over.
+      stream_deadline: seconds the client may wait for a stream's next
+        message before the stream is cancelled and reopened from its next
+        step (as after a lost stream); the clock runs only while the client
+        waits, so a slow training step never trips it. None: never.
+      auto_epoch: each ``__iter__`` after one that ran to the end of the
+        epoch reads the next epoch (``set_epoch(epoch + 1)``); one that
+        stopped early resumes where it stopped. With DataLoader workers
+        only :class:`~shardstream.ShardStreamLoader` sees the end of the
+        epoch (it decides in the main process, for every worker).
 
     The certificate arguments are paths, not bytes: the files are read
     each time a channel opens (every ``__iter__``, in each DataLoader
@@ -287,6 +307,9 @@ class ShardStreamDataset(IterableDataset[Any]):
         token: str | None = None,
         max_loaders_per_rank: int = 1,
         job_name: str | None = None,
+        prefetch: int = 2,
+        stream_deadline: float | None = 60.0,
+        auto_epoch: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(address, str) or not address:
@@ -341,6 +364,18 @@ class ShardStreamDataset(IterableDataset[Any]):
             "max_loaders_per_rank", max_loaders_per_rank, 1024, minimum=1
         )
         self.job_name = check_job_name(job_name)
+        self.prefetch = _check_uint("prefetch", prefetch, 1 << 16)
+        if stream_deadline is not None and (
+            isinstance(stream_deadline, bool) or not isinstance(stream_deadline, (int, float))
+        ):
+            raise TypeError(f"stream_deadline: {stream_deadline!r}, want seconds or None")
+        if stream_deadline is not None and not stream_deadline > 0:
+            raise ValueError(f"stream_deadline: {stream_deadline}, must be positive (or None)")
+        self.stream_deadline = None if stream_deadline is None else float(stream_deadline)
+        self.auto_epoch = bool(auto_epoch)
+        # An iteration in this process ran to the end of the epoch (see
+        # auto_epoch); cleared by set_epoch, load_state_dict and each start.
+        self._epoch_done = False
         self.stats = Stats()
         self.last_plan: Plan | None = None
         # torch.distributed's (rank, world size) in the process that pickled
@@ -376,6 +411,7 @@ class ShardStreamDataset(IterableDataset[Any]):
         resumes mid-epoch.
         """
         epoch = _check_uint("epoch", epoch, _UINT64_MAX)
+        self._epoch_done = False  # an explicit epoch beats auto_epoch
         if epoch != self._epoch:
             self._epoch = epoch
             self._token = ""
@@ -416,6 +452,7 @@ class ShardStreamDataset(IterableDataset[Any]):
         resumes that worker where it stood; it needs the same
         ``num_workers`` and world size.
         """
+        self._epoch_done = False
         if "worker" in state:
             pos = WorkerPosition.parse(state)
             if pos.workers > 1:
@@ -491,6 +528,7 @@ class ShardStreamDataset(IterableDataset[Any]):
             retry_timeout=self.retry_timeout,
             max_message_bytes=self.max_message_bytes,
             security=self._security(),
+            stream_deadline=self.stream_deadline,
         )
 
     def describe(self) -> DatasetInfo:
@@ -515,8 +553,15 @@ class ShardStreamDataset(IterableDataset[Any]):
 
         It asks the coordinator (PlanEpoch) the first time for each epoch
         and token; gRPC then runs in the calling process, so start
-        DataLoader workers with spawn (see the docs).
+        DataLoader workers with spawn (see the docs). With ``auto_epoch``
+        it is the length of what the next iteration reads: after a finished
+        epoch, the next one (the epoch moves now rather than at ``__iter__``).
         """
+        if self.auto_epoch:
+            self._start_epoch()
+        return self._steps_left()
+
+    def _steps_left(self) -> int:
         world = current_world(self.rank, self.world_size, self._inherited_dist)
         key = self.job(world.world_size).SerializeToString(deterministic=True)
         if self._len_plan is None or self._len_plan[:2] != (key, world.rank):
@@ -550,20 +595,43 @@ class ShardStreamDataset(IterableDataset[Any]):
     def __iter__(self) -> Iterator[Any]:
         return self._items(with_token=False)
 
+    def _start_epoch(self) -> None:
+        """With ``auto_epoch``, moves to the next epoch if the last
+        iteration in this process read this one to its end. Called as an
+        iteration starts in the main process (by ShardStreamLoader before
+        it starts its workers), never in a DataLoader worker: every
+        worker's copy then holds the epoch the main process chose."""
+        # A token with no steps left (a checkpoint taken after the last
+        # batch) is a finished epoch too: ask the coordinator (once per
+        # token: __len__ caches the plan).
+        if self.auto_epoch and (self._epoch_done or (self._token and self._steps_left() == 0)):
+            self.set_epoch(self._epoch + 1)
+        self._epoch_done = False
+
     def _items(self, *, with_token: bool) -> Iterator[Any]:
         """The items of __iter__, or with ``with_token`` (token, item) pairs
-        for ShardStreamLoader, which records the token in the main process."""
+        for ShardStreamLoader, which records the token (and the data wait)
+        in the main process."""
+        in_worker = get_worker_info() is not None
+        if not in_worker:
+            self._start_epoch()
         worker, workers = current_worker()
         world = current_world(self.rank, self.world_size, self._inherited_dist)
-        return self._iterate(world.rank, world.world_size, worker, workers, with_token)
+        return self._iterate(world.rank, world.world_size, worker, workers, with_token, in_worker)
 
     def _iterate(
-        self, rank: int, world_size: int, worker: int, workers: int, with_token: bool
+        self,
+        rank: int,
+        world_size: int,
+        worker: int,
+        workers: int,
+        with_token: bool,
+        in_worker: bool,
     ) -> Iterator[Any]:
         # A generator: the client and its channels are made at the first
         # next(), in the process that iterates, never before a fork.
+        asked = time.monotonic()
         job = self.job(world_size)
-        in_worker = get_worker_info() is not None
         pos = self._start_position(rank, world_size, worker, workers, in_worker)
         first, offset = worker, 0
         if pos is not None:
@@ -605,25 +673,34 @@ class ShardStreamDataset(IterableDataset[Any]):
                 job_name=self.job_name or self.dataset,
                 worker=worker,
             )
-            with closing(stream) as batches:
-                for batch in batches:
-                    if in_worker and isinstance(batch, ColumnarBatch):
-                        batch = batch.share_memory_()  # one segment to the main process
-                    item = self._process(batch)
+            ready = self._ready(stream, in_worker)
+            items: Prefetcher[_Ready] | Generator[_Ready, None, None] = (
+                Prefetcher(ready, self.prefetch, cancel=client.cancel) if self.prefetch else ready
+            )
+            with closing(items):
+                for step, token, item in items:
+                    # The data wait: from the loop's next() to the item.
+                    # ShardStreamLoader measures it in the main process.
+                    if not with_token:
+                        self.stats.record_wait(time.monotonic() - asked)
                     # The token changes only as a batch is handed over, so
                     # state_dict() never counts a batch the trainer has not
-                    # had (a decode error leaves it at the previous batch).
-                    # One of several DataLoader workers sees only its own
-                    # steps, not where the rank stands: its copy keeps the
-                    # token it started from, and its own position for
-                    # StatefulDataLoader (batch.step counts from the
-                    # stream's token, `offset` steps into the iteration).
+                    # had (not one prefetched, and a decode error leaves it
+                    # at the previous batch). One of several DataLoader
+                    # workers sees only its own steps, not where the rank
+                    # stands: its copy keeps the token it started from, and
+                    # its own position for StatefulDataLoader (the step
+                    # counts from the stream's token, `offset` steps into
+                    # the iteration).
                     if pos is not None:
-                        pos = pos.after(offset + batch.step + 1, batch.resume_token)
+                        pos = pos.after(offset + step + 1, token)
                         self._worker_pos = pos
                     elif workers == 1:
-                        self._token = batch.resume_token
-                    yield (batch.resume_token, item) if with_token else item
+                        self._token = token
+                    yield (token, item) if with_token else item
+                    asked = time.monotonic()
+        if not in_worker:
+            self._epoch_done = True
 
     def _start_position(
         self, rank: int, world_size: int, worker: int, workers: int, in_worker: bool
@@ -643,3 +720,14 @@ class ShardStreamDataset(IterableDataset[Any]):
                 "resumes with any num_workers and world size"
             )
         return self._position() if in_worker else None
+
+    def _ready(
+        self, stream: Generator[Batch | ColumnarBatch, None, None], in_worker: bool
+    ) -> Generator[_Ready, None, None]:
+        """(step, token, item) for each received batch: decoded, transformed
+        and collated. Runs in the prefetch thread when there is one."""
+        with closing(stream) as batches:
+            for batch in batches:
+                if in_worker and isinstance(batch, ColumnarBatch):
+                    batch = batch.share_memory_()  # one segment to the main process
+                yield batch.step, batch.resume_token, self._process(batch)

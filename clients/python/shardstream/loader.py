@@ -12,6 +12,7 @@ consumed, whatever ``num_workers``.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -122,12 +123,19 @@ class ShardStreamLoader(DataLoader[Any]):
         )
 
     # A generator rather than DataLoader's iterator class: it unwraps each
-    # item and records its token as the loop takes it.
+    # item and records its token and the loop's data wait as the loop takes
+    # it. auto_epoch is decided here, before the workers get their copies
+    # of the dataset, and the end of the epoch is seen here, not in them.
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
         ds = self.shardstream_dataset
+        ds._start_epoch()
+        asked = time.monotonic()
         for t in super().__iter__():
+            ds.stats.record_wait(time.monotonic() - asked)
             ds._token = t.token
             yield t.item
+            asked = time.monotonic()
+        ds._epoch_done = True
 
     def state_dict(self) -> dict[str, Any]:
         """The dataset's :meth:`~ShardStreamDataset.state_dict`."""

@@ -6,6 +6,8 @@ the wire messages.
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,14 +68,57 @@ class DatasetInfo:
     bytes: int
 
 
+# How many of the latest data waits Stats keeps by default.
+WAIT_HISTORY = 1024
+
+
 @dataclass
 class Stats:
-    """Counters of the iterations run in this process."""
+    """Counters of the iterations run in this process.
+
+    The data wait is the time the training loop spent in ``next()`` for a
+    batch: near zero while the loaders keep ahead, the step's length when
+    they do not (the figure loader autoscaling follows). ``wait_seconds``,
+    ``waits`` and ``last_wait`` cover every batch; ``recent_waits`` holds the
+    last ``wait_history`` waits, oldest first. ``on_wait``, when set, is
+    called with each wait as the batch is handed over (in the thread of the
+    training loop; keep it quick). It is not pickled: a DataLoader worker's
+    copy has none.
+    """
 
     batches: int = 0
     samples: int = 0
     # Bytes of field data received (keys and framing not counted).
     bytes: int = 0
-    # Streams reopened after a failure.
+    # Streams reopened after a failure (stream_deadline expiries included).
     reconnects: int = 0
     last_error: str = field(default="", repr=False)
+    wait_seconds: float = 0.0
+    waits: int = 0
+    last_wait: float = 0.0
+    wait_history: int = WAIT_HISTORY
+    recent_waits: deque[float] = field(init=False, repr=False, compare=False)
+    on_wait: Callable[[float], None] | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.wait_history, bool) or not isinstance(self.wait_history, int):
+            raise TypeError(f"wait_history: {self.wait_history!r}, want an int")
+        if self.wait_history < 0:
+            raise ValueError(f"wait_history: {self.wait_history}, must be >= 0")
+        self.recent_waits = deque(maxlen=self.wait_history)
+
+    def record_wait(self, seconds: float) -> None:
+        """Counts one batch's data wait and tells ``on_wait``."""
+        self.wait_seconds += seconds
+        self.waits += 1
+        self.last_wait = seconds
+        self.recent_waits.append(seconds)
+        if self.on_wait is not None:
+            self.on_wait(seconds)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The hook belongs to this process (a reporter thread, a closure):
+        # a DataLoader worker's copy of the dataset goes without it.
+        state = dict(self.__dict__)
+        state["on_wait"] = None
+        return state

@@ -7,6 +7,7 @@ Readiness is what the processes say, never a sleep: ``serve`` prints
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import hmac
@@ -158,6 +159,92 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+class Proxy:
+    """A TCP proxy on loopback in front of ``target`` (``host:port``) whose
+    forwarding can be paused or slowed: a real connection to a real server
+    that goes silent (paused: the sockets stay open, nothing is forwarded,
+    nothing read, so TCP holds the sender back) or trickles (``rate`` bytes
+    per second each way)."""
+
+    def __init__(self, target: str) -> None:
+        host, port = target.rsplit(":", 1)
+        self.target = (host, int(port))
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self._listener.getsockname()[1]}"
+        self._flow = threading.Condition()
+        self._paused = False
+        self.rate: float | None = None  # bytes per second each way; None: as fast as it comes
+        self._socks: list[socket.socket] = []
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True, name="proxy-accept").start()
+
+    def pause(self) -> None:
+        with self._flow:
+            self._paused = True
+
+    def resume(self) -> None:
+        with self._flow:
+            self._paused = False
+            self._flow.notify_all()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return  # closed
+            try:
+                server = socket.create_connection(self.target, timeout=10)
+            except OSError:
+                client.close()
+                continue
+            server.settimeout(None)
+            with self._flow:
+                if self._closed:
+                    client.close()
+                    server.close()
+                    return
+                self._socks += [client, server]
+            for src, dst in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while True:
+                data = src.recv(4096)
+                if not data:
+                    break
+                with self._flow:
+                    while self._paused and not self._closed:
+                        self._flow.wait()
+                    rate = self.rate
+                if rate:
+                    # The trickle itself: this connection's bandwidth.
+                    time.sleep(len(data) / rate)
+                dst.sendall(data)
+        except OSError:
+            pass  # a side closed: the connection is over
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        with self._flow:
+            self._closed = True
+            self._flow.notify_all()
+            socks, self._socks = self._socks, []
+        self._listener.close()
+        for s in socks:
+            s.close()
+
+    def __enter__(self) -> Proxy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def find_minio() -> str | None:

@@ -122,7 +122,7 @@ import shardstream
 from torch.utils.data import DataLoader
 
 def main():
-    ds = shardstream.ShardStreamDataset(sys.argv[1], batch_size=4)
+    ds = shardstream.ShardStreamDataset(sys.argv[1], batch_size=4, prefetch=int(sys.argv[3]))
     form = sys.argv[2]
     if form == "iter":
         it = iter(ds)
@@ -138,15 +138,23 @@ if __name__ == "__main__":
 """
 
 
-@pytest.mark.parametrize("form", ["iter", "0", "2"], ids=["iter(ds)", "DataLoader", "workers"])
-def test_script_that_stops_early_exits(server: Server, tmp_path: Path, form: str) -> None:
+# The prefetch thread (prefetch > 0, the default 2) is running, and
+# blocked with its buffer full, when the script ends.
+@pytest.mark.parametrize(
+    ("form", "prefetch"),
+    [("iter", 0), ("iter", 2), ("iter", 8), ("0", 2), ("2", 2)],
+    ids=["iter(ds)", "iter(ds)-prefetch", "iter(ds)-prefetch8", "DataLoader", "workers"],
+)
+def test_script_that_stops_early_exits(
+    server: Server, tmp_path: Path, form: str, prefetch: int
+) -> None:
     script = tmp_path / "stop_early.py"
     script.write_text(textwrap.dedent(EXIT_SCRIPT))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     start = time.monotonic()
     try:
         r = subprocess.run(
-            [sys.executable, str(script), server.address, form],
+            [sys.executable, str(script), server.address, form, str(prefetch)],
             capture_output=True,
             text=True,
             timeout=60,
