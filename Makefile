@@ -7,6 +7,7 @@
 #   make bench-plan   planner benchmarks (10M chunks)
 #   make bench-client the Python client against the Go client on one stream
 #   make bench-fanin  one rank through 1, 2, 4 rate-limited loaders
+#   make bench        shardstream against the S3 connector, Streaming, LitData, WebDataset
 #   make proto        regenerate Go and Python code from proto/
 #
 # Every tool is pinned and installed into .tools/bin (Go) or .venv (Python)
@@ -22,6 +23,7 @@ VENV      := $(ROOT)/.venv
 PY        := $(VENV)/bin/python
 BIN       := $(ROOT)/bin/shardstream
 BENCH_BIN := $(ROOT)/bin/shardstream-bench
+BENCH_VENV := $(ROOT)/.bench-venv
 GO        ?= go
 
 # Pinned tool versions.
@@ -40,7 +42,7 @@ GO_SOURCES := $(shell find . -name '*.go' -not -path './.venv/*' -not -path './.
 
 .PHONY: help
 help:
-	@sed -n '2,12p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,13p' Makefile | sed 's/^# \{0,1\}//'
 
 # ---- tools -----------------------------------------------------------------
 
@@ -132,6 +134,7 @@ lint: venv $(TOOLS)/staticcheck $(TOOLS)/buf
 	buf format --diff --exit-code
 	buf breaking --against proto/baseline.binpb
 	cd clients/python && $(VENV)/bin/ruff check . ../../examples && $(VENV)/bin/ruff format --check . ../../examples
+	cd bench && $(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 	cd clients/python && $(VENV)/bin/mypy
 
 # lint also checks that the production binary links no test code: the
@@ -201,6 +204,30 @@ bench-client: venv $(BIN) $(BENCH_BIN)
 .PHONY: bench-fanin
 bench-fanin: $(BENCH_BIN)
 	$(BENCH_BIN) fanin
+
+# The peer benchmark (issue 14, docs/benchmarks.md "Against the peers"):
+# MinIO on loopback, each workload in each system's format, every system
+# pinned to one trainer core and unpinned, 3 repetitions; about 25 minutes
+# on 2 cores. Its own environment, .bench-venv, holds the pinned peers
+# (bench/peers/requirements.txt) and the client; the samples and formats
+# are kept in .cache/bench-peers. Writes docs/benchmarks.png.
+$(BENCH_VENV)/.stamp: bench/peers/requirements.txt clients/python/pyproject.toml
+	@echo "setting up $(BENCH_VENV) (torch and the peers: a few minutes the first time)"
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install -q --upgrade pip==25.3
+	$(BENCH_VENV)/bin/pip install -q -r bench/peers/requirements.txt
+	$(BENCH_VENV)/bin/pip install -q --no-deps -e clients/python
+	@touch $@
+
+.PHONY: bench
+bench: $(TOOLS)/minio $(BIN) $(BENCH_VENV)/.stamp
+	$(BENCH_VENV)/bin/python -m bench.peers.driver --bin $(BIN) --minio $(TOOLS)/minio $(BENCH_ARGS)
+
+# mypy --strict of the benchmark against the peers' packages (needs
+# .bench-venv; `make lint` runs ruff on bench/ without it).
+.PHONY: bench-lint
+bench-lint: venv $(BENCH_VENV)/.stamp
+	cd bench && $(VENV)/bin/mypy --python-executable $(BENCH_VENV)/bin/python peers
 
 .PHONY: bench-plan
 bench-plan:
