@@ -25,6 +25,7 @@ from typing import Any
 from .common import BUCKET, SYSTEMS, WORKLOADS, Result, store_env
 from .data import sample_files, shard_keys, write_all
 from .report import chart, summarize, table
+from .systems import workers
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "clients" / "python"))
@@ -135,10 +136,10 @@ class Bench:
     def one(self, system: str, wl: str, setup: str, rep: int) -> Result:
         cache = self.work / "cache"
         state = self.work / "state.pkl"
-        workers = self.a.workers_pinned if setup == "pinned" else self.a.workers_shared
+        n_workers = workers(setup, system, wl)
         base = [
             "--system", system, "--workload", wl, "--setup", setup, "--rep", str(rep),
-            "--seed", str(rep), "--endpoint", self.endpoint, "--workers", str(workers),
+            "--seed", str(rep), "--endpoint", self.endpoint, "--workers", str(n_workers),
             "--cache-dir", str(cache), "--dataset-bytes", str(self.dataset_bytes[wl]),
         ]  # fmt: skip
         fetched: int | None = None
@@ -207,8 +208,6 @@ def main() -> None:
     ap.add_argument("--setups", default="pinned,shared")
     ap.add_argument("--systems", default=",".join(SYSTEMS))
     ap.add_argument("--workloads", default=",".join(WORKLOADS))
-    ap.add_argument("--workers-pinned", type=int, default=1, help="peers' DataLoader workers")
-    ap.add_argument("--workers-shared", type=int, default=2, help="peers' DataLoader workers")
     ap.add_argument(
         "--resume-setups", default="pinned", help="setups that also measure the resume at 50 %%"
     )

@@ -22,6 +22,24 @@ from .data import shard_keys
 SHUFFLE_BUFFER = 1000
 
 
+# DataLoader workers per setup. Peers pinned (one core): the choice of 0 or
+# 1 with the lower trainer CPU per GB in a probe of both on the tokens
+# workload (docs/benchmarks.md); shared (two cores): 2, one a core.
+# shardstream: 0, its server reads and shuffles. (2 for images shared, to
+# decode JPEGs on both cores, measured worse: spawned workers start slowly
+# and two strided streams make the loader read every chunk twice.)
+WORKERS = {
+    "pinned": {"webdataset": 0, "s3connector": 0, "streaming": 1, "litdata": 1},
+    "shared": {"webdataset": 2, "s3connector": 2, "streaming": 2, "litdata": 2},
+}
+
+
+def workers(setup: str, system: str, workload: str) -> int:
+    if system == "shardstream":
+        return 0
+    return WORKERS[setup][system]
+
+
 @dataclass
 class Reader:
     loader: Iterable[Any]
@@ -49,8 +67,8 @@ def _tokens_from_bytes(data: bytes) -> np.ndarray[Any, Any]:
 
 
 def shardstream(c: Config) -> Reader:
-    """The Python client, one stream, no DataLoader workers (the loader
-    server does the reading and shuffling; docs/python-client.md). Tokens
+    """The Python client through ShardStreamLoader, one stream per DataLoader
+    worker (see ``workers``; the server reads and shuffles). Tokens
     come columnar (one [B, 2048] tensor over the received bytes); images
     as sample dicts decoded by the client's Decoders (PIL) and collated."""
     import shardstream as ss
@@ -66,17 +84,20 @@ def shardstream(c: Config) -> Reader:
         world_size=1,
         rank=0,
     )
+    # ShardStreamLoader keeps state_dict() at the last batch taken, also
+    # with workers (each worker streams its own steps).
+    loader = ss.ShardStreamLoader(ds, num_workers=c.workers)
     if c.resume is not None:
-        ds.load_state_dict(c.resume)
+        loader.load_state_dict(c.resume)
 
     def items() -> Iterator[Any]:
-        for b in torch.utils.data.DataLoader(ds, batch_size=None, num_workers=0):
+        for b in loader:
             if columnar:
                 yield b["tokens"].data.view(torch.int32)
             else:
                 yield b["jpg"], b["cls"]
 
-    return Reader(_Iter(items), save=ds.state_dict)
+    return Reader(_Iter(items), save=loader.state_dict)
 
 
 class _Iter:
