@@ -71,6 +71,7 @@ class Result:
     peak_rss: int = 0
     resume_s: float | None = None  # None: the system cannot resume mid-epoch
     fetched_bytes: int | None = None  # bytes the loader read from the store (shardstream)
+    shard_bytes: int | None = None  # the bytes of the shards it read them from
     note: str = ""
 
     def to_json(self) -> dict[str, Any]:

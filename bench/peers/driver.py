@@ -167,9 +167,12 @@ class Bench:
         state.unlink(missing_ok=True)
         r = Result(**res)
         r.fetched_bytes = fetched
+        if fetched is not None:
+            r.shard_bytes = self.tar_bytes[wl]
         return r
 
-    def run(self) -> list[Result]:
+    def run(self, log: Path) -> list[Result]:
+        """Every run; each result is also appended to log as it comes."""
         results: list[Result] = []
         systems = self.a.systems.split(",")
         for setup in self.a.setups.split(","):
@@ -181,12 +184,14 @@ class Bench:
                     for system in order:
                         r = self.one(system, wl, setup, rep)
                         results.append(r)
-                        print(progress(r, self.tar_bytes), flush=True)
+                        with log.open("a") as f:
+                            f.write(json.dumps(r.to_json()) + "\n")
+                        print(progress(r), flush=True)
         self.pin("shared")
         return results
 
 
-def progress(r: Result, tar_bytes: dict[str, int]) -> str:
+def progress(r: Result) -> str:
     line = (
         f"{r.setup:<6} {r.workload:<6} {r.system:<11} rep {r.rep}: {r.samples} samples "
         f"{r.samples / r.wall_s:8.0f} samples/s {r.stored_bytes / 1e6 / r.wall_s:6.0f} MB/s "
@@ -194,8 +199,8 @@ def progress(r: Result, tar_bytes: dict[str, int]) -> str:
     )
     if r.resume_s is not None:
         line += f", resume {r.resume_s:.2f}s"
-    if r.fetched_bytes is not None:
-        line += f", store bytes fetched {r.fetched_bytes / tar_bytes[r.workload]:.3f}x the shards"
+    if r.fetched_bytes is not None and r.shard_bytes:
+        line += f", store bytes fetched {r.fetched_bytes / r.shard_bytes:.3f}x the shards"
     return line
 
 
@@ -213,24 +218,35 @@ def main() -> None:
     )
     ap.add_argument("--run-timeout", type=float, default=600)
     ap.add_argument("--chart", default=str(REPO / "docs" / "benchmarks.png"))
+    ap.add_argument("--report", default="", help="only the table and chart, from a results.jsonl")
     a = ap.parse_args()
+    work = Path(a.work)
+    if a.report:
+        text = Path(a.report).read_text()
+        runs = json.loads(text) if text.startswith("[") else map(json.loads, text.splitlines())
+        report([Result(**run) for run in runs], work, Path(a.chart))
+        return
     if len(os.sched_getaffinity(0)) < 2 and "pinned" in a.setups:
         sys.exit("the pinned setup needs at least 2 cores (trainer on one, the rest on others)")
     b = Bench(a)
     b.start_store()
+    log = work / "results.jsonl"
+    log.unlink(missing_ok=True)
     try:
-        results = b.run()
+        results = b.run(log)
     finally:
         assert b.minio is not None
         b.minio.stop()
-    work = Path(a.work)
-    (work / "results.json").write_text(json.dumps([r.to_json() for r in results], indent=1))
-    rows = summarize(results, b.tar_bytes)
+    report(results, work, Path(a.chart))
+
+
+def report(results: list[Result], work: Path, chart_path: Path) -> None:
+    rows = summarize(results)
     md = table(rows)
     (work / "table.md").write_text(md)
     print(md)
-    chart(rows, Path(a.chart))
-    print(f"chart: {a.chart}; raw results: {work / 'results.json'}")
+    chart(rows, chart_path)
+    print(f"chart: {chart_path}; every run: {work / 'results.jsonl'}")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ def _median(xs: list[float]) -> float:
     return statistics.median(xs)
 
 
-def summarize(results: list[Result], tar_bytes: dict[str, int]) -> list[Row]:
+def summarize(results: list[Result]) -> list[Row]:
     groups: dict[tuple[str, str, str], list[Result]] = {}
     for r in results:
         groups.setdefault((r.setup, r.workload, r.system), []).append(r)
@@ -41,7 +41,7 @@ def summarize(results: list[Result], tar_bytes: dict[str, int]) -> list[Row]:
             resume = "cannot"
         else:
             resume = f"{_median(resumes):.2f}" if resumes else ""
-        fetched = [r.fetched_bytes / tar_bytes[wl] for r in rs if r.fetched_bytes is not None]
+        fetched = [r.fetched_bytes / r.shard_bytes for r in rs if r.fetched_bytes and r.shard_bytes]
         rows.append(
             Row(
                 setup=setup,
