@@ -207,12 +207,13 @@ bench-fanin: $(BENCH_BIN)
 
 # The peer benchmark (issue 14, docs/benchmarks.md "Against the peers"):
 # MinIO on loopback, each workload in each system's format, every system
-# pinned to one trainer core and unpinned, 3 repetitions; about 25 minutes
-# on 2 cores. Its own environment, .bench-venv, holds the pinned peers
+# pinned to one trainer core and unpinned, 3 repetitions; about 45 minutes
+# on the 2 busy cores of the development machine (BENCH_ARGS='--reps 1
+# --setups pinned' for a quick look). Its own environment, .bench-venv, holds the pinned peers
 # (bench/peers/requirements.txt) and the client; the samples and formats
 # are kept in .cache/bench-peers. Writes docs/benchmarks.png.
 $(BENCH_VENV)/.stamp: bench/peers/requirements.txt clients/python/pyproject.toml
-	@echo "setting up $(BENCH_VENV) (torch and the peers: a few minutes the first time)"
+	@echo "setting up $(BENCH_VENV) (torch and the peers: ~7 minutes the first time)"
 	$(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/pip install -q --upgrade pip==25.3
 	$(BENCH_VENV)/bin/pip install -q -r bench/peers/requirements.txt

@@ -133,6 +133,20 @@ class Bench:
         out: dict[str, Any] = json.loads(r.stdout.strip().splitlines()[-1])
         return out
 
+    def attempt(
+        self, system: str, wl: str, setup: str, args: list[str]
+    ) -> tuple[dict[str, Any], int | None]:
+        """One trainer run (with a fresh shardstream server for shardstream):
+        what it measured, and the store bytes the server fetched."""
+        if system != "shardstream":
+            return self.trainer(setup, args), None
+        server, metrics = self.server(wl)
+        try:
+            out = self.trainer(setup, [*args, "--address", server.address])
+            return out, scrape(metrics, "shardstream_read_bytes_total")
+        finally:
+            server.stop()
+
     def one(self, system: str, wl: str, setup: str, rep: int) -> Result:
         cache = self.work / "cache"
         state = self.work / "state.pkl"
@@ -145,23 +159,25 @@ class Bench:
         fetched: int | None = None
         res: dict[str, Any] = {}
         for phase in ("epoch", "resume"):
-            if phase == "resume" and (res.get("note") or setup not in self.a.resume_setups):
+            cannot = "cannot resume" in res.get("note", "")
+            if phase == "resume" and (cannot or setup not in self.a.resume_setups):
                 break
             shutil.rmtree(cache, ignore_errors=True)
             cache.mkdir(parents=True)
             extra = ["--save-state", str(state)] if phase == "epoch" else ["--resume", str(state)]
-            if system == "shardstream":
-                server, metrics = self.server(wl)
-                try:
-                    out = self.trainer(setup, [*base, "--address", server.address, *extra])
-                    if phase == "epoch":
-                        fetched = scrape(metrics, "shardstream_read_bytes_total")
-                finally:
-                    server.stop()
-            else:
-                out = self.trainer(setup, [*base, *extra])
+            try:
+                out, fetched_now = self.attempt(system, wl, setup, [*base, *extra])
+            except RuntimeError as e:
+                # A peer that crashes once is run again (and the crash
+                # reported); twice ends the benchmark.
+                failure = str(e).strip().splitlines()[-1]
+                print(f"{setup} {wl} {system} rep {rep} {phase}: failed, once more: {failure}")
+                shutil.rmtree(cache, ignore_errors=True)
+                cache.mkdir(parents=True)
+                out, fetched_now = self.attempt(system, wl, setup, [*base, *extra])
+                out["note"] = (out.get("note", "") + f" (retried after: {failure})").strip()
             if phase == "epoch":
-                res = out
+                res, fetched = out, fetched_now
             else:
                 res["resume_s"] = out["first_batch_s"]
         state.unlink(missing_ok=True)

@@ -37,7 +37,7 @@ def summarize(results: list[Result]) -> list[Row]:
     rows = []
     for (setup, wl, system), rs in groups.items():
         resumes = [r.resume_s for r in rs if r.resume_s is not None]
-        if any(r.note == "cannot resume" for r in rs):
+        if any("cannot resume" in r.note for r in rs):
             resume = "cannot"
         else:
             resume = f"{_median(resumes):.2f}" if resumes else ""
