@@ -207,8 +207,8 @@ bench-fanin: $(BENCH_BIN)
 
 # The peer benchmark (issue 14, docs/benchmarks.md "Against the peers"):
 # MinIO on loopback, each workload in each system's format, every system
-# pinned to one trainer core and unpinned, 3 repetitions; about 45 minutes
-# on the 2 busy cores of the development machine (BENCH_ARGS='--reps 1
+# pinned to one trainer core and unpinned, 3 repetitions; about 25 minutes
+# on the 2 shared cores of the development machine (BENCH_ARGS='--reps 1
 # --setups pinned' for a quick look). Its own environment, .bench-venv, holds the pinned peers
 # (bench/peers/requirements.txt) and the client; the samples and formats
 # are kept in .cache/bench-peers. Writes docs/benchmarks.png.
