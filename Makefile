@@ -163,6 +163,7 @@ go-test: tools build
 .PHONY: py-test
 py-test: tools venv build
 	cd clients/python && $(VENV)/bin/pytest -q tests
+	cd bench && $(VENV)/bin/pytest -q -p no:cacheprovider peers/test_report.py
 
 # Short fuzz runs of every fuzz target (the committed corpora run in go-test).
 FUZZ_TIME ?= 15s

@@ -11,8 +11,6 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-import psutil
-
 BUCKET = "bench"
 ACCESS_KEY = "shardstreamtest"  # the credentials of servertest.MinIO
 SECRET_KEY = "shardstreamtest-secret"
@@ -99,6 +97,8 @@ class PeakRSS:
         self._thread = threading.Thread(target=self._run, daemon=True, name="peak-rss")
 
     def _sample(self) -> None:
+        import psutil  # of .bench-venv only: the report's test runs without it
+
         me = psutil.Process(os.getpid())
         total = me.memory_info().rss
         for child in me.children(recursive=True):
