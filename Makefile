@@ -7,6 +7,7 @@
 #   make bench-plan   planner benchmarks (10M chunks)
 #   make bench-client the Python client against the Go client on one stream
 #   make bench-fanin  one rank through 1, 2, 4 rate-limited loaders
+#   make bench        shardstream against the S3 connector, Streaming, LitData, WebDataset
 #   make proto        regenerate Go and Python code from proto/
 #   make wheel        the Python client's wheel and sdist, into dist/
 #
@@ -23,6 +24,7 @@ VENV      := $(ROOT)/.venv
 PY        := $(VENV)/bin/python
 BIN       := $(ROOT)/bin/shardstream
 BENCH_BIN := $(ROOT)/bin/shardstream-bench
+BENCH_VENV := $(ROOT)/.bench-venv
 GO        ?= go
 
 # Pinned tool versions.
@@ -158,6 +160,7 @@ lint: venv $(TOOLS)/staticcheck $(TOOLS)/buf
 	buf format --diff --exit-code
 	buf breaking --against proto/baseline.binpb
 	cd clients/python && $(VENV)/bin/ruff check . ../../examples ../../scripts && $(VENV)/bin/ruff format --check . ../../examples ../../scripts
+	cd bench && $(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 	cd clients/python && $(VENV)/bin/mypy
 
 # lint also checks that the production binary links no test code: the
@@ -186,6 +189,7 @@ go-test: tools build
 .PHONY: py-test
 py-test: tools venv build
 	cd clients/python && $(VENV)/bin/pytest -q tests
+	cd bench && $(VENV)/bin/pytest -q -p no:cacheprovider peers/test_report.py
 
 # The Helm chart: helm lint --strict and helm template of several value
 # combinations, every object validated strictly (unknown fields fail)
@@ -236,6 +240,31 @@ bench-client: venv $(BIN) $(BENCH_BIN)
 .PHONY: bench-fanin
 bench-fanin: $(BENCH_BIN)
 	$(BENCH_BIN) fanin
+
+# The peer benchmark (issue 14, docs/benchmarks.md "Against the peers"):
+# MinIO on loopback, each workload in each system's format, every system
+# pinned to one trainer core and unpinned, 3 repetitions; about 25 minutes
+# on the 2 shared cores of the development machine (BENCH_ARGS='--reps 1
+# --setups pinned' for a quick look). Its own environment, .bench-venv, holds the pinned peers
+# (bench/peers/requirements.txt) and the client; the samples and formats
+# are kept in .cache/bench-peers. Writes docs/benchmarks.png.
+$(BENCH_VENV)/.stamp: bench/peers/requirements.txt clients/python/pyproject.toml
+	@echo "setting up $(BENCH_VENV) (torch and the peers: ~7 minutes the first time)"
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install -q --upgrade pip==25.3
+	$(BENCH_VENV)/bin/pip install -q -r bench/peers/requirements.txt
+	$(BENCH_VENV)/bin/pip install -q --no-deps -e clients/python
+	@touch $@
+
+.PHONY: bench
+bench: $(TOOLS)/minio $(BIN) $(BENCH_VENV)/.stamp
+	$(BENCH_VENV)/bin/python -m bench.peers.driver --bin $(BIN) --minio $(TOOLS)/minio $(BENCH_ARGS)
+
+# mypy --strict of the benchmark against the peers' packages (needs
+# .bench-venv; `make lint` runs ruff on bench/ without it).
+.PHONY: bench-lint
+bench-lint: venv $(BENCH_VENV)/.stamp
+	cd bench && $(VENV)/bin/mypy --python-executable $(BENCH_VENV)/bin/python peers
 
 .PHONY: bench-plan
 bench-plan:
