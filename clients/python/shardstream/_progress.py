@@ -91,6 +91,8 @@ class ProgressReporter:
         # replace the stream-side ones (see loop_wait).
         self._loop_measured = False
         self._loop_wait = 0.0
+        self._loop_steps = 0
+        self._loop_last_step = -1
         self._last_step = -1
         self._samples, self._bytes = samples, nbytes  # cumulative, at the last report
         self._now_samples, self._now_bytes = samples, nbytes
@@ -118,14 +120,17 @@ class ProgressReporter:
             self._last_step = step
             self._now_samples, self._now_bytes = samples, nbytes
 
-    def loop_wait(self, seconds: float) -> None:
-        """The training loop waited ``seconds`` for a batch (Stats.on_wait).
-        From the first call on, reports carry these waits instead of the
-        stream-side ones, which a prefetch thread makes too high: it waits
-        for the stream while the loop is still busy with its step."""
+    def loop_wait(self, seconds: float, step: int) -> None:
+        """The training loop waited ``seconds`` for step ``step``'s batch
+        (Stats.on_wait). From the first call on, reports carry the loop's
+        waits and steps instead of the stream-side ones, which a prefetch
+        thread distorts: it waits for the stream while the loop is still
+        busy with its step, and takes batches the loop has not had yet."""
         with self._lock:
             self._loop_measured = True
             self._loop_wait += seconds
+            self._loop_steps += 1
+            self._loop_last_step = step
 
     def _period(self) -> pb.ReportProgressRequest:
         """The report of the period that ends now; a wait in progress is
@@ -138,16 +143,18 @@ class ProgressReporter:
             if self._waiting_since is not None:
                 wait += now - self._waiting_since
                 self._waiting_since = now
+            steps, last_step = self._steps, self._last_step
             if self._loop_measured:
-                wait = self._loop_wait
+                wait, steps, last_step = self._loop_wait, self._loop_steps, self._loop_last_step
             elapsed = max(now - self._since, 1e-6)
-            req.last_step = max(self._last_step, 0)
-            req.steps = self._steps
+            req.last_step = max(last_step, 0)
+            req.steps = steps
             req.samples = max(0, self._now_samples - self._samples)
             req.bytes = max(0, self._now_bytes - self._bytes)
             req.wait_seconds = min(wait, elapsed)
             req.elapsed_seconds = min(elapsed, 3600.0)
-            self._since, self._wait, self._steps, self._loop_wait = now, 0.0, 0, 0.0
+            self._since, self._wait, self._steps = now, 0.0, 0
+            self._loop_wait, self._loop_steps = 0.0, 0
             self._samples, self._bytes = self._now_samples, self._now_bytes
         return req
 

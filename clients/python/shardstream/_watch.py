@@ -311,7 +311,7 @@ def live_batches(
     )
     hooked = stats.on_wait is None
     if hooked:
-        stats.on_wait = progress.loop_wait
+        stats.on_wait = lambda seconds: progress.loop_wait(seconds, stats.handed_step)
     try:
         progress.waiting()
         for b in batches:

@@ -681,6 +681,7 @@ class ShardStreamDataset(IterableDataset[Any]):
                 for step, token, item in items:
                     # The data wait: from the loop's next() to the item.
                     # ShardStreamLoader measures it in the main process.
+                    self.stats.handed_step = step
                     if not with_token:
                         self.stats.record_wait(time.monotonic() - asked)
                     # The token changes only as a batch is handed over, so

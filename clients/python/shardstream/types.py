@@ -96,6 +96,9 @@ class Stats:
     wait_seconds: float = 0.0
     waits: int = 0
     last_wait: float = 0.0
+    # The step of the batch last handed to the training loop (counted from
+    # the stream's resume token), -1 before any.
+    handed_step: int = -1
     wait_history: int = WAIT_HISTORY
     recent_waits: deque[float] = field(init=False, repr=False, compare=False)
     on_wait: Callable[[float], None] | None = field(default=None, repr=False, compare=False)
