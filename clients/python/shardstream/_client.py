@@ -38,7 +38,6 @@ from shardstream._convert import (
     plan_from_proto,
 )
 from shardstream._deadline import Watchdog
-from shardstream._watch import watched_batches
 from shardstream.errors import ShardStreamError, from_rpc_error, handshake_failed
 from shardstream.types import Batch, DatasetInfo, Plan, Stats
 from shardstream.v1 import shardstream_pb2 as pb
@@ -447,42 +446,6 @@ class Client:
             "PlanEpoch", functools.partial(self._coordinator().PlanEpoch, req), wait=wait
         )
         return plan_from_proto(r)
-
-    def striped_batches(
-        self,
-        plan: Plan,
-        job: pb.JobSpec,
-        rank: int,
-        stats: Stats,
-        *,
-        first: int = 0,
-        stride: int = 1,
-        columnar: bool = False,
-        max_loaders_per_rank: int = 1,
-    ) -> Generator[Batch | ColumnarBatch, None, None]:
-        """What :meth:`batches` yields, read over the plan's K stripe
-        loaders of ``rank`` (``plan.rank_loaders[rank]``) at once.
-
-        Stream j of K reads the steps ``first + j*stride``, every
-        ``K*stride``-th after that, from the j-th address; each stream's
-        steps are in order, so taking one batch from each stream in turn
-        gives the steps ``first, first+stride, …`` in order. The streams are
-        read lazily, one batch at a time: none holds more than the batch
-        being taken. Each stream reopens on its own after a failure (see
-        :meth:`batches`), from its next step, on the loader a new plan names
-        for its stripe. With K = 1 this is :meth:`batches`.
-        """
-        return watched_batches(
-            self,
-            plan,
-            job,
-            rank,
-            stats,
-            first=first,
-            stride=stride,
-            columnar=columnar,
-            max_loaders_per_rank=max_loaders_per_rank,
-        )
 
     def batches(
         self,

@@ -204,8 +204,8 @@ def watched_batches(
     watch: AssignmentWatch | None = None,
 ) -> Generator[Batch | ColumnarBatch, None, None]:
     """The rank's batches for steps ``first, first+stride, …`` over its K
-    stripe loaders, switching loaders as ``watch`` says (see
-    :meth:`Client.striped_batches`, which is this without a watch).
+    stripe loaders, switching loaders as ``watch`` says (without a watch,
+    a stripe moves only when its stream fails).
 
     Stream j of K reads the steps ``first + j*stride``, every ``K*stride``-th
     after that, from the j-th address; one batch is taken from each stream
