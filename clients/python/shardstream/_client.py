@@ -240,6 +240,9 @@ class Security:
     client_cert: bytes | None = None
     client_key: bytes | None = None
     token: str | None = field(default=None, repr=False)
+    # Checked against the servers' certificates instead of the dialled
+    # host (grpc.ssl_target_name_override): loaders advertised by IP.
+    server_name: str | None = None
 
     def credentials(self) -> grpc.ChannelCredentials:
         return grpc.ssl_channel_credentials(
@@ -341,7 +344,7 @@ class Client:
         if ch is not None:
             return ch
         n = self.max_message_bytes
-        options = [
+        options: list[tuple[str, int | str]] = [
             ("grpc.max_receive_message_length", n),
             ("grpc.max_send_message_length", n),
             # Reconnect quickly to a loader that restarts: the default
@@ -356,6 +359,8 @@ class Client:
             ("grpc.keepalive_permit_without_calls", 1),
         ]
         if self._security.tls:
+            if self._security.server_name:
+                options.append(("grpc.ssl_target_name_override", self._security.server_name))
             ch = grpc.secure_channel(address, self._security.credentials(), options=options)
         else:
             if self._metadata and not _LOOPBACK.match(address):

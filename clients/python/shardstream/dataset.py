@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping
 from contextlib import closing
@@ -61,6 +62,12 @@ _ENV_CA = "SHARDSTREAM_TLS_CA"
 _ENV_CERT = "SHARDSTREAM_TLS_CERT"
 _ENV_KEY = "SHARDSTREAM_TLS_KEY"
 _ENV_TOKEN = "SHARDSTREAM_TOKEN"
+_ENV_SERVER_NAME = "SHARDSTREAM_TLS_SERVER_NAME"
+# A DNS name as a certificate's subjectAltName carries it (a wildcard first
+# label allowed): what tls_server_name may be.
+_SERVER_NAME = re.compile(
+    r"^(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
 
 
 def _path_arg(name: str, value: str | os.PathLike[str] | None, env: str) -> str | None:
@@ -237,6 +244,12 @@ class ShardStreamDataset(IterableDataset[Any]):
         client shows for mutual TLS (a server with ``--client-ca``);
         default ``$SHARDSTREAM_TLS_CERT`` and ``$SHARDSTREAM_TLS_KEY``.
         Both or neither.
+      tls_server_name: the name every server's certificate is checked
+        against instead of the host in the address dialled; default
+        ``$SHARDSTREAM_TLS_SERVER_NAME``; implies ``tls``. For loaders that
+        join the pool by pod IP (the chart's loader Deployment): give the
+        coordinator and the loaders one certificate naming, e.g., the
+        loader Service's DNS name, and pass that name here.
       token: the bearer token for a server with ``--auth-file``, sent as
         ``authorization: Bearer TOKEN`` on every call; default
         ``$SHARDSTREAM_TOKEN``, read when the channel opens.
@@ -305,6 +318,7 @@ class ShardStreamDataset(IterableDataset[Any]):
         client_cert: str | os.PathLike[str] | None = None,
         client_key: str | os.PathLike[str] | None = None,
         token: str | None = None,
+        tls_server_name: str | None = None,
         max_loaders_per_rank: int = 1,
         job_name: str | None = None,
         prefetch: int = 2,
@@ -356,8 +370,21 @@ class ShardStreamDataset(IterableDataset[Any]):
                 f"client_cert {self.client_cert!r}, client_key {self.client_key!r}: "
                 f"give both or neither (or ${_ENV_CERT} and ${_ENV_KEY})"
             )
-        self.tls = bool(tls) or any(
-            p is not None for p in (self.root_certificates, self.client_cert, self.client_key)
+        if tls_server_name is None:
+            tls_server_name = os.environ.get(_ENV_SERVER_NAME) or None
+        if tls_server_name is not None and (
+            not isinstance(tls_server_name, str)
+            or len(tls_server_name) > 253
+            or not _SERVER_NAME.match(tls_server_name)
+        ):
+            raise ValueError(f"tls_server_name: {tls_server_name!r}, want a DNS name")
+        self.tls_server_name = tls_server_name
+        self.tls = (
+            bool(tls)
+            or tls_server_name is not None
+            or any(
+                p is not None for p in (self.root_certificates, self.client_cert, self.client_key)
+            )
         )
         self._auth = _Secret.check(token) if token is not None else None
         self.max_loaders_per_rank = _check_uint(
@@ -519,6 +546,7 @@ class ShardStreamDataset(IterableDataset[Any]):
             client_cert=read(self.client_cert),
             client_key=read(self.client_key),
             token=token,
+            server_name=self.tls_server_name,
         )
 
     def _client(self) -> Client:

@@ -37,7 +37,7 @@ class ShardStreamError(Exception):
 # client cannot unwrap (TSI_DATA_CORRUPTED).
 _HANDSHAKE = re.compile(
     r"handshake|SSL_ERROR|CERTIFICATE_VERIFY_FAILED|certificate required|tlsv1 alert|"
-    r"WRONG_VERSION_NUMBER|TSI_DATA_CORRUPTED",
+    r"WRONG_VERSION_NUMBER|TSI_DATA_CORRUPTED|Hostname Verification",
     re.IGNORECASE,
 )
 
@@ -67,8 +67,9 @@ _HINTS = {
 _HANDSHAKE_HINT = (
     "the TLS handshake failed: check tls=True / root_certificates (SHARDSTREAM_TLS_CA) "
     "against the server's certificate, and client_cert/client_key (SHARDSTREAM_TLS_CERT, "
-    "SHARDSTREAM_TLS_KEY) against its --client-ca; a plaintext client cannot talk to a TLS "
-    "server"
+    "SHARDSTREAM_TLS_KEY) against its --client-ca, and that the certificate names the host "
+    "dialled or tls_server_name (SHARDSTREAM_TLS_SERVER_NAME); a plaintext client cannot "
+    "talk to a TLS server"
 )
 
 

@@ -117,6 +117,16 @@ def test_tls_mtls_token_reads_epoch(secure: Server, certs: Certs) -> None:
     assert_exactly_once([n for r in out for n in r], plan.dropped, SAMPLES)
 
 
+def test_tls_server_name(secure: Server, certs: Certs) -> None:
+    # 127.0.0.1 dialled, the certificate checked against the name it
+    # carries (DNS:localhost): how trainers reach loaders advertised by
+    # pod IP with one certificate naming a Service.
+    out, plan = read_epoch(secure.address, 1, **KW, **good(certs, tls_server_name="localhost"))
+    assert_exactly_once([n for r in out for n in r], plan.dropped, SAMPLES)
+    with pytest.raises(ValueError, match="tls_server_name"):
+        shardstream.ShardStreamDataset(secure.address, **KW, tls_server_name="bad name")
+
+
 def test_env_settings(secure: Server, certs: Certs, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SHARDSTREAM_TLS_CA", str(certs.ca))
     monkeypatch.setenv("SHARDSTREAM_TLS_CERT", str(certs.client_cert))
@@ -149,12 +159,22 @@ def test_token_for_another_dataset(secure: Server, certs: Certs) -> None:
 
 
 @pytest.mark.parametrize(
-    "case", ["wrong CA", "no client certificate", "client certificate of another CA", "plaintext"]
+    "case",
+    [
+        "wrong CA",
+        "no client certificate",
+        "client certificate of another CA",
+        "plaintext",
+        "server name not in the certificate",
+    ],
 )
 def test_tls_refused(secure: Server, certs: Certs, case: str) -> None:
     cases: dict[str, dict[str, Any]] = {
         "wrong CA": {"root_certificates": str(certs.other_ca)},
         "no client certificate": {"client_cert": None, "client_key": None},
+        # The name checked is tls_server_name's, not the dialled IP's
+        # (which the certificate does name).
+        "server name not in the certificate": {"tls_server_name": "loaders.example"},
         "client certificate of another CA": {
             "client_cert": str(certs.other_client_cert),
             "client_key": str(certs.other_client_key),
