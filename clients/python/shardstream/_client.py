@@ -167,9 +167,10 @@ _BACKOFF_FIRST = 0.05
 _BACKOFF_MAX = 2.0
 
 
-def backoff(failures: int, rng: random.Random) -> float:
-    """Seconds to wait after the ``failures``-th failure in a row (from 1)."""
-    d = min(_BACKOFF_MAX, _BACKOFF_FIRST * 2.0 ** min(max(failures, 1), 10))
+def backoff(failures: int, rng: random.Random, cap: float = _BACKOFF_MAX) -> float:
+    """Seconds to wait after the ``failures``-th failure in a row (from 1),
+    the doubling stopped at ``cap``."""
+    d = min(cap, _BACKOFF_FIRST * 2.0 ** min(max(failures, 1), 10))
     return rng.uniform(d / 2, d)
 
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import grpc
 
+from shardstream._client import backoff
 from shardstream._columnar import ColumnarBatch
 from shardstream._progress import ProgressReporter
 from shardstream.types import Batch, Plan, Stats
@@ -177,8 +178,7 @@ class AssignmentWatch:
             if self._stopped.is_set():
                 return
             failures += 1
-            d = min(_WATCH_BACKOFF_MAX, 0.05 * 2.0 ** min(failures, 10))
-            delay = self._rng.uniform(d / 2, d)
+            delay = backoff(failures, self._rng, cap=_WATCH_BACKOFF_MAX)
             if failures == 1 or failures % 30 == 0:
                 log.warning(
                     "shardstream: assignment watch on %s lost (%s); retrying in %.2fs, "
