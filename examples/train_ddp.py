@@ -153,7 +153,14 @@ def train(args: argparse.Namespace) -> None:
         world_size=world,
         decode=Decode(args.feature_field, args.dim, args.classes),
     )
-    loader = StatefulDataLoader(ds, batch_size=None, num_workers=args.num_workers)
+    # Workers from shardstream's fork server: load_state_dict may have used
+    # gRPC here, and a process that has cannot fork safely.
+    loader = StatefulDataLoader(
+        ds,
+        batch_size=None,
+        num_workers=args.num_workers,
+        multiprocessing_context=shardstream.worker_context() if args.num_workers else None,
+    )
     step, resumed = 0, "no"
     path = args.checkpoint_dir / CHECKPOINT
     if path.exists():

@@ -22,6 +22,7 @@ from shardstream._columnar import Column, ColumnarBatch
 # before the split, but are not in the public list.
 from shardstream._convert import batch_from_proto as batch_from_proto
 from shardstream._convert import sample_from_proto as sample_from_proto
+from shardstream._fork import worker_context
 from shardstream._state import resume_state
 from shardstream.dataset import ShardStreamDataset
 from shardstream.decoders import RAW_DTYPES, DecodeError, Decoders, collate
@@ -51,4 +52,5 @@ __all__ = [
     "dist_world",
     "resolve_world",
     "resume_state",
+    "worker_context",
 ]

@@ -38,6 +38,7 @@ from shardstream._convert import (
     plan_from_proto,
 )
 from shardstream._deadline import Watchdog
+from shardstream._fork import note_grpc_used
 from shardstream.errors import ShardStreamError, from_rpc_error, handshake_failed
 from shardstream.types import Batch, DatasetInfo, Plan, Stats
 from shardstream.v1 import shardstream_pb2 as pb
@@ -373,6 +374,7 @@ class Client:
             ch = grpc.insecure_channel(address, options=options)
         self._channels[address] = ch
         _open.add(self)
+        note_grpc_used()
         return ch
 
     def _coordinator(self) -> _CoordinatorStub:

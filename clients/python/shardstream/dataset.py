@@ -580,10 +580,11 @@ class ShardStreamDataset(IterableDataset[Any]):
         rank's total, not a worker's share).
 
         It asks the coordinator (PlanEpoch) the first time for each epoch
-        and token; gRPC then runs in the calling process, so start
-        DataLoader workers with spawn (see the docs). With ``auto_epoch``
-        it is the length of what the next iteration reads: after a finished
-        epoch, the next one (the epoch moves now rather than at ``__iter__``).
+        and token; gRPC then runs in the calling process, so start DataLoader
+        workers with ``multiprocessing_context=shardstream.worker_context()``
+        (see the docs). With ``auto_epoch`` it is the length of what the
+        next iteration reads: after a finished epoch, the next one (the
+        epoch moves now rather than at ``__iter__``).
         """
         if self.auto_epoch:
             self._start_epoch()

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from torch.utils.data._utils.collate import default_convert
 from torch.utils.data._utils.pin_memory import pin_memory
 
+from shardstream._fork import worker_context
 from shardstream.dataset import ShardStreamDataset
 
 __all__ = ["ShardStreamLoader"]
@@ -81,7 +82,8 @@ class ShardStreamLoader(DataLoader[Any]):
     :meth:`state_dict` are the token of the last batch consumed.
 
     ``batch_size`` is always None (the server batches). With workers, the
-    ``multiprocessing_context`` defaults to ``"spawn"``: ``len()`` and a
+    ``multiprocessing_context`` defaults to :func:`~shardstream.worker_context`
+    (a fork server that has imported torch and shardstream): ``len()`` and a
     previous iteration use gRPC in the main process, and gRPC does not
     survive a fork; ``decode`` and ``collate_fn`` must then be picklable
     (module-level functions). ``persistent_workers`` is refused: a persistent
@@ -111,7 +113,7 @@ class ShardStreamLoader(DataLoader[Any]):
         if kwargs.get("in_order") is False:
             raise ValueError("in_order: False would hand batches over out of step order")
         if num_workers > 0 and multiprocessing_context is None:
-            multiprocessing_context = "spawn"
+            multiprocessing_context = worker_context()
         self.shardstream_dataset = dataset
         super().__init__(
             _TokenedDataset(dataset),

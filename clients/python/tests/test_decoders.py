@@ -341,7 +341,14 @@ def test_end_to_end_transform_collate_workers(decode_server: Server) -> None:
         )  # fmt: skip
 
     want = list(DataLoader(ds(), batch_size=None))
-    got = list(DataLoader(ds(), batch_size=None, num_workers=2))
+    got = list(
+        DataLoader(
+            ds(),
+            batch_size=None,
+            num_workers=2,
+            multiprocessing_context=shardstream.worker_context(),
+        )
+    )
     assert len(got) == len(want) == N // 4
     keys = []
     for g, w in zip(got, want, strict=True):

@@ -199,7 +199,11 @@ def test_workers(secure: Server, certs: Certs, caplog: pytest.LogCaptureFixture)
     caplog.set_level(logging.DEBUG)
     want = [b.step for b in shardstream.ShardStreamDataset(secure.address, **KW, **good(certs))]
     ds = shardstream.ShardStreamDataset(secure.address, **KW, **good(certs))
-    got = list(DataLoader(ds, batch_size=None, num_workers=2))
+    got = list(
+        DataLoader(
+            ds, batch_size=None, num_workers=2, multiprocessing_context=shardstream.worker_context()
+        )
+    )
     assert [b.step for b in got] == want
     assert TOKEN_A not in caplog.text
 

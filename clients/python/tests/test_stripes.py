@@ -128,7 +128,14 @@ def test_two_stripes_with_workers(cluster: Cluster, workers: int) -> None:
     ds = shardstream.ShardStreamDataset(
         cluster.address, rank=1, world_size=2, max_loaders_per_rank=2, **KW
     )
-    got = list(DataLoader(ds, batch_size=None, num_workers=workers))
+    got = list(
+        DataLoader(
+            ds,
+            batch_size=None,
+            num_workers=workers,
+            multiprocessing_context=shardstream.worker_context() if workers else None,
+        )
+    )
     assert summary(got) == summary(one)
 
 

@@ -43,7 +43,14 @@ def test_num_workers_same_order(server: Server, workers: int) -> None:
     ds = shardstream.ShardStreamDataset(server.address, rank=1, world_size=2, **KW)
     # The default start method (fork on Linux): the main process holds no
     # channel when the workers start.
-    got = list(DataLoader(ds, batch_size=None, num_workers=workers))
+    got = list(
+        DataLoader(
+            ds,
+            batch_size=None,
+            num_workers=workers,
+            multiprocessing_context=shardstream.worker_context() if workers else None,
+        )
+    )
     assert [b.step for b in got] == list(range(len(want)))
     assert [ids(b) for b in got] == [ids(b) for b in want]
     assert [b.resume_token for b in got] == [b.resume_token for b in want]
@@ -167,6 +174,71 @@ def test_script_that_stops_early_exits(
     assert "took 3" in r.stdout
     # Importing torch takes a few seconds; a hang at exit takes forever.
     assert took < 30, f"the script took {took:.1f}s to exit"
+
+
+# A fresh process: a fork before any gRPC call is quiet; after one (len()
+# asks the coordinator) it is warned about, once; workers from
+# worker_context() (ShardStreamLoader's default) are not forks of this
+# process and read the epoch in order.
+FORK_SCRIPT = """
+import os
+import sys
+import warnings
+
+import shardstream
+
+
+def fork_and_wait():
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+
+
+def main():
+    warnings.simplefilter("always")
+    ds = shardstream.ShardStreamDataset(sys.argv[1], batch_size=4)
+    with warnings.catch_warnings(record=True) as before:
+        fork_and_wait()
+    n = len(ds)
+    with warnings.catch_warnings(record=True) as after:
+        fork_and_wait()
+        fork_and_wait()
+    with warnings.catch_warnings(record=True) as loader:
+        steps = [b.step for b in shardstream.ShardStreamLoader(ds, num_workers=2)]
+    print("before", len(before))
+    print("after", len(after), after[0].message if after else "")
+    print("loader", [str(w.message) for w in loader if "fork" in str(w.message)])
+    print("context", shardstream.worker_context().get_start_method())
+    print("steps", steps == list(range(n)))
+
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+def test_fork_after_grpc_is_warned_and_worker_context_avoids_it(
+    server: Server, tmp_path: Path
+) -> None:
+    script = tmp_path / "fork.py"
+    script.write_text(textwrap.dedent(FORK_SCRIPT))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    r = subprocess.run(
+        [sys.executable, str(script), server.address],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert r.returncode == 0, r.stderr
+    lines = dict(line.split(" ", 1) for line in r.stdout.splitlines())
+    assert lines["before"] == "0"
+    assert lines["after"].startswith("1 shardstream: this process forks after using gRPC")
+    assert "worker_context()" in lines["after"]
+    assert lines["loader"] == "[]"
+    assert lines["context"] == "forkserver"
+    assert lines["steps"] == "True"
 
 
 def test_batch_over_message_limit_fails_at_once(server: Server) -> None:
