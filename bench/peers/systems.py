@@ -26,8 +26,10 @@ SHUFFLE_BUFFER = 1000
 # 1 with the lower trainer CPU per GB in a probe of both on the tokens
 # workload (docs/benchmarks.md); shared (two cores): 2, one a core.
 # shardstream: 0, its server reads and shuffles. (2 for images shared, to
-# decode JPEGs on both cores, measured worse: spawned workers start slowly
-# and two strided streams make the loader read every chunk twice.)
+# decode JPEGs on both cores, measured worse: spawned workers (the default
+# then) start slowly and two strided streams make the loader read every chunk
+# twice. ShardStreamLoader's workers now come from a fork server, which is
+# not this process's child: tree_cpu would not count them.)
 WORKERS = {
     "pinned": {"webdataset": 0, "s3connector": 0, "streaming": 1, "litdata": 1},
     "shared": {"webdataset": 2, "s3connector": 2, "streaming": 2, "litdata": 2},

@@ -82,6 +82,8 @@ def read_python(address: str, mode: str, workers: int, batch_size: int) -> dict[
     cpu0 = own_cpu()
     start = time.perf_counter()
     batches = samples = nbytes = 0
+    # DataLoader's default fork: this child has made no gRPC call yet (the
+    # safe case), and forked workers are its children, so own_cpu counts them.
     loader = DataLoader(ds, batch_size=None, num_workers=workers)
     for b in loader:
         batches += 1
