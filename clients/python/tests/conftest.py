@@ -15,12 +15,21 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import shardstream
 from tests.servertest import MinIO, Server, find_minio, write_reference_dataset
 
 REPO = Path(__file__).resolve().parents[3]
+
+
+def workers_kw(workers: int) -> dict[str, Any]:
+    """DataLoader's ``num_workers`` and, with workers, the fork-server
+    context: the test process has made gRPC calls and cannot fork safely."""
+    ctx = shardstream.worker_context() if workers else None
+    return {"num_workers": workers, "multiprocessing_context": ctx}
 
 
 @pytest.fixture(scope="session")

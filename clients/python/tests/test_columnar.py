@@ -20,7 +20,7 @@ import shardstream
 from shardstream._columnar import ColumnarFormatError, parse_response
 from shardstream.v1 import shardstream_pb2 as pb
 from shardstream.v1 import shardstream_pb2_grpc as pb_grpc
-from tests.conftest import pack
+from tests.conftest import pack, workers_kw
 from tests.servertest import Server
 
 SAMPLES = 301
@@ -211,14 +211,7 @@ def test_columnar_num_workers(columnar_server: Server) -> None:
         return shardstream.ShardStreamDataset(columnar_server.address, columnar=True, **KW)
 
     want = list(DataLoader(ds(), batch_size=None))
-    got = list(
-        DataLoader(
-            ds(),
-            batch_size=None,
-            num_workers=2,
-            multiprocessing_context=shardstream.worker_context(),
-        )
-    )
+    got = list(DataLoader(ds(), batch_size=None, **workers_kw(2)))
     assert steps_and_ids(got) == steps_and_ids(want)
     dicts = list(shardstream.ShardStreamDataset(columnar_server.address, **KW))
     for cb, b in zip(got, dicts, strict=True):
@@ -249,13 +242,7 @@ def test_columnar_pin_memory(columnar_server: Server) -> None:
         with pytest.raises(RuntimeError):
             pin_memory(cb)  # type: ignore[no-untyped-call]
         pytest.skip(f"torch cannot pin memory on this machine: {why}")
-    for cb in DataLoader(
-        ds,
-        batch_size=None,
-        pin_memory=True,
-        num_workers=2,
-        multiprocessing_context=shardstream.worker_context(),
-    ):
+    for cb in DataLoader(ds, batch_size=None, pin_memory=True, **workers_kw(2)):
         assert isinstance(cb, shardstream.ColumnarBatch)
         tensors = [cb.shards, cb.indices, cb.key_bytes, cb.key_offsets]
         for c in cb.columns.values():

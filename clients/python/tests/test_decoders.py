@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 
 import shardstream
 from shardstream import Batch, DecodeError, Decoders, collate
-from tests.conftest import pack
+from tests.conftest import pack, workers_kw
 from tests.servertest import Server
 
 
@@ -341,14 +341,7 @@ def test_end_to_end_transform_collate_workers(decode_server: Server) -> None:
         )  # fmt: skip
 
     want = list(DataLoader(ds(), batch_size=None))
-    got = list(
-        DataLoader(
-            ds(),
-            batch_size=None,
-            num_workers=2,
-            multiprocessing_context=shardstream.worker_context(),
-        )
-    )
+    got = list(DataLoader(ds(), batch_size=None, **workers_kw(2)))
     assert len(got) == len(want) == N // 4
     keys = []
     for g, w in zip(got, want, strict=True):

@@ -19,7 +19,7 @@ import pytest
 from torch.utils.data import DataLoader
 
 import shardstream
-from tests.conftest import SAMPLES, Packed
+from tests.conftest import SAMPLES, Packed, workers_kw
 from tests.servertest import Server
 from tests.test_server import assert_exactly_once, read_epoch
 from tests.tlstest import issue, make_ca
@@ -199,11 +199,7 @@ def test_workers(secure: Server, certs: Certs, caplog: pytest.LogCaptureFixture)
     caplog.set_level(logging.DEBUG)
     want = [b.step for b in shardstream.ShardStreamDataset(secure.address, **KW, **good(certs))]
     ds = shardstream.ShardStreamDataset(secure.address, **KW, **good(certs))
-    got = list(
-        DataLoader(
-            ds, batch_size=None, num_workers=2, multiprocessing_context=shardstream.worker_context()
-        )
-    )
+    got = list(DataLoader(ds, batch_size=None, **workers_kw(2)))
     assert [b.step for b in got] == want
     assert TOKEN_A not in caplog.text
 

@@ -13,6 +13,7 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 
 import shardstream
 from shardstream._state import WorkerPosition, resume_state
+from tests.conftest import workers_kw
 from tests.servertest import Server
 from tests.test_server import assert_exactly_once, numbers, read_epoch, take
 
@@ -33,12 +34,7 @@ def taken_and_state(
     """The first ``steps`` batches through a StatefulDataLoader and its
     state after them."""
     ds = shardstream.ShardStreamDataset(address, rank=rank, world_size=world_size, **KW)
-    loader = StatefulDataLoader(
-        ds,
-        batch_size=None,
-        num_workers=workers,
-        multiprocessing_context=shardstream.worker_context() if workers else None,
-    )
+    loader = StatefulDataLoader(ds, batch_size=None, **workers_kw(workers))
     it = iter(loader)
     got = take(it, steps)
     state = loader.state_dict()
@@ -56,12 +52,7 @@ def rest(
     world_size: int = 1,
 ) -> list[shardstream.Batch]:
     ds = shardstream.ShardStreamDataset(address, rank=rank, world_size=world_size, **KW)
-    loader = StatefulDataLoader(
-        ds,
-        batch_size=None,
-        num_workers=workers,
-        multiprocessing_context=shardstream.worker_context() if workers else None,
-    )
+    loader = StatefulDataLoader(ds, batch_size=None, **workers_kw(workers))
     if into == "loader":
         loader.load_state_dict(state)
     else:
@@ -96,9 +87,7 @@ def test_state_resumes_again(server: Server) -> None:
     whole, _ = read_epoch(server.address, 1, **KW)
     first, state = taken_and_state(server.address, 2, 5)
     ds = shardstream.ShardStreamDataset(server.address, rank=0, world_size=1, **KW)
-    loader = StatefulDataLoader(
-        ds, batch_size=None, num_workers=2, multiprocessing_context=shardstream.worker_context()
-    )
+    loader = StatefulDataLoader(ds, batch_size=None, **workers_kw(2))
     loader.load_state_dict(state)
     it = iter(loader)
     second = take(it, 4)
@@ -141,9 +130,7 @@ def test_loader_state_into_other_world_is_refused(server: Server) -> None:
     # with a message saying what to do.
     _, state = taken_and_state(server.address, 2, 5, rank=0, world_size=2)
     ds = shardstream.ShardStreamDataset(server.address, rank=0, world_size=3, **KW)
-    loader = StatefulDataLoader(
-        ds, batch_size=None, num_workers=2, multiprocessing_context=shardstream.worker_context()
-    )
+    loader = StatefulDataLoader(ds, batch_size=None, **workers_kw(2))
     loader.load_state_dict(state)
     with pytest.raises(ValueError, match=r"world size 2 cannot resume .*ds\.load_state_dict"):
         list(loader)
@@ -196,15 +183,11 @@ def test_state_at_end_of_epoch(server: Server) -> None:
     # torchdata ignores a finished loader state and starts a fresh iteration
     # from the dataset; loaded into the dataset too, that is the epoch's end.
     ds = shardstream.ShardStreamDataset(server.address, rank=0, world_size=1, **KW)
-    loader = StatefulDataLoader(
-        ds, batch_size=None, num_workers=2, multiprocessing_context=shardstream.worker_context()
-    )
+    loader = StatefulDataLoader(ds, batch_size=None, **workers_kw(2))
     assert list(loader)
     state = loader.state_dict()
     ds = shardstream.ShardStreamDataset(server.address, rank=0, world_size=1, **KW)
-    loader = StatefulDataLoader(
-        ds, batch_size=None, num_workers=2, multiprocessing_context=shardstream.worker_context()
-    )
+    loader = StatefulDataLoader(ds, batch_size=None, **workers_kw(2))
     ds.load_state_dict(state)
     loader.load_state_dict(state)
     assert list(loader) == []
@@ -216,9 +199,7 @@ def test_torchdata_refuses_other_num_workers(server: Server) -> None:
     # "torchdata's StatefulDataLoader" section can say so).
     _, state = taken_and_state(server.address, 2, 3)
     ds = shardstream.ShardStreamDataset(server.address, rank=0, world_size=1, **KW)
-    loader = StatefulDataLoader(
-        ds, batch_size=None, num_workers=3, multiprocessing_context=shardstream.worker_context()
-    )
+    loader = StatefulDataLoader(ds, batch_size=None, **workers_kw(3))
     loader.load_state_dict(state)
     with pytest.raises(AssertionError):
         iter(loader)

@@ -14,7 +14,7 @@ import pytest
 from torch.utils.data import DataLoader
 
 import shardstream
-from tests.conftest import Packed, pack_local
+from tests.conftest import Packed, pack_local, workers_kw
 from tests.servertest import Server
 
 pytestmark = pytest.mark.filterwarnings("ignore:This DataLoader will create")
@@ -128,14 +128,7 @@ def test_two_stripes_with_workers(cluster: Cluster, workers: int) -> None:
     ds = shardstream.ShardStreamDataset(
         cluster.address, rank=1, world_size=2, max_loaders_per_rank=2, **KW
     )
-    got = list(
-        DataLoader(
-            ds,
-            batch_size=None,
-            num_workers=workers,
-            multiprocessing_context=shardstream.worker_context() if workers else None,
-        )
-    )
+    got = list(DataLoader(ds, batch_size=None, **workers_kw(workers)))
     assert summary(got) == summary(one)
 
 

@@ -18,6 +18,7 @@ import pytest
 from torch.utils.data import DataLoader
 
 import shardstream
+from tests.conftest import workers_kw
 from tests.servertest import Server
 from tests.test_server import check_sample, numbers, read_epoch, take
 
@@ -43,14 +44,7 @@ def test_num_workers_same_order(server: Server, workers: int) -> None:
     ds = shardstream.ShardStreamDataset(server.address, rank=1, world_size=2, **KW)
     # The default start method (fork on Linux): the main process holds no
     # channel when the workers start.
-    got = list(
-        DataLoader(
-            ds,
-            batch_size=None,
-            num_workers=workers,
-            multiprocessing_context=shardstream.worker_context() if workers else None,
-        )
-    )
+    got = list(DataLoader(ds, batch_size=None, **workers_kw(workers)))
     assert [b.step for b in got] == list(range(len(want)))
     assert [ids(b) for b in got] == [ids(b) for b in want]
     assert [b.resume_token for b in got] == [b.resume_token for b in want]
