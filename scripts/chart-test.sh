@@ -67,6 +67,8 @@ case_ defaults -- \
 	--expect "$COORD.containers.0.livenessProbe.grpc.port=7070" \
 	--expect "Deployment/$N-coordinator:spec.strategy.type=Recreate" \
 	--expect "PodDisruptionBudget/$N-coordinator:spec.minAvailable=1" \
+	--expect "PodDisruptionBudget/$N-loader:spec.maxUnavailable=1" \
+	--expect "PodDisruptionBudget/$N-loader:spec.selector.matchLabels.app=$N-loader" \
 	--expect "$LOADER.containers.0.args=loader" \
 	--expect "$LOADER.containers.0.args=--coordinator=$N-coordinator.$NS.svc:7070" \
 	--expect "$LOADER.containers.0.args=--advertise=\$(POD_IP):7070" \
@@ -111,13 +113,17 @@ case_ "service monitor + dashboard" --set serviceMonitor.enabled=true,dashboard.
 case_ "autoscaling on cpu" --set loader.autoscaling.metric=cpu -- \
 	--expect "HorizontalPodAutoscaler/$N-loader:spec.metrics.0.resource.target.averageUtilization=70"
 
-case_ "autoscaling off" --set loader.autoscaling.enabled=false,loader.replicas=3 -- \
-	--expect "Deployment/$N-loader:spec.replicas=3" --absent HorizontalPodAutoscaler
+case_ "autoscaling off, no loader PDB" --set loader.autoscaling.enabled=false,loader.replicas=3 \
+	--set loader.podDisruptionBudget.enabled=false -- \
+	--expect "Deployment/$N-loader:spec.replicas=3" --absent HorizontalPodAutoscaler \
+	--absent PodDisruptionBudget/$N-loader
 
 case_ "everything on" "${SECURE[@]}" \
 	--set networkPolicy.enabled=true,serviceMonitor.enabled=true,dashboard.enabled=true \
-	--set coordinator.podDisruptionBudget.maxUnavailable=1 -- \
-	--expect "PodDisruptionBudget/$N-coordinator:spec.maxUnavailable=1"
+	--set coordinator.podDisruptionBudget.maxUnavailable=1 \
+	--set-string loader.podDisruptionBudget.maxUnavailable=25% -- \
+	--expect "PodDisruptionBudget/$N-coordinator:spec.maxUnavailable=1" \
+	--expect "PodDisruptionBudget/$N-loader:spec.maxUnavailable=25%"
 
 # The dashboard the ConfigMap ships is deploy/grafana/shardstream.json.
 helm_ template "$REL" "$CHART" --set dashboard.enabled=true --show-only templates/dashboard.yaml |
