@@ -9,9 +9,9 @@ grpc forks safely (0 in 120 under the same load).
 
 So workers come from a fork server: a clean process started once, which
 has imported torch and shardstream but made no call, and forks each worker
-in a few milliseconds (spawn re-imports torch in every worker, ~1.5 s per
-epoch). And a process that forks after using gRPC is told so, once, before
-the fork, in case it hangs.
+from there (0.13 s to an epoch's first batch with two workers; spawn
+re-imports torch in every worker: 3.3 s). And a process that forks after
+using gRPC is told so, once, before the fork, in case it hangs.
 """
 
 from __future__ import annotations
@@ -93,6 +93,9 @@ def _before_fork() -> None:
 def _after_fork_child() -> None:
     # The child has not opened a channel itself; its own first one arms the
     # warning for its forks (the handlers are inherited, not registered again).
-    global _used, _warned
+    # Another thread may have held the lock at the fork: the child's copy
+    # would stay locked.
+    global _lock, _used, _warned
+    _lock = threading.Lock()
     _used = False
     _warned = False
