@@ -3,6 +3,7 @@ package leaktest
 import (
 	"fmt"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 )
@@ -32,16 +33,26 @@ func TestWaitSeesExitingGoroutine(t *testing.T) {
 	}
 }
 
-// TestWaitReportsLeak: a goroutine still blocked is reported with stacks.
+// TestWaitReportsLeak: goroutines still blocked are reported with stacks.
+// The base may count a goroutine of the previous test that is still
+// returning; when it ends, one new blocked goroutine would bring the count
+// back to the base and hide. So three are started: the count stays above
+// the base unless three such goroutines end meanwhile.
 func TestWaitReportsLeak(t *testing.T) {
 	base := runtime.NumGoroutine()
 	stop := make(chan struct{})
-	go func() { <-stop }()
+	for range 3 {
+		go blockedUntil(stop)
+	}
 	r := &recorder{TB: t}
 	waitFor(r, base, 100*time.Millisecond)
 	if r.failed == "" {
-		t.Error("Wait did not report a blocked goroutine")
+		t.Error("Wait did not report blocked goroutines")
+	} else if !strings.Contains(r.failed, "leaktest.blockedUntil") {
+		t.Errorf("the report does not show the blocked goroutines' stacks:\n%s", r.failed)
 	}
 	close(stop)
-	Wait(t, base) // and once it can end, it is waited for
+	Wait(t, base) // and once they can end, they are waited for
 }
+
+func blockedUntil(stop <-chan struct{}) { <-stop }
