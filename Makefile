@@ -186,9 +186,9 @@ test: tools venv build check-proto lint go-test py-test chart-test
 go-test: tools build
 	$(GO) test -race -timeout 20m ./...
 
-.PHONY: py-test
 # Each test has a 5-minute limit (pyproject.toml); the suite as a whole 30
 # minutes, so a hang fails here rather than running out CI's clock.
+.PHONY: py-test
 py-test: tools venv build
 	cd clients/python && timeout -k 30 30m $(VENV)/bin/pytest -q --durations=8 tests
 	cd bench && $(VENV)/bin/pytest -q -p no:cacheprovider peers/test_report.py

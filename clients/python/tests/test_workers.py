@@ -42,8 +42,7 @@ def decode_numbers(batch: shardstream.Batch) -> tuple[int, str, list[int]]:
 def test_num_workers_same_order(server: Server, workers: int) -> None:
     want = list(shardstream.ShardStreamDataset(server.address, rank=1, world_size=2, **KW))
     ds = shardstream.ShardStreamDataset(server.address, rank=1, world_size=2, **KW)
-    # The default start method (fork on Linux): the main process holds no
-    # channel when the workers start.
+    # Workers from the fork server: this test process has made gRPC calls.
     got = list(DataLoader(ds, batch_size=None, **workers_kw(workers)))
     assert [b.step for b in got] == list(range(len(want)))
     assert [ids(b) for b in got] == [ids(b) for b in want]
@@ -115,6 +114,27 @@ def test_len(server: Server, world_size: int) -> None:
     assert len(ds) == n - 3
 
 
+def run_script(
+    path: Path, text: str, *args: str, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Runs ``text`` as a fresh Python process (this one's sys.path) with
+    ``args``; one that does not exit within ``timeout`` fails the test."""
+    path.write_text(textwrap.dedent(text))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    try:
+        return subprocess.run(
+            [sys.executable, str(path), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+        )
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(
+            f"{path.name} did not exit within {timeout}s; output: {e.stdout!r} {e.stderr!r}"
+        )
+
+
 # The script of the issue: a step-based loop that stops after three
 # batches and falls off the end of the script.
 EXIT_SCRIPT = """
@@ -149,20 +169,8 @@ if __name__ == "__main__":
 def test_script_that_stops_early_exits(
     server: Server, tmp_path: Path, form: str, prefetch: int
 ) -> None:
-    script = tmp_path / "stop_early.py"
-    script.write_text(textwrap.dedent(EXIT_SCRIPT))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     start = time.monotonic()
-    try:
-        r = subprocess.run(
-            [sys.executable, str(script), server.address, form, str(prefetch)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=env,
-        )
-    except subprocess.TimeoutExpired as e:
-        pytest.fail(f"the script did not exit within 60s; output: {e.stdout!r} {e.stderr!r}")
+    r = run_script(tmp_path / "stop_early.py", EXIT_SCRIPT, server.address, form, str(prefetch))
     took = time.monotonic() - start
     assert r.returncode == 0, r.stderr
     assert "took 3" in r.stdout
@@ -215,16 +223,7 @@ if __name__ == "__main__":
 def test_fork_after_grpc_is_warned_and_worker_context_avoids_it(
     server: Server, tmp_path: Path
 ) -> None:
-    script = tmp_path / "fork.py"
-    script.write_text(textwrap.dedent(FORK_SCRIPT))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    r = subprocess.run(
-        [sys.executable, str(script), server.address],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
+    r = run_script(tmp_path / "fork.py", FORK_SCRIPT, server.address, timeout=120)
     assert r.returncode == 0, r.stderr
     lines = dict(line.split(" ", 1) for line in r.stdout.splitlines())
     assert lines["before"] == "0"
